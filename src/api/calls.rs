@@ -1,0 +1,253 @@
+//! `/api/v1/calls`: the primary contract's call endpoints. Each handler checks the
+//! request's shape, asks the call service, and wraps the answer in
+//! `{ "success": true, "data": ... }`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Auth, JsonBody};
+use super::views::{CallListItem, CallView, ParticipantView, participants};
+use crate::auth::Identity;
+use crate::calls::lifecycle::{CallSnapshot, Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
+use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, UserId};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn ok(data: Value) -> ApiResult {
+    Ok(Json(json!({ "success": true, "data": data })))
+}
+
+fn caller(identity: &Identity) -> Caller {
+    Caller {
+        id: identity.id.clone(),
+        name: identity.name.clone(),
+    }
+}
+
+fn call_id(raw: &str) -> Result<CallId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid("callId", "must be a UUID"))
+}
+
+/// Checks an id-like string from a request: 1 to 128 characters, no control characters.
+fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
+    let len = value.chars().count();
+    if len == 0 || len > MAX_ID_LEN || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a client needs to connect media: the call with its participants, the media
+/// token (none yet: the built-in media plane needs none and LiveKit mints one), and
+/// the ICE servers.
+fn connect_data(state: &AppState, snapshot: &CallSnapshot) -> Value {
+    json!({
+        "call": CallView::from(&snapshot.call),
+        "participants": participants(snapshot),
+        "token": Value::Null,
+        "iceServers": *state.ice_servers,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    #[serde(rename = "type")]
+    call_type: CallType,
+    participant_ids: Vec<String>,
+    chat_id: Option<String>,
+    video_enabled: Option<bool>,
+    audio_enabled: Option<bool>,
+}
+
+/// `POST /api/v1/calls/start`
+pub async fn start(State(state): State<AppState>, Auth(me): Auth, JsonBody(body): JsonBody<StartRequest>) -> ApiResult {
+    for (i, id) in body.participant_ids.iter().enumerate() {
+        id_text(&format!("participantIds[{i}]"), id)?;
+    }
+    if let Some(chat_id) = &body.chat_id {
+        id_text("chatId", chat_id)?;
+    }
+    let request = NewCall {
+        call_type: body.call_type,
+        invitees: body.participant_ids.into_iter().map(UserId).collect(),
+        chat_id: body.chat_id,
+        media: MediaFlags {
+            audio: body.audio_enabled.unwrap_or(true),
+            video: body.video_enabled.unwrap_or(true),
+        },
+    };
+    let snapshot = state.service.start(&caller(&me), request).await?;
+    ok(connect_data(&state, &snapshot))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    video_enabled: Option<bool>,
+    audio_enabled: Option<bool>,
+}
+
+/// `POST /api/v1/calls/:callId/join`
+pub async fn join(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<JoinRequest>,
+) -> ApiResult {
+    let media = MediaFlags {
+        audio: body.audio_enabled.unwrap_or(true),
+        video: body.video_enabled.unwrap_or(true),
+    };
+    let snapshot = state.service.join(&caller(&me), call_id(&id)?, media).await?;
+    ok(connect_data(&state, &snapshot))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EndRequest {
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/calls/:callId/end`: see `calls::lifecycle` for what ending means
+/// for the initiator, an invitee and a participant.
+pub async fn end(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<EndRequest>,
+) -> ApiResult {
+    let id = call_id(&id)?;
+    let reason = match body.reason.as_deref() {
+        None => EndReason::Normal,
+        Some(text) => text
+            .parse::<EndReason>()
+            .ok()
+            .filter(|r| r.client_may_give())
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = EndReason::ALL
+                    .iter()
+                    .filter(|r| r.client_may_give())
+                    .map(|r| r.as_str())
+                    .collect();
+                ApiError::invalid("reason", format!("must be one of {}", allowed.join(", ")))
+            })?,
+    };
+    let (snapshot, outcome) = state.service.end(&me.id, id, reason).await?;
+    let message = match outcome {
+        EndOutcome::Ended(_) => "Call ended successfully",
+        EndOutcome::Declined => "Call declined",
+        EndOutcome::Left => "Left the call",
+    };
+    Ok(Json(json!({
+        "success": true,
+        "message": message,
+        "data": {
+            "outcome": outcome.as_str(),
+            "call": CallView::from(&snapshot.call),
+            "participants": participants(&snapshot),
+        },
+    })))
+}
+
+/// `POST /api/v1/calls/:callId/token`: fresh connection details for a member of a
+/// call that has not ended (reconnection).
+pub async fn token(State(state): State<AppState>, Auth(me): Auth, Path(id): Path<String>) -> ApiResult {
+    let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
+    let data = connect_data(&state, &snapshot);
+    ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
+}
+
+/// `GET /api/v1/calls/:callId`
+pub async fn get(State(state): State<AppState>, Auth(me): Auth, Path(id): Path<String>) -> ApiResult {
+    let snapshot = state.service.get(&me.id, call_id(&id)?).await?;
+    ok(json!({ "call": CallView::from(&snapshot.call), "participants": participants(&snapshot) }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /api/v1/calls/history?limit&offset`: the caller's calls, newest first.
+pub async fn history(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 100"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(ApiError::invalid("offset", "must be from 0 to 1000000"));
+    }
+    let (calls, total) = state.service.history(&me.id, limit, offset).await?;
+    let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
+    ok(json!({
+        "calls": items,
+        "pagination": { "limit": limit, "offset": offset, "total": total },
+    }))
+}
+
+/// `GET /api/v1/calls/active`: the caller's calls that have not ended.
+pub async fn active(State(state): State<AppState>, Auth(me): Auth) -> ApiResult {
+    let calls = state.service.active(&me.id).await?;
+    let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
+    ok(json!({ "calls": items }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantUpdate {
+    audio_enabled: Option<bool>,
+    video_enabled: Option<bool>,
+    screen_share_enabled: Option<bool>,
+}
+
+/// `PATCH /api/v1/calls/:callId/participant`: the caller's own media toggles.
+pub async fn update_participant(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ParticipantUpdate>,
+) -> ApiResult {
+    let id = call_id(&id)?;
+    let patch = MediaPatch {
+        audio: body.audio_enabled,
+        video: body.video_enabled,
+        screen_share: body.screen_share_enabled,
+    };
+    if patch.audio.is_none() && patch.video.is_none() && patch.screen_share.is_none() {
+        return Err(ApiError::invalid(
+            "body",
+            "give at least one of audioEnabled, videoEnabled, screenShareEnabled",
+        ));
+    }
+    let snapshot = state.service.update_media(&me.id, id, patch).await?;
+    let participant = snapshot.member(&me.id).map(ParticipantView::from);
+    Ok(Json(json!({
+        "success": true,
+        "message": "Participant settings updated",
+        "data": { "participant": participant },
+    })))
+}
+
+/// `GET /api/v1/calls/stats`: counts over the caller's calls; over all calls for an
+/// admin token.
+pub async fn stats(State(state): State<AppState>, Auth(me): Auth) -> ApiResult {
+    let scope = if me.admin { None } else { Some(&me.id) };
+    let stats = state.service.stats(scope).await?;
+    ok(json!(stats))
+}

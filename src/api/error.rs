@@ -1,0 +1,101 @@
+//! The one error type every handler returns, rendered as
+//! `{ "success": false, "error": { "code", "message", "field"? } }`.
+//! Internal failures are logged with their cause and answered with a generic 500.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::calls::lifecycle::CallError;
+use crate::calls::service::ServiceError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
+    /// The request field at fault, for validation errors.
+    pub(super) field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// 400: `field` of the request is invalid.
+    pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        Self {
+            message: format!("{field}: {message}"),
+            field: Some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "")
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    /// 500 whose cause is logged and never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal server error")
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::NotFound => Self::new(StatusCode::NOT_FOUND, "CALL_NOT_FOUND", message),
+            ServiceError::Call(CallError::Invalid { field, message }) => Self::invalid(field, message),
+            ServiceError::Call(e) => {
+                let (status, code) = match e {
+                    CallError::NotMember => (StatusCode::FORBIDDEN, "NOT_A_MEMBER"),
+                    CallError::CallEnded => (StatusCode::CONFLICT, "CALL_ENDED"),
+                    CallError::AlreadyJoined => (StatusCode::CONFLICT, "ALREADY_JOINED"),
+                    CallError::NotJoined => (StatusCode::CONFLICT, "NOT_IN_CALL"),
+                    CallError::CallFull(_) => (StatusCode::CONFLICT, "CALL_FULL"),
+                    CallError::Invalid { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+                };
+                Self::new(status, code, message)
+            }
+            ServiceError::Contention => Self::new(StatusCode::CONFLICT, "CONCURRENT_UPDATE", message),
+            ServiceError::Store(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        let mut response = (self.status, Json(json!({ "success": false, "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,84 @@
+//! The HTTP API: routes, shared state, and the JSON envelope and error shape.
+//! [`app`] builds the router without binding a port; `server` serves it.
+
+mod calls;
+mod error;
+mod extract;
+mod monitoring;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+
+pub use error::ApiError;
+
+use crate::auth::JwtKey;
+use crate::calls::service::CallService;
+use crate::ice::IceServer;
+
+/// Largest request body accepted; call requests are a few hundred bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Arc<CallService>,
+    pub jwt: Arc<JwtKey>,
+    /// Handed to clients with every start, join and token response.
+    pub ice_servers: Arc<Vec<IceServer>>,
+}
+
+/// Where Prometheus `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// On the main router.
+    Main,
+    /// Only on the separate [`metrics_app`] (METRICS_PORT).
+    Separate,
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
+    let calls = Router::new()
+        .route("/start", post(calls::start))
+        .route("/history", get(calls::history))
+        .route("/active", get(calls::active))
+        .route("/stats", get(calls::stats))
+        .route("/{call_id}", get(calls::get))
+        .route("/{call_id}/join", post(calls::join))
+        .route("/{call_id}/end", post(calls::end))
+        .route("/{call_id}/token", post(calls::token))
+        .route("/{call_id}/participant", patch(calls::update_participant));
+    let mut router = Router::new()
+        .nest("/api/v1/calls", calls)
+        .route("/health", get(monitoring::health))
+        .route("/monitoring/metrics", get(monitoring::monitoring));
+    if metrics == MetricsRoute::Main {
+        router = router.route("/metrics", get(monitoring::prometheus));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Prometheus `/metrics` alone, for METRICS_PORT.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(monitoring::prometheus))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this endpoint")
+}

@@ -1,0 +1,68 @@
+//! Health and monitoring: `/health` (no token), `/monitoring/metrics` (admin token,
+//! the primary contract's JSON) and `/metrics` (Prometheus text, no token: expose it
+//! only where Prometheus can reach it, or move it to METRICS_PORT).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Auth;
+
+/// `GET /health`: 200 when the database answers, 503 when it does not.
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.service.store();
+    let (status, db_status) = match store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
+        }
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
+        "service": "huddle",
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": { "backend": store.backend(), "status": db_status },
+        "timestamp": state.service.now(),
+    });
+    (status, Json(body))
+}
+
+/// `GET /monitoring/metrics`: call counts and success rate over all calls.
+pub async fn monitoring(State(state): State<AppState>, Auth(me): Auth) -> Result<Json<Value>, ApiError> {
+    if !me.admin {
+        return Err(ApiError::forbidden("monitoring needs a token with \"role\": \"admin\""));
+    }
+    let stats = state.service.stats(None).await?;
+    let finished = stats.total_calls - stats.active_calls;
+    let success_rate = if finished > 0 {
+        stats.completed_calls as f64 * 100.0 / finished as f64
+    } else {
+        0.0
+    };
+    Ok(Json(json!({
+        "calls": {
+            "total": stats.total_calls,
+            "active": stats.active_calls,
+            "completed": stats.completed_calls,
+            "failed": stats.failed_calls,
+            "missed": stats.missed_calls,
+            "declined": stats.declined_calls,
+        },
+        "performance": {
+            "successRate": format!("{success_rate:.2}%"),
+            "averageDuration": stats.average_duration,
+        },
+        "timestamp": state.service.now(),
+    })))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = state.service.prometheus().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+}

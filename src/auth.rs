@@ -1,0 +1,265 @@
+//! Who is calling: HS256 JSON Web Tokens signed with JWT_SECRET.
+//!
+//! Claims Huddle reads (any JWT library can mint them):
+//! - `sub` (required): the user id, 1 to 128 characters.
+//! - `exp` (required): expiry, seconds since the Unix epoch.
+//! - `nbf`, `iat` (optional): not-before and issued-at, seconds since the epoch.
+//! - `name` (optional): a display name shown to other participants.
+//! - `role` (optional): `"admin"` grants the operator views (global statistics,
+//!   `/monitoring/metrics`); it grants no access to other people's calls.
+//!
+//! Only `alg: HS256` is accepted; `none` and every other algorithm are refused, and
+//! the signature is compared in constant time. `exp` and `nbf` allow 30 s of clock skew.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::calls::model::{MAX_ID_LEN, UserId};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: i64 = 30;
+/// Longest token accepted; real ones are a few hundred bytes.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Header of every token Huddle signs: `{"alg":"HS256","typ":"JWT"}`.
+const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// Why a token was refused. The text is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("missing Authorization: Bearer token")]
+    Missing,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("unsupported token algorithm `{0}` (only HS256 is accepted)")]
+    UnsupportedAlgorithm(String),
+    #[error("token signature does not match")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+}
+
+/// The claims of a Huddle token; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: UserId,
+    pub name: Option<String>,
+    pub admin: bool,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+/// The key tokens are signed and checked with.
+#[derive(Clone)]
+pub struct JwtKey {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKey(..)")
+    }
+}
+
+impl JwtKey {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.to_vec(),
+        }
+    }
+
+    fn mac(&self, signed_part: &str) -> HmacSha256 {
+        // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        mac.update(signed_part.as_bytes());
+        mac
+    }
+
+    /// A signed token carrying `claims`.
+    pub fn sign(&self, claims: &Claims) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let signed_part = format!("{HEADER}.{payload}");
+        let signature = URL_SAFE_NO_PAD.encode(self.mac(&signed_part).finalize().into_bytes());
+        format!("{signed_part}.{signature}")
+    }
+
+    /// Checks `token`'s algorithm, signature and validity period as of `now` (seconds
+    /// since the epoch) and returns who it names.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed("token is too long".into()));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+        };
+        let header: Header = decode_json(header_b64, "header")?;
+        if header.alg != "HS256" {
+            return Err(AuthError::UnsupportedAlgorithm(header.alg));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::Malformed("signature is not base64url".into()))?;
+        let signed_part = &token[..header_b64.len() + 1 + payload_b64.len()];
+        self.mac(signed_part)
+            .verify_slice(&signature)
+            .map_err(|_| AuthError::BadSignature)?;
+        let claims: Claims = decode_json(payload_b64, "payload")?;
+        if now > claims.exp + LEEWAY_SECS {
+            return Err(AuthError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+            return Err(AuthError::NotYetValid);
+        }
+        claims.identity()
+    }
+}
+
+impl Claims {
+    fn identity(self) -> Result<Identity, AuthError> {
+        if self.sub.is_empty() || self.sub.chars().count() > MAX_ID_LEN {
+            return Err(AuthError::Malformed(format!("`sub` must be 1 to {MAX_ID_LEN} characters")));
+        }
+        if self.name.as_ref().is_some_and(|n| n.chars().count() > MAX_ID_LEN) {
+            return Err(AuthError::Malformed(format!("`name` must be at most {MAX_ID_LEN} characters")));
+        }
+        Ok(Identity {
+            id: UserId(self.sub),
+            name: self.name.filter(|n| !n.trim().is_empty()),
+            admin: self.role.as_deref() == Some("admin"),
+        })
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthError::Malformed(format!("{what} is not base64url")))?;
+    serde_json::from_slice(&bytes).map_err(|e| AuthError::Malformed(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn claims(sub: &str, exp: i64) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp,
+            iat: Some(NOW),
+            nbf: None,
+            name: Some("Alice".into()),
+            role: None,
+        }
+    }
+
+    #[test]
+    fn signs_like_every_other_hs256_implementation() {
+        // The example token of RFC 7519's companion site jwt.io, secret
+        // "your-256-bit-secret": our MAC over its signed part reproduces its signature.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ";
+        let key = JwtKey::new(b"your-256-bit-secret");
+        let signature = URL_SAFE_NO_PAD.encode(key.mac(token).finalize().into_bytes());
+        assert_eq!(signature, "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c");
+    }
+
+    #[test]
+    fn a_signed_token_verifies_to_its_user() {
+        let key = JwtKey::new(b"a secret of reasonable length");
+        let identity = key.verify(&key.sign(&claims("alice", NOW + 60)), NOW).unwrap();
+        assert_eq!(identity.id.as_str(), "alice");
+        assert_eq!(identity.name.as_deref(), Some("Alice"));
+        assert!(!identity.admin);
+    }
+
+    #[test]
+    fn the_admin_role_claim_marks_an_operator() {
+        let key = JwtKey::new(b"k");
+        let mut c = claims("ops", NOW + 60);
+        c.role = Some("admin".into());
+        assert!(key.verify(&key.sign(&c), NOW).unwrap().admin);
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_tokens_are_refused_with_leeway() {
+        let key = JwtKey::new(b"k");
+        assert!(key.verify(&key.sign(&claims("a", NOW - 10)), NOW).is_ok());
+        assert_eq!(key.verify(&key.sign(&claims("a", NOW - 31)), NOW), Err(AuthError::Expired));
+        let mut early = claims("a", NOW + 600);
+        early.nbf = Some(NOW + 120);
+        assert_eq!(key.verify(&key.sign(&early), NOW), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_or_altered_is_refused() {
+        let token = JwtKey::new(b"other").sign(&claims("a", NOW + 60));
+        assert_eq!(JwtKey::new(b"k").verify(&token, NOW), Err(AuthError::BadSignature));
+
+        let key = JwtKey::new(b"k");
+        let token = key.sign(&claims("alice", NOW + 60));
+        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"mallory","exp":1900000000}"#);
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = &forged_payload;
+        assert_eq!(key.verify(&parts.join("."), NOW), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn the_none_algorithm_is_refused() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"a","exp":1900000000}"#);
+        let result = JwtKey::new(b"k").verify(&format!("{header}.{payload}."), NOW);
+        assert_eq!(result, Err(AuthError::UnsupportedAlgorithm("none".into())));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let key = JwtKey::new(b"k");
+        for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.***", "eyJ9.eyJ9.AAAA"] {
+            assert!(matches!(key.verify(token, NOW), Err(AuthError::Malformed(_))), "{token}");
+        }
+        let missing_exp = {
+            let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#);
+            let signed = format!("{HEADER}.{payload}");
+            let sig = URL_SAFE_NO_PAD.encode(key.mac(&signed).finalize().into_bytes());
+            format!("{signed}.{sig}")
+        };
+        let err = key.verify(&missing_exp, NOW).unwrap_err().to_string();
+        assert!(err.contains("missing field `exp`"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_or_overlong_subject_is_refused() {
+        let key = JwtKey::new(b"k");
+        assert!(key.verify(&key.sign(&claims("", NOW + 60)), NOW).is_err());
+        assert!(key.verify(&key.sign(&claims(&"x".repeat(129), NOW + 60)), NOW).is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! Configuration: command-line flags, each with an environment variable of the
+//! primary contract's name (PORT, DATABASE_URL, JWT_SECRET, ...). Only this module
+//! and `main` read the environment.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use chrono::Duration;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
+
+use crate::calls::lifecycle::Limits;
+use crate::ice::IceServer;
+
+/// Huddle: a self-hosted call server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "huddle", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a token signed with JWT_SECRET, for trying Huddle out.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// User id (the `sub` claim).
+    #[arg(long)]
+    pub user: String,
+    /// Display name (the `name` claim).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds until the token expires.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+    pub ttl: u32,
+    /// Add `"role": "admin"` (global statistics and monitoring).
+    #[arg(long)]
+    pub admin: bool,
+    /// The server's signing secret.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<String>,
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for HTTP and Socket.IO.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port for HTTP and Socket.IO (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3003)]
+    pub port: u16,
+    /// `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://huddle.db", value_parser = parse_database_url)]
+    pub database_url: String,
+    /// Secret that signs and checks HS256 tokens (16+ characters). Without it a random
+    /// one is made per process, and tokens do not survive a restart.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub jwt_secret: Option<String>,
+    /// Most participants in one call, the initiator included.
+    #[arg(long, env = "MAX_CALL_PARTICIPANTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub max_call_participants: u32,
+    /// Seconds after which a call is ended (counted from when it connected).
+    #[arg(long, env = "MAX_CALL_DURATION", default_value_t = 14_400, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub max_call_duration: u32,
+    /// Seconds an invitation rings before it counts as missed.
+    #[arg(long, env = "RINGING_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(5..=3_600))]
+    pub ringing_timeout: u32,
+    /// Log filter: a level (`info`) or per-target levels (`huddle=debug,sqlx=warn`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: Targets,
+    /// Serve Prometheus `/metrics` on this port only (instead of on PORT).
+    #[arg(long, env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// STUN server handed to clients, e.g. `stun:stun.example.org:3478`.
+    #[arg(long, env = "STUN_SERVER_URL", value_parser = parse_stun_url)]
+    pub stun_server_url: Option<String>,
+    /// Static TURN server handed to clients, e.g. `turn:turn.example.org:3478`.
+    #[arg(long, env = "TURN_SERVER_URL", value_parser = parse_turn_url, requires_all = ["turn_username", "turn_password"])]
+    pub turn_server_url: Option<String>,
+    /// Username for TURN_SERVER_URL.
+    #[arg(long, env = "TURN_USERNAME", requires = "turn_server_url")]
+    pub turn_username: Option<String>,
+    /// Password for TURN_SERVER_URL.
+    #[arg(long, env = "TURN_PASSWORD", hide_env_values = true, requires = "turn_server_url")]
+    pub turn_password: Option<String>,
+}
+
+impl Config {
+    /// The configuration a plain `huddle` with no flags and this environment gets;
+    /// tests start from here and change fields.
+    pub fn from_args<I, T>(args: I) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args)
+            .map(|cli| cli.config)
+            .map_err(|e| one_line(&e))
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_participants: self.max_call_participants,
+            ringing_timeout: Duration::seconds(self.ringing_timeout.into()),
+            max_duration: Duration::seconds(self.max_call_duration.into()),
+        }
+    }
+
+    /// The STUN and TURN servers from STUN_SERVER_URL and TURN_SERVER_URL.
+    pub fn ice_servers(&self) -> Vec<IceServer> {
+        let stun = self.stun_server_url.iter().map(|url| IceServer {
+            urls: vec![url.clone()],
+            username: None,
+            credential: None,
+        });
+        let turn = self.turn_server_url.iter().map(|url| IceServer {
+            urls: vec![url.clone()],
+            username: self.turn_username.clone(),
+            credential: self.turn_password.clone(),
+        });
+        stun.chain(turn).collect()
+    }
+
+    /// Checks that go across settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.metrics_port.is_some_and(|p| p != 0 && p == self.port) {
+            return Err("METRICS_PORT: must differ from PORT".into());
+        }
+        Ok(())
+    }
+}
+
+impl Cli {
+    /// Parses the command line and environment. Help and version are printed and the
+    /// process exits 0; any other problem is one line naming the setting, exit 2.
+    pub fn parse_or_exit() -> Self {
+        match Cli::try_parse() {
+            Ok(cli) => match cli.config.validate() {
+                Ok(()) => cli,
+                Err(message) => exit_with(&message),
+            },
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+            Err(e) => exit_with(&one_line(&e)),
+        }
+    }
+}
+
+fn exit_with(message: &str) -> ! {
+    eprintln!("huddle: {message}");
+    std::process::exit(2)
+}
+
+/// The first line of a clap error, with the environment variable behind the flag.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid configuration");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let env = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => env_behind(flag),
+        _ => None,
+    };
+    match env {
+        Some(var) => format!("{first} (environment variable {var})"),
+        None => first.to_owned(),
+    }
+}
+
+/// The environment variable of the flag clap shows as `flag` (e.g. `--port <PORT>`).
+fn env_behind(flag: &str) -> Option<String> {
+    let long = flag.strip_prefix("--")?.split([' ', '=']).next()?;
+    Cli::command()
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|var| var.to_string_lossy().into_owned())
+}
+
+fn parse_secret(value: &str) -> Result<String, String> {
+    if value.chars().count() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    if value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(value.to_owned())
+    } else {
+        Err("must start with sqlite: or postgres://".into())
+    }
+}
+
+fn parse_log_level(value: &str) -> Result<Targets, String> {
+    Targets::from_str(value).map_err(|e| e.to_string())
+}
+
+fn parse_stun_url(value: &str) -> Result<String, String> {
+    parse_url_with(value, &["stun:", "stuns:"])
+}
+
+fn parse_turn_url(value: &str) -> Result<String, String> {
+    parse_url_with(value, &["turn:", "turns:"])
+}
+
+fn parse_url_with(value: &str, schemes: &[&str]) -> Result<String, String> {
+    match schemes.iter().find_map(|s| value.strip_prefix(s)) {
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(value.to_owned()),
+        _ => Err(format!("must be a {} URL with a host", schemes.join(" or "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_contracts() {
+        let config = Config::from_args(["huddle"]).unwrap();
+        assert_eq!(config.port, 3003);
+        assert_eq!(config.max_call_participants, 8);
+        assert_eq!(config.max_call_duration, 14_400);
+        assert_eq!(config.ringing_timeout, 60);
+        assert_eq!(config.database_url, "sqlite://huddle.db");
+        assert!(config.ice_servers().is_empty());
+    }
+
+    #[test]
+    fn a_bad_value_is_one_line_naming_the_flag() {
+        let err = Config::from_args(["huddle", "--port", "eighty"]).unwrap_err();
+        assert!(err.starts_with("invalid value 'eighty' for '--port <PORT>'"), "{err}");
+        assert!(err.ends_with("(environment variable PORT)"), "{err}");
+        assert!(!err.contains('\n'));
+        let err = Config::from_args(["huddle", "--max-call-participants", "100"]).unwrap_err();
+        assert!(err.contains("MAX_CALL_PARTICIPANTS") && err.contains("2..=64"), "{err}");
+    }
+
+    #[test]
+    fn short_secrets_and_unknown_databases_are_refused() {
+        let err = Config::from_args(["huddle", "--jwt-secret", "short"]).unwrap_err();
+        assert!(err.contains("at least 16 characters") && err.contains("JWT_SECRET"), "{err}");
+        let err = Config::from_args(["huddle", "--database-url", "mysql://x"]).unwrap_err();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn static_turn_needs_its_credentials_and_ice_servers_follow_the_settings() {
+        assert!(Config::from_args(["huddle", "--turn-server-url", "turn:t.example:3478"]).is_err());
+        let config = Config::from_args([
+            "huddle",
+            "--stun-server-url",
+            "stun:s.example:3478",
+            "--turn-server-url",
+            "turn:t.example:3478",
+            "--turn-username",
+            "u",
+            "--turn-password",
+            "p",
+        ])
+        .unwrap();
+        let servers = config.ice_servers();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].username.as_deref(), Some("u"));
+        assert!(Config::from_args(["huddle", "--stun-server-url", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn metrics_port_must_differ_from_port() {
+        let config = Config::from_args(["huddle", "--port", "4000", "--metrics-port", "4000"]).unwrap();
+        assert!(config.validate().unwrap_err().contains("METRICS_PORT"));
+    }
+}

@@ -1,0 +1,32 @@
+//! # Huddle
+//!
+//! A self-hosted call server. This crate is the composition root: configuration,
+//! the HTTP API, the call domain, the store and the wiring between them.
+//!
+//! ## How a request flows
+//! `api` (axum handlers: authenticate, check the request's shape) →
+//! `calls::service` (load the call, apply a rule, save under optimistic concurrency) →
+//! `calls::lifecycle` (the pure rules, time as an input) and `store` (SQLite or
+//! PostgreSQL, one SQL text for both).
+//!
+//! ## Time
+//! Nothing in the call domain reads the system clock: the service asks a
+//! [`clock::Clock`], and the lifecycle rules take `now` as an argument. A sweeper in
+//! `server` applies the timeout rules once a second to the calls whose stored
+//! deadline has passed; tests move a [`clock::ManualClock`] instead of sleeping.
+//!
+//! ## Invariants
+//! - Nobody reaches a call they are not a member of (`CallError::NotMember`).
+//! - A refused request changes nothing: rules run on a copy, and only a successful
+//!   rule's result is written.
+//! - Only `config` (and `main`) read the environment.
+
+pub mod api;
+pub mod auth;
+pub mod calls;
+pub mod clock;
+pub mod config;
+pub mod ice;
+pub mod metrics;
+pub mod server;
+pub mod store;

@@ -1,0 +1,89 @@
+//! The `huddle` binary: `huddle` serves, `huddle token ...` prints a token.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use huddle::auth::{Claims, JwtKey};
+use huddle::clock::SystemClock;
+use huddle::config::{Cli, Command, Config, TokenArgs};
+use huddle::server::Server;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_or_exit();
+    match cli.command {
+        Some(Command::Token(args)) => print_token(&args),
+        None => serve(cli.config),
+    }
+}
+
+fn print_token(args: &TokenArgs) -> ExitCode {
+    let Some(secret) = &args.jwt_secret else {
+        eprintln!("huddle: JWT_SECRET is not set: a token needs the secret the server checks it with");
+        return ExitCode::from(2);
+    };
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: args.user.clone(),
+        exp: now + i64::from(args.ttl),
+        iat: Some(now),
+        nbf: None,
+        name: args.name.clone(),
+        role: args.admin.then(|| "admin".to_owned()),
+    };
+    println!("{}", JwtKey::new(secret.as_bytes()).sign(&claims));
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(config.log_level.clone())
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("huddle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::start(&config, Arc::new(SystemClock)).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("huddle: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight (signal again to force)");
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("huddle: forced exit");
+            std::process::exit(130);
+        });
+        server.stop().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;

@@ -1,0 +1,150 @@
+//! Wiring: connects the store, builds the call service and the HTTP API, binds the
+//! listeners, runs the timeout sweeper, and shuts all of it down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, MetricsRoute};
+use crate::auth::JwtKey;
+use crate::calls::service::CallService;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// How often due calls (ringing timeouts, maximum duration) are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where HTTP is served.
+    pub addr: SocketAddr,
+    /// Where Prometheus `/metrics` is served when METRICS_PORT is set.
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: AppState,
+    /// Flipped to `true` to ask every task to stop.
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Connects the database (applying migrations), binds the listeners and starts
+    /// serving. `clock` is the time the call rules see.
+    pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let store = Store::connect(&config.database_url).await?;
+        let jwt = match &config.jwt_secret {
+            Some(secret) => JwtKey::new(secret.as_bytes()),
+            None => {
+                tracing::warn!(
+                    "JWT_SECRET is not set: signing tokens with a random secret made for this \
+                     process. Tokens will stop working when it restarts; set JWT_SECRET."
+                );
+                let secret = base64::engine::general_purpose::STANDARD
+                    .encode([uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat());
+                JwtKey::new(secret.as_bytes())
+            }
+        };
+        let service = Arc::new(CallService::new(store, clock, config.limits(), Arc::new(Metrics::default())));
+        let state = AppState {
+            service,
+            jwt: Arc::new(jwt),
+            ice_servers: Arc::new(config.ice_servers()),
+        };
+
+        let listener = bind(SocketAddr::new(config.host, config.port)).await?;
+        let addr = local_addr(&listener)?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(bind(SocketAddr::new(config.host, port)).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
+
+        let (stop, _) = watch::channel(false);
+        let route = if metrics_listener.is_some() { MetricsRoute::Separate } else { MetricsRoute::Main };
+        let mut tasks = vec![serve(listener, api::app(state.clone(), route), stop.subscribe())];
+        if let Some(listener) = metrics_listener {
+            tasks.push(serve(listener, api::metrics_app(state.clone()), stop.subscribe()));
+        }
+        tasks.push(tokio::spawn(sweep_until_stopped(state.service.clone(), stop.subscribe())));
+        tracing::info!(%addr, ?metrics_addr, database = state.service.store().backend(), "huddle is listening");
+        Ok(Server {
+            addr,
+            metrics_addr,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, stops the
+    /// sweeper, then closes the database.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.state.service.store().close().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}
+
+/// Applies the timeout rules every [`SWEEP_EVERY`] until told to stop. A failed
+/// sweep is logged and retried on the next tick: nothing is lost, since due calls
+/// stay due until a sweep succeeds.
+async fn sweep_until_stopped(service: Arc<CallService>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => match service.sweep().await {
+                Ok(0) => {}
+                Ok(changed) => tracing::debug!(changed, "timeouts applied"),
+                Err(e) => tracing::error!(error = %e, "timeout sweep failed"),
+            },
+        }
+    }
+}
