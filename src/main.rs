@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use huddle::auth::{Claims, JwtKey};
 use huddle::clock::SystemClock;
 use huddle::config::{Cli, Command, Config, TokenArgs};
@@ -84,6 +87,3 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
 }
-
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
