@@ -118,7 +118,9 @@ impl JwtKey {
         let (Some(header_b64), Some(payload_b64), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(AuthError::Malformed("expected three dot-separated parts".into()));
+            return Err(AuthError::Malformed(
+                "expected three dot-separated parts".into(),
+            ));
         };
         let header: Header = decode_json(header_b64, "header")?;
         if header.alg != "HS256" {
@@ -145,10 +147,18 @@ impl JwtKey {
 impl Claims {
     fn identity(self) -> Result<Identity, AuthError> {
         if self.sub.is_empty() || self.sub.chars().count() > MAX_ID_LEN {
-            return Err(AuthError::Malformed(format!("`sub` must be 1 to {MAX_ID_LEN} characters")));
+            return Err(AuthError::Malformed(format!(
+                "`sub` must be 1 to {MAX_ID_LEN} characters"
+            )));
         }
-        if self.name.as_ref().is_some_and(|n| n.chars().count() > MAX_ID_LEN) {
-            return Err(AuthError::Malformed(format!("`name` must be at most {MAX_ID_LEN} characters")));
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_ID_LEN)
+        {
+            return Err(AuthError::Malformed(format!(
+                "`name` must be at most {MAX_ID_LEN} characters"
+            )));
         }
         Ok(Identity {
             id: UserId(self.sub),
@@ -195,7 +205,9 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_to_its_user() {
         let key = JwtKey::new(b"a secret of reasonable length");
-        let identity = key.verify(&key.sign(&claims("alice", NOW + 60)), NOW).unwrap();
+        let identity = key
+            .verify(&key.sign(&claims("alice", NOW + 60)), NOW)
+            .unwrap();
         assert_eq!(identity.id.as_str(), "alice");
         assert_eq!(identity.name.as_deref(), Some("Alice"));
         assert!(!identity.admin);
@@ -213,23 +225,35 @@ mod tests {
     fn expired_and_not_yet_valid_tokens_are_refused_with_leeway() {
         let key = JwtKey::new(b"k");
         assert!(key.verify(&key.sign(&claims("a", NOW - 10)), NOW).is_ok());
-        assert_eq!(key.verify(&key.sign(&claims("a", NOW - 31)), NOW), Err(AuthError::Expired));
+        assert_eq!(
+            key.verify(&key.sign(&claims("a", NOW - 31)), NOW),
+            Err(AuthError::Expired)
+        );
         let mut early = claims("a", NOW + 600);
         early.nbf = Some(NOW + 120);
-        assert_eq!(key.verify(&key.sign(&early), NOW), Err(AuthError::NotYetValid));
+        assert_eq!(
+            key.verify(&key.sign(&early), NOW),
+            Err(AuthError::NotYetValid)
+        );
     }
 
     #[test]
     fn a_token_signed_with_another_secret_or_altered_is_refused() {
         let token = JwtKey::new(b"other").sign(&claims("a", NOW + 60));
-        assert_eq!(JwtKey::new(b"k").verify(&token, NOW), Err(AuthError::BadSignature));
+        assert_eq!(
+            JwtKey::new(b"k").verify(&token, NOW),
+            Err(AuthError::BadSignature)
+        );
 
         let key = JwtKey::new(b"k");
         let token = key.sign(&claims("alice", NOW + 60));
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"mallory","exp":1900000000}"#);
         let mut parts: Vec<&str> = token.split('.').collect();
         parts[1] = &forged_payload;
-        assert_eq!(key.verify(&parts.join("."), NOW), Err(AuthError::BadSignature));
+        assert_eq!(
+            key.verify(&parts.join("."), NOW),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -244,7 +268,10 @@ mod tests {
     fn garbage_is_malformed_not_a_panic() {
         let key = JwtKey::new(b"k");
         for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.***", "eyJ9.eyJ9.AAAA"] {
-            assert!(matches!(key.verify(token, NOW), Err(AuthError::Malformed(_))), "{token}");
+            assert!(
+                matches!(key.verify(token, NOW), Err(AuthError::Malformed(_))),
+                "{token}"
+            );
         }
         let missing_exp = {
             let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#);
@@ -260,6 +287,9 @@ mod tests {
     fn an_empty_or_overlong_subject_is_refused() {
         let key = JwtKey::new(b"k");
         assert!(key.verify(&key.sign(&claims("", NOW + 60)), NOW).is_err());
-        assert!(key.verify(&key.sign(&claims(&"x".repeat(129), NOW + 60)), NOW).is_err());
+        assert!(
+            key.verify(&key.sign(&claims(&"x".repeat(129), NOW + 60)), NOW)
+                .is_err()
+        );
     }
 }

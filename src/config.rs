@@ -89,7 +89,12 @@ pub struct Config {
     #[arg(long, env = "TURN_USERNAME", requires = "turn_server_url")]
     pub turn_username: Option<String>,
     /// Password for TURN_SERVER_URL.
-    #[arg(long, env = "TURN_PASSWORD", hide_env_values = true, requires = "turn_server_url")]
+    #[arg(
+        long,
+        env = "TURN_PASSWORD",
+        hide_env_values = true,
+        requires = "turn_server_url"
+    )]
     pub turn_password: Option<String>,
 }
 
@@ -147,7 +152,9 @@ impl Cli {
                 Ok(()) => cli,
                 Err(message) => exit_with(&message),
             },
-            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                e.exit()
+            }
             Err(e) => exit_with(&one_line(&e)),
         }
     }
@@ -191,14 +198,30 @@ fn parse_secret(value: &str) -> Result<String, String> {
 }
 
 fn parse_database_url(value: &str) -> Result<String, String> {
-    if value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://") {
+    if value.starts_with("sqlite:")
+        || value.starts_with("postgres://")
+        || value.starts_with("postgresql://")
+    {
         Ok(value.to_owned())
     } else {
         Err("must start with sqlite: or postgres://".into())
     }
 }
 
+/// A level, or comma-separated `target=level` directives, optionally after a level.
+/// Stricter than `Targets` itself, which takes any bare word as a target name.
 fn parse_log_level(value: &str) -> Result<Targets, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let valid = value.split(',').all(|directive| {
+        let level = directive.rsplit('=').next().unwrap_or_default().trim();
+        LEVELS.contains(&level.to_ascii_lowercase().as_str())
+    });
+    if !valid {
+        return Err(format!(
+            "expected a level ({}) or target=level pairs",
+            LEVELS.join(", ")
+        ));
+    }
     Targets::from_str(value).map_err(|e| e.to_string())
 }
 
@@ -212,8 +235,13 @@ fn parse_turn_url(value: &str) -> Result<String, String> {
 
 fn parse_url_with(value: &str, schemes: &[&str]) -> Result<String, String> {
     match schemes.iter().find_map(|s| value.strip_prefix(s)) {
-        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(value.to_owned()),
-        _ => Err(format!("must be a {} URL with a host", schemes.join(" or "))),
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "must be a {} URL with a host",
+            schemes.join(" or ")
+        )),
     }
 }
 
@@ -235,17 +263,26 @@ mod tests {
     #[test]
     fn a_bad_value_is_one_line_naming_the_flag() {
         let err = Config::from_args(["huddle", "--port", "eighty"]).unwrap_err();
-        assert!(err.starts_with("invalid value 'eighty' for '--port <PORT>'"), "{err}");
+        assert!(
+            err.starts_with("invalid value 'eighty' for '--port <PORT>'"),
+            "{err}"
+        );
         assert!(err.ends_with("(environment variable PORT)"), "{err}");
         assert!(!err.contains('\n'));
         let err = Config::from_args(["huddle", "--max-call-participants", "100"]).unwrap_err();
-        assert!(err.contains("MAX_CALL_PARTICIPANTS") && err.contains("2..=64"), "{err}");
+        assert!(
+            err.contains("MAX_CALL_PARTICIPANTS") && err.contains("2..=64"),
+            "{err}"
+        );
     }
 
     #[test]
     fn short_secrets_and_unknown_databases_are_refused() {
         let err = Config::from_args(["huddle", "--jwt-secret", "short"]).unwrap_err();
-        assert!(err.contains("at least 16 characters") && err.contains("JWT_SECRET"), "{err}");
+        assert!(
+            err.contains("at least 16 characters") && err.contains("JWT_SECRET"),
+            "{err}"
+        );
         let err = Config::from_args(["huddle", "--database-url", "mysql://x"]).unwrap_err();
         assert!(err.contains("DATABASE_URL"), "{err}");
     }
@@ -272,8 +309,18 @@ mod tests {
     }
 
     #[test]
+    fn log_level_takes_levels_and_per_target_levels_only() {
+        assert!(Config::from_args(["huddle", "--log-level", "debug"]).is_ok());
+        assert!(Config::from_args(["huddle", "--log-level", "warn,huddle=debug,sqlx=off"]).is_ok());
+        let err = Config::from_args(["huddle", "--log-level", "loud"]).unwrap_err();
+        assert!(err.contains("LOG_LEVEL"), "{err}");
+        assert!(Config::from_args(["huddle", "--log-level", "huddle=chatty"]).is_err());
+    }
+
+    #[test]
     fn metrics_port_must_differ_from_port() {
-        let config = Config::from_args(["huddle", "--port", "4000", "--metrics-port", "4000"]).unwrap();
+        let config =
+            Config::from_args(["huddle", "--port", "4000", "--metrics-port", "4000"]).unwrap();
         assert!(config.validate().unwrap_err().contains("METRICS_PORT"));
     }
 }

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
 
 fn print_token(args: &TokenArgs) -> ExitCode {
     let Some(secret) = &args.jwt_secret else {
-        eprintln!("huddle: JWT_SECRET is not set: a token needs the secret the server checks it with");
+        eprintln!(
+            "huddle: JWT_SECRET is not set: a token needs the secret the server checks it with"
+        );
         return ExitCode::from(2);
     };
     let now = chrono::Utc::now().timestamp();

@@ -75,7 +75,12 @@ impl Metrics {
         );
         let ended: Vec<(String, u64)> = EndReason::ALL
             .iter()
-            .map(|r| (format!("{{reason=\"{r}\"}}"), load(&self.calls_ended[*r as usize])))
+            .map(|r| {
+                (
+                    format!("{{reason=\"{r}\"}}"),
+                    load(&self.calls_ended[*r as usize]),
+                )
+            })
             .collect();
         family(
             "huddle_calls_ended_total",
@@ -97,7 +102,12 @@ impl Metrics {
             .iter()
             .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n.unsigned_abs()))
             .collect();
-        family("huddle_active_calls", "gauge", "Calls not yet ended, by state.", &by_state);
+        family(
+            "huddle_active_calls",
+            "gauge",
+            "Calls not yet ended, by state.",
+            &by_state,
+        );
         family(
             "huddle_participants_connected",
             "gauge",
@@ -124,10 +134,16 @@ mod tests {
             participants_connected: 5,
         };
         let text = metrics.render(&live);
-        assert!(text.contains("# TYPE huddle_calls_started_total counter\nhuddle_calls_started_total 1\n"));
+        assert!(
+            text.contains(
+                "# TYPE huddle_calls_started_total counter\nhuddle_calls_started_total 1\n"
+            )
+        );
         assert!(text.contains("huddle_calls_ended_total{reason=\"missed\"} 1\n"));
         assert!(text.contains("huddle_calls_ended_total{reason=\"declined\"} 0\n"));
-        assert!(text.contains("huddle_call_connected_seconds_sum 42\nhuddle_call_connected_seconds_count 1\n"));
+        assert!(text.contains(
+            "huddle_call_connected_seconds_sum 42\nhuddle_call_connected_seconds_count 1\n"
+        ));
         assert!(text.contains("huddle_active_calls{state=\"ringing\"} 3\n"));
         assert!(text.contains("huddle_participants_connected 5\n"));
     }

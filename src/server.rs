@@ -59,12 +59,22 @@ impl Server {
                     "JWT_SECRET is not set: signing tokens with a random secret made for this \
                      process. Tokens will stop working when it restarts; set JWT_SECRET."
                 );
-                let secret = base64::engine::general_purpose::STANDARD
-                    .encode([uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat());
+                let secret = base64::engine::general_purpose::STANDARD.encode(
+                    [
+                        uuid::Uuid::new_v4().into_bytes(),
+                        uuid::Uuid::new_v4().into_bytes(),
+                    ]
+                    .concat(),
+                );
                 JwtKey::new(secret.as_bytes())
             }
         };
-        let service = Arc::new(CallService::new(store, clock, config.limits(), Arc::new(Metrics::default())));
+        let service = Arc::new(CallService::new(
+            store,
+            clock,
+            config.limits(),
+            Arc::new(Metrics::default()),
+        ));
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
@@ -80,12 +90,27 @@ impl Server {
         let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
 
         let (stop, _) = watch::channel(false);
-        let route = if metrics_listener.is_some() { MetricsRoute::Separate } else { MetricsRoute::Main };
-        let mut tasks = vec![serve(listener, api::app(state.clone(), route), stop.subscribe())];
+        let route = if metrics_listener.is_some() {
+            MetricsRoute::Separate
+        } else {
+            MetricsRoute::Main
+        };
+        let mut tasks = vec![serve(
+            listener,
+            api::app(state.clone(), route),
+            stop.subscribe(),
+        )];
         if let Some(listener) = metrics_listener {
-            tasks.push(serve(listener, api::metrics_app(state.clone()), stop.subscribe()));
+            tasks.push(serve(
+                listener,
+                api::metrics_app(state.clone()),
+                stop.subscribe(),
+            ));
         }
-        tasks.push(tokio::spawn(sweep_until_stopped(state.service.clone(), stop.subscribe())));
+        tasks.push(tokio::spawn(sweep_until_stopped(
+            state.service.clone(),
+            stop.subscribe(),
+        )));
         tracing::info!(%addr, ?metrics_addr, database = state.service.store().backend(), "huddle is listening");
         Ok(Server {
             addr,
@@ -120,12 +145,19 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
     })
 }
 
-fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     })

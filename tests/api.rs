@@ -12,8 +12,16 @@ use common::{Backend, Harness, raw, raw_with_headers};
 fn error_code(status: StatusCode, body: &Value, expected: StatusCode) -> String {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["success"], false, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    body["error"]["code"].as_str().expect("error code").to_owned()
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"]["code"]
+        .as_str()
+        .expect("error code")
+        .to_owned()
 }
 
 fn state_of(call: &Value, user: &str) -> String {

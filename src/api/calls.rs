@@ -3,8 +3,8 @@
 //! `{ "success": true, "data": ... }`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -70,7 +70,11 @@ pub struct StartRequest {
 }
 
 /// `POST /api/v1/calls/start`
-pub async fn start(State(state): State<AppState>, Auth(me): Auth, JsonBody(body): JsonBody<StartRequest>) -> ApiResult {
+pub async fn start(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    JsonBody(body): JsonBody<StartRequest>,
+) -> ApiResult {
     for (i, id) in body.participant_ids.iter().enumerate() {
         id_text(&format!("participantIds[{i}]"), id)?;
     }
@@ -108,7 +112,10 @@ pub async fn join(
         audio: body.audio_enabled.unwrap_or(true),
         video: body.video_enabled.unwrap_or(true),
     };
-    let snapshot = state.service.join(&caller(&me), call_id(&id)?, media).await?;
+    let snapshot = state
+        .service
+        .join(&caller(&me), call_id(&id)?, media)
+        .await?;
     ok(connect_data(&state, &snapshot))
 }
 
@@ -160,14 +167,22 @@ pub async fn end(
 
 /// `POST /api/v1/calls/:callId/token`: fresh connection details for a member of a
 /// call that has not ended (reconnection).
-pub async fn token(State(state): State<AppState>, Auth(me): Auth, Path(id): Path<String>) -> ApiResult {
+pub async fn token(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
     let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
     let data = connect_data(&state, &snapshot);
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }
 
 /// `GET /api/v1/calls/:callId`
-pub async fn get(State(state): State<AppState>, Auth(me): Auth, Path(id): Path<String>) -> ApiResult {
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
     let snapshot = state.service.get(&me.id, call_id(&id)?).await?;
     ok(json!({ "call": CallView::from(&snapshot.call), "participants": participants(&snapshot) }))
 }

@@ -51,7 +51,11 @@ impl ApiError {
     /// 500 whose cause is logged and never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal server error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal server error",
+        )
     }
 }
 
@@ -66,7 +70,9 @@ impl From<ServiceError> for ApiError {
         let message = e.to_string();
         match e {
             ServiceError::NotFound => Self::new(StatusCode::NOT_FOUND, "CALL_NOT_FOUND", message),
-            ServiceError::Call(CallError::Invalid { field, message }) => Self::invalid(field, message),
+            ServiceError::Call(CallError::Invalid { field, message }) => {
+                Self::invalid(field, message)
+            }
             ServiceError::Call(e) => {
                 let (status, code) = match e {
                     CallError::NotMember => (StatusCode::FORBIDDEN, "NOT_A_MEMBER"),
@@ -78,7 +84,9 @@ impl From<ServiceError> for ApiError {
                 };
                 Self::new(status, code, message)
             }
-            ServiceError::Contention => Self::new(StatusCode::CONFLICT, "CONCURRENT_UPDATE", message),
+            ServiceError::Contention => {
+                Self::new(StatusCode::CONFLICT, "CONCURRENT_UPDATE", message)
+            }
             ServiceError::Store(e) => Self::internal(&e),
         }
     }
@@ -90,7 +98,11 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = field.into();
         }
-        let mut response = (self.status, Json(json!({ "success": false, "error": error }))).into_response();
+        let mut response = (
+            self.status,
+            Json(json!({ "success": false, "error": error })),
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -47,18 +47,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "request body is too large")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "request body is too large",
+                )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    rejection.body_text(),
+                )
             }
         })?;
         if bytes.is_empty() {
             return parse(b"{}").map(JsonBody);
         }
         if let Some(content_type) = content_type {
-            let is_json = content_type
-                .to_str()
-                .is_ok_and(|ct| ct.split(';').next().is_some_and(|mime| mime.trim().ends_with("json")));
+            let is_json = content_type.to_str().is_ok_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|mime| mime.trim().ends_with("json"))
+            });
             if !is_json {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -76,7 +86,11 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("malformed JSON: {inner}"));
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                format!("malformed JSON: {inner}"),
+            );
         }
         let message = strip_position(&inner.to_string());
         let path = e.path().to_string();
@@ -88,8 +102,13 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::invalid(path, message)
         }
     })?;
-    de.end()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("malformed JSON: {e}")))?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
     Ok(value)
 }
 
@@ -119,7 +138,10 @@ mod tests {
     #[test]
     fn a_well_formed_body_parses() {
         let sample: Sample = parse(br#"{"participantIds": ["a"], "kind": "k"}"#).unwrap();
-        assert_eq!((sample.participant_ids, sample.kind.as_deref()), (vec!["a".to_owned()], Some("k")));
+        assert_eq!(
+            (sample.participant_ids, sample.kind.as_deref()),
+            (vec!["a".to_owned()], Some("k"))
+        );
     }
 
     #[test]
@@ -139,7 +161,10 @@ mod tests {
     #[test]
     fn broken_or_trailing_json_is_malformed() {
         assert_eq!(error_of(r#"{"participantIds": ["#).code, "MALFORMED_JSON");
-        assert_eq!(error_of(r#"{"participantIds": []} x"#).code, "MALFORMED_JSON");
+        assert_eq!(
+            error_of(r#"{"participantIds": []} x"#).code,
+            "MALFORMED_JSON"
+        );
         assert_eq!(error_of("[]").code, "VALIDATION_ERROR");
     }
 }

@@ -33,9 +33,14 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /monitoring/metrics`: call counts and success rate over all calls.
-pub async fn monitoring(State(state): State<AppState>, Auth(me): Auth) -> Result<Json<Value>, ApiError> {
+pub async fn monitoring(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+) -> Result<Json<Value>, ApiError> {
     if !me.admin {
-        return Err(ApiError::forbidden("monitoring needs a token with \"role\": \"admin\""));
+        return Err(ApiError::forbidden(
+            "monitoring needs a token with \"role\": \"admin\"",
+        ));
     }
     let stats = state.service.stats(None).await?;
     let finished = stats.total_calls - stats.active_calls;
@@ -64,5 +69,11 @@ pub async fn monitoring(State(state): State<AppState>, Auth(me): Auth) -> Result
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let text = state.service.prometheus().await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }

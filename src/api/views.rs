@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{
-    Call, CallId, CallState, CallType, ConnectionState, EndReason, Participant, ParticipantRole, UserId,
+    Call, CallId, CallState, CallType, ConnectionState, EndReason, Participant, ParticipantRole,
+    UserId,
 };
 
 #[derive(Debug, Serialize)]
@@ -92,7 +93,11 @@ impl<'a> From<&'a Participant> for ParticipantView<'a> {
 }
 
 pub fn participants(snapshot: &CallSnapshot) -> Vec<ParticipantView<'_>> {
-    snapshot.participants.iter().map(ParticipantView::from).collect()
+    snapshot
+        .participants
+        .iter()
+        .map(ParticipantView::from)
+        .collect()
 }
 
 /// A call as listed in history and active calls: the call, its participants, and
@@ -113,7 +118,11 @@ impl<'a> CallListItem<'a> {
     pub fn new(snapshot: &'a CallSnapshot, user: &UserId) -> Self {
         Self {
             call: CallView::from(&snapshot.call),
-            direction: if snapshot.call.initiator_id == *user { "outbound" } else { "inbound" },
+            direction: if snapshot.call.initiator_id == *user {
+                "outbound"
+            } else {
+                "inbound"
+            },
             my_state: snapshot.member(user).map(|p| p.connection_state),
             participants: participants(snapshot),
         }

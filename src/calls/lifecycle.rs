@@ -426,11 +426,10 @@ impl CallSnapshot {
         if self.joined_count() < 2 && self.ringing_count() == 0 {
             let reason = if self.call.started_at.is_some() {
                 EndReason::Normal
-            } else if self
-                .participants
-                .iter()
-                .all(|p| p.role == ParticipantRole::Initiator || p.connection_state == ConnectionState::Declined)
-            {
+            } else if self.participants.iter().all(|p| {
+                p.role == ParticipantRole::Initiator
+                    || p.connection_state == ConnectionState::Declined
+            }) {
                 EndReason::Declined
             } else {
                 EndReason::Missed
@@ -446,7 +445,8 @@ impl CallSnapshot {
             .filter(|p| p.connection_state == ConnectionState::Invited)
             .map(|p| p.invited_at + limits.ringing_timeout)
             .min();
-        self.call.next_deadline = Some(first_ring_timeout.map_or(max_duration_at, |t| t.min(max_duration_at)));
+        self.call.next_deadline =
+            Some(first_ring_timeout.map_or(max_duration_at, |t| t.min(max_duration_at)));
     }
 }
 
@@ -523,7 +523,12 @@ mod tests {
 
     #[test]
     fn more_than_one_invitee_makes_a_group_call() {
-        assert!(start(CallType::Audio, &["bob", "carol"]).unwrap().call.is_group);
+        assert!(
+            start(CallType::Audio, &["bob", "carol"])
+                .unwrap()
+                .call
+                .is_group
+        );
     }
 
     #[test]
@@ -532,9 +537,21 @@ mod tests {
             Err(CallError::Invalid { field, message }) => (field, message),
             other => panic!("expected a validation error, got {other:?}"),
         };
-        assert!(field_of(start(CallType::Video, &["alice"])).1.contains("yourself"));
-        assert!(field_of(start(CallType::Video, &["bob", "bob"])).1.contains("twice"));
-        assert!(field_of(start(CallType::Video, &[])).1.contains("at least one"));
+        assert!(
+            field_of(start(CallType::Video, &["alice"]))
+                .1
+                .contains("yourself")
+        );
+        assert!(
+            field_of(start(CallType::Video, &["bob", "bob"]))
+                .1
+                .contains("twice")
+        );
+        assert!(
+            field_of(start(CallType::Video, &[]))
+                .1
+                .contains("at least one")
+        );
         let (field, message) = field_of(start(CallType::Video, &["b", "c", "d", "e"]));
         assert_eq!(field, "participantIds");
         assert!(message.contains("at most 3"), "{message}");
@@ -564,15 +581,26 @@ mod tests {
         let mut call = start(CallType::Video, &["bob", "carol", "dave"]).unwrap();
         call.call.max_participants = 2;
         call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
-        assert_eq!(call.join(&caller("bob"), AV, &LIMITS, t(2)), Err(CallError::AlreadyJoined));
-        assert_eq!(call.join(&caller("carol"), AV, &LIMITS, t(2)), Err(CallError::CallFull(2)));
-        assert_eq!(call.join(&caller("mallory"), AV, &LIMITS, t(2)), Err(CallError::NotMember));
+        assert_eq!(
+            call.join(&caller("bob"), AV, &LIMITS, t(2)),
+            Err(CallError::AlreadyJoined)
+        );
+        assert_eq!(
+            call.join(&caller("carol"), AV, &LIMITS, t(2)),
+            Err(CallError::CallFull(2))
+        );
+        assert_eq!(
+            call.join(&caller("mallory"), AV, &LIMITS, t(2)),
+            Err(CallError::NotMember)
+        );
     }
 
     #[test]
     fn a_declined_one_on_one_call_ends_declined() {
         let mut call = start(CallType::Video, &["bob"]).unwrap();
-        let outcome = call.end(&user("bob"), EndReason::Normal, &LIMITS, t(3)).unwrap();
+        let outcome = call
+            .end(&user("bob"), EndReason::Normal, &LIMITS, t(3))
+            .unwrap();
         assert_eq!(outcome, EndOutcome::Ended(EndReason::Declined));
         assert_eq!(state_of(&call, "bob"), ConnectionState::Declined);
         assert_eq!(call.call.state, CallState::Ended);
@@ -583,7 +611,9 @@ mod tests {
     #[test]
     fn the_initiator_hanging_up_before_an_answer_cancels() {
         let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
-        let outcome = call.end(&user("alice"), EndReason::Normal, &LIMITS, t(3)).unwrap();
+        let outcome = call
+            .end(&user("alice"), EndReason::Normal, &LIMITS, t(3))
+            .unwrap();
         assert_eq!(outcome, EndOutcome::Ended(EndReason::Cancelled));
         assert_eq!(state_of(&call, "bob"), ConnectionState::Missed);
         assert_eq!(state_of(&call, "alice"), ConnectionState::Left);
@@ -593,7 +623,9 @@ mod tests {
     fn either_side_leaving_ends_a_connected_one_on_one_call_with_durations() {
         let mut call = start(CallType::Video, &["bob"]).unwrap();
         call.join(&caller("bob"), AV, &LIMITS, t(10)).unwrap();
-        let outcome = call.end(&user("bob"), EndReason::Normal, &LIMITS, t(70)).unwrap();
+        let outcome = call
+            .end(&user("bob"), EndReason::Normal, &LIMITS, t(70))
+            .unwrap();
         assert_eq!(outcome, EndOutcome::Ended(EndReason::Normal));
         assert_eq!(call.call.duration, Some(60));
         assert_eq!(call.member(&user("bob")).unwrap().duration, 60);
@@ -606,10 +638,14 @@ mod tests {
         let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
         call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
         call.join(&caller("carol"), AV, &LIMITS, t(2)).unwrap();
-        assert_eq!(call.end(&user("carol"), EndReason::Normal, &LIMITS, t(12)), Ok(EndOutcome::Left));
+        assert_eq!(
+            call.end(&user("carol"), EndReason::Normal, &LIMITS, t(12)),
+            Ok(EndOutcome::Left)
+        );
         assert_eq!(call.call.state, CallState::Connected);
         call.join(&caller("carol"), AV, &LIMITS, t(20)).unwrap();
-        call.end(&user("carol"), EndReason::Normal, &LIMITS, t(25)).unwrap();
+        call.end(&user("carol"), EndReason::Normal, &LIMITS, t(25))
+            .unwrap();
         assert_eq!(call.member(&user("carol")).unwrap().duration, 15);
         assert_eq!(
             call.end(&user("carol"), EndReason::Normal, &LIMITS, t(26)),
@@ -621,8 +657,13 @@ mod tests {
     fn a_group_call_waits_for_someone_still_ringing() {
         let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
         call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
-        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(5)).unwrap();
-        assert_eq!(call.call.state, CallState::Connected, "carol may still answer");
+        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(5))
+            .unwrap();
+        assert_eq!(
+            call.call.state,
+            CallState::Connected,
+            "carol may still answer"
+        );
         assert_eq!(call.call.next_deadline, Some(t(60)));
         assert!(call.expire(&LIMITS, t(60)));
         assert_eq!(state_of(&call, "carol"), ConnectionState::Missed);
@@ -633,7 +674,9 @@ mod tests {
     fn the_initiator_ending_a_group_call_ends_it_for_all() {
         let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
         call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
-        let outcome = call.end(&user("alice"), EndReason::Normal, &LIMITS, t(9)).unwrap();
+        let outcome = call
+            .end(&user("alice"), EndReason::Normal, &LIMITS, t(9))
+            .unwrap();
         assert_eq!(outcome, EndOutcome::Ended(EndReason::Normal));
         assert_eq!(state_of(&call, "bob"), ConnectionState::Left);
         assert_eq!(state_of(&call, "carol"), ConnectionState::Missed);
@@ -642,10 +685,17 @@ mod tests {
     #[test]
     fn nothing_changes_an_ended_call() {
         let mut call = start(CallType::Video, &["bob"]).unwrap();
-        call.end(&user("alice"), EndReason::Normal, &LIMITS, t(1)).unwrap();
+        call.end(&user("alice"), EndReason::Normal, &LIMITS, t(1))
+            .unwrap();
         let ended = call.clone();
-        assert_eq!(call.join(&caller("bob"), AV, &LIMITS, t(2)), Err(CallError::CallEnded));
-        assert_eq!(call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2)), Err(CallError::CallEnded));
+        assert_eq!(
+            call.join(&caller("bob"), AV, &LIMITS, t(2)),
+            Err(CallError::CallEnded)
+        );
+        assert_eq!(
+            call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2)),
+            Err(CallError::CallEnded)
+        );
         assert_eq!(
             call.update_media(&user("alice"), MediaPatch::default(), t(2)),
             Err(CallError::CallEnded)
@@ -669,14 +719,17 @@ mod tests {
     #[test]
     fn some_declined_and_some_missed_counts_as_missed_all_declined_as_declined() {
         let mut call = start(CallType::Audio, &["bob", "carol"]).unwrap();
-        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2)).unwrap();
+        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2))
+            .unwrap();
         assert_eq!(call.call.state, CallState::Ringing);
         call.expire(&LIMITS, t(60));
         assert_eq!(call.call.end_reason, Some(EndReason::Missed));
 
         let mut call = start(CallType::Audio, &["bob", "carol"]).unwrap();
-        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2)).unwrap();
-        call.end(&user("carol"), EndReason::Normal, &LIMITS, t(3)).unwrap();
+        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(2))
+            .unwrap();
+        call.end(&user("carol"), EndReason::Normal, &LIMITS, t(3))
+            .unwrap();
         assert_eq!(call.call.end_reason, Some(EndReason::Declined));
     }
 
@@ -697,7 +750,10 @@ mod tests {
             audio: Some(false),
             ..MediaPatch::default()
         };
-        assert_eq!(call.update_media(&user("bob"), mute, t(1)), Err(CallError::NotJoined));
+        assert_eq!(
+            call.update_media(&user("bob"), mute, t(1)),
+            Err(CallError::NotJoined)
+        );
         call.update_media(&user("alice"), mute, t(1)).unwrap();
         assert!(!call.member(&user("alice")).unwrap().audio_enabled);
         let camera = MediaPatch {
@@ -705,6 +761,12 @@ mod tests {
             ..MediaPatch::default()
         };
         let err = call.update_media(&user("alice"), camera, t(1)).unwrap_err();
-        assert!(matches!(err, CallError::Invalid { field: "videoEnabled", .. }));
+        assert!(matches!(
+            err,
+            CallError::Invalid {
+                field: "videoEnabled",
+                ..
+            }
+        ));
     }
 }

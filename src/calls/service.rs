@@ -66,8 +66,18 @@ impl CallService {
     }
 
     /// `caller` starts a call ringing `request.invitees`.
-    pub async fn start(&self, caller: &Caller, request: NewCall) -> Result<CallSnapshot, ServiceError> {
-        let snapshot = CallSnapshot::start(CallId::random(), caller, request, &self.limits, self.clock.now())?;
+    pub async fn start(
+        &self,
+        caller: &Caller,
+        request: NewCall,
+    ) -> Result<CallSnapshot, ServiceError> {
+        let snapshot = CallSnapshot::start(
+            CallId::random(),
+            caller,
+            request,
+            &self.limits,
+            self.clock.now(),
+        )?;
         self.store.insert(&snapshot).await?;
         self.metrics.call_started();
         Ok(snapshot)
@@ -84,7 +94,11 @@ impl CallService {
 
     /// The call, if `user` is a member and it has not ended: what a client needs
     /// before (re)connecting media.
-    pub async fn get_active(&self, user: &UserId, id: CallId) -> Result<CallSnapshot, ServiceError> {
+    pub async fn get_active(
+        &self,
+        user: &UserId,
+        id: CallId,
+    ) -> Result<CallSnapshot, ServiceError> {
         let snapshot = self.get(user, id).await?;
         if !snapshot.call.state.is_active() {
             return Err(CallError::CallEnded.into());
@@ -92,7 +106,12 @@ impl CallService {
         Ok(snapshot)
     }
 
-    pub async fn join(&self, caller: &Caller, id: CallId, media: MediaFlags) -> Result<CallSnapshot, ServiceError> {
+    pub async fn join(
+        &self,
+        caller: &Caller,
+        id: CallId,
+        media: MediaFlags,
+    ) -> Result<CallSnapshot, ServiceError> {
         let (snapshot, ()) = self
             .mutate(id, |call, now| call.join(caller, media, &self.limits, now))
             .await?;
@@ -110,14 +129,24 @@ impl CallService {
             .await
     }
 
-    pub async fn update_media(&self, user: &UserId, id: CallId, patch: MediaPatch) -> Result<CallSnapshot, ServiceError> {
+    pub async fn update_media(
+        &self,
+        user: &UserId,
+        id: CallId,
+        patch: MediaPatch,
+    ) -> Result<CallSnapshot, ServiceError> {
         let (snapshot, ()) = self
             .mutate(id, |call, now| call.update_media(user, patch, now))
             .await?;
         Ok(snapshot)
     }
 
-    pub async fn history(&self, user: &UserId, limit: i64, offset: i64) -> Result<(Vec<CallSnapshot>, i64), ServiceError> {
+    pub async fn history(
+        &self,
+        user: &UserId,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<CallSnapshot>, i64), ServiceError> {
         Ok(self.store.history(user, limit, offset).await?)
     }
 
@@ -142,7 +171,10 @@ impl CallService {
         let due = self.store.due(self.clock.now(), SWEEP_BATCH).await?;
         let mut changed = 0;
         for id in due {
-            match self.mutate(id, |call, now| Ok(call.expire(&self.limits, now))).await {
+            match self
+                .mutate(id, |call, now| Ok(call.expire(&self.limits, now)))
+                .await
+            {
                 Ok((_, true)) => changed += 1,
                 Ok((_, false)) | Err(ServiceError::NotFound) => {}
                 Err(e) => return Err(e),

@@ -189,7 +189,10 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        with_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 
@@ -236,9 +239,17 @@ impl Store {
 
     /// Writes the changes from `before` to `after` if nobody changed the call since
     /// `before` was read. Returns `false`, writing nothing, if somebody did.
-    pub async fn save(&self, before: &CallSnapshot, after: &CallSnapshot) -> Result<bool, StoreError> {
+    pub async fn save(
+        &self,
+        before: &CallSnapshot,
+        after: &CallSnapshot,
+    ) -> Result<bool, StoreError> {
         if before.participants.len() != after.participants.len()
-            || before.participants.iter().zip(&after.participants).any(|(b, a)| b.id != a.id)
+            || before
+                .participants
+                .iter()
+                .zip(&after.participants)
+                .any(|(b, a)| b.id != a.id)
         {
             return Err(StoreError::Corrupt(format!(
                 "call {}: participants may change but not come or go in a save",
@@ -311,7 +322,9 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<CallSnapshot>, i64), StoreError> {
-        let page = format!("SELECT * FROM calls WHERE {MEMBER_OF} ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3");
+        let page = format!(
+            "SELECT * FROM calls WHERE {MEMBER_OF} ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        );
         let count = format!("SELECT COUNT(*) FROM calls WHERE {MEMBER_OF}");
         let (calls, total): (Vec<CallRow>, i64) = with_pool!(self, |pool| {
             let calls = sqlx::query_as(&page)
@@ -320,7 +333,10 @@ impl Store {
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
-            let total = sqlx::query_scalar(&count).bind(user.as_str()).fetch_one(pool).await?;
+            let total = sqlx::query_scalar(&count)
+                .bind(user.as_str())
+                .fetch_one(pool)
+                .await?;
             (calls, total)
         });
         Ok((self.with_participants(calls).await?, total))
@@ -332,14 +348,23 @@ impl Store {
             "SELECT * FROM calls WHERE state <> 'ended' AND {MEMBER_OF} ORDER BY created_at DESC, id DESC"
         );
         let calls: Vec<CallRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&query).bind(user.as_str()).fetch_all(pool).await?
+            sqlx::query_as(&query)
+                .bind(user.as_str())
+                .fetch_all(pool)
+                .await?
         });
         self.with_participants(calls).await
     }
 
     /// Loads the participants of `calls` and pairs them up, keeping the calls' order.
-    async fn with_participants(&self, calls: Vec<CallRow>) -> Result<Vec<CallSnapshot>, StoreError> {
-        let calls: Vec<Call> = calls.into_iter().map(Call::try_from).collect::<Result<_, _>>()?;
+    async fn with_participants(
+        &self,
+        calls: Vec<CallRow>,
+    ) -> Result<Vec<CallSnapshot>, StoreError> {
+        let calls: Vec<Call> = calls
+            .into_iter()
+            .map(Call::try_from)
+            .collect::<Result<_, _>>()?;
         if calls.is_empty() {
             return Ok(Vec::new());
         }
@@ -371,32 +396,41 @@ impl Store {
             .await?
         });
         ids.iter()
-            .map(|id| id.parse().map_err(|e| StoreError::Corrupt(format!("calls.id = {id:?}: {e}"))))
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("calls.id = {id:?}: {e}")))
+            })
             .collect()
     }
 
     /// Call counts over everyone's calls (`None`) or one user's.
     pub async fn stats(&self, user: Option<&UserId>) -> Result<CallStats, StoreError> {
         let user = user.map(UserId::as_str);
-        Ok(with_pool!(self, |pool| sqlx::query_as(STATS).bind(user).fetch_one(pool).await?))
+        Ok(with_pool!(self, |pool| sqlx::query_as(STATS)
+            .bind(user)
+            .fetch_one(pool)
+            .await?))
     }
 
     /// Active calls per state and participants in them, for the gauges.
     pub async fn live_counts(&self) -> Result<LiveCounts, StoreError> {
-        let (by_state, participants_connected): (Vec<(String, i64)>, i64) = with_pool!(self, |pool| {
-            let by_state = sqlx::query_as(
+        let (by_state, participants_connected): (Vec<(String, i64)>, i64) = with_pool!(
+            self,
+            |pool| {
+                let by_state = sqlx::query_as(
                 "SELECT state, COUNT(*) FROM calls WHERE state <> 'ended' GROUP BY state ORDER BY state",
             )
             .fetch_all(pool)
             .await?;
-            let connected = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id \
+                let connected = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id \
                  WHERE c.state <> 'ended' AND p.connection_state = 'connected'",
-            )
-            .fetch_one(pool)
-            .await?;
-            (by_state, connected)
-        });
+                )
+                .fetch_one(pool)
+                .await?;
+                (by_state, connected)
+            }
+        );
         let calls_by_state = by_state
             .into_iter()
             .map(|(state, n)| {
@@ -414,17 +448,29 @@ impl Store {
 }
 
 /// Converts rows of one call (or none) into snapshots.
-fn assemble(calls: Vec<CallRow>, participants: Vec<ParticipantRow>) -> Result<Vec<CallSnapshot>, StoreError> {
-    let calls = calls.into_iter().map(Call::try_from).collect::<Result<_, _>>()?;
+fn assemble(
+    calls: Vec<CallRow>,
+    participants: Vec<ParticipantRow>,
+) -> Result<Vec<CallSnapshot>, StoreError> {
+    let calls = calls
+        .into_iter()
+        .map(Call::try_from)
+        .collect::<Result<_, _>>()?;
     group(calls, participants)
 }
 
 /// Gives each call its participants, keeping the order of both.
-fn group(calls: Vec<Call>, participants: Vec<ParticipantRow>) -> Result<Vec<CallSnapshot>, StoreError> {
+fn group(
+    calls: Vec<Call>,
+    participants: Vec<ParticipantRow>,
+) -> Result<Vec<CallSnapshot>, StoreError> {
     let mut by_call: HashMap<CallId, Vec<Participant>> = HashMap::with_capacity(calls.len());
     for row in participants {
         let participant = Participant::try_from(row)?;
-        by_call.entry(participant.call_id).or_default().push(participant);
+        by_call
+            .entry(participant.call_id)
+            .or_default()
+            .push(participant);
     }
     Ok(calls
         .into_iter()

@@ -72,7 +72,10 @@ impl TryFrom<CallRow> for Call {
             chat_id: row.chat_id,
             is_group: row.is_group,
             max_participants: u32::try_from(row.max_participants).map_err(|e| {
-                StoreError::Corrupt(format!("calls.max_participants = {}: {e}", row.max_participants))
+                StoreError::Corrupt(format!(
+                    "calls.max_participants = {}: {e}",
+                    row.max_participants
+                ))
             })?,
             created_at: row.created_at,
             started_at: row.started_at,

@@ -37,7 +37,8 @@ pub enum Backend {
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Where a test's database lives, to be removed when the test ends.
@@ -56,7 +57,8 @@ pub struct Harness {
 async fn scratch_database(backend: Backend) -> (String, Scratch) {
     match backend {
         Backend::Sqlite => {
-            let path = std::env::temp_dir().join(format!("huddle-test-{}.db", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir()
+                .join(format!("huddle-test-{}.db", uuid::Uuid::new_v4().simple()));
             (format!("sqlite://{}", path.display()), Scratch::File(path))
         }
         Backend::Postgres => {
@@ -109,8 +111,14 @@ impl Harness {
         args.extend_from_slice(extra);
         let config = Config::from_args(args).expect("test configuration");
         let clock = Arc::new(ManualClock::new(Utc::now()));
-        let server = Server::start(&config, clock.clone()).await.expect("server starts");
-        Harness { server, clock, scratch }
+        let server = Server::start(&config, clock.clone())
+            .await
+            .expect("server starts");
+        Harness {
+            server,
+            clock,
+            scratch,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -146,17 +154,30 @@ impl Harness {
     }
 
     /// A request as `user` (no Authorization header for `None`) with a JSON body.
-    pub async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let token = user.map(|u| self.token(u));
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let headers: Vec<(&str, String)> = token
             .iter()
             .map(|t| ("authorization", format!("Bearer {t}")))
-            .chain(std::iter::once(("content-type", "application/json".to_owned())))
+            .chain(std::iter::once((
+                "content-type",
+                "application/json".to_owned(),
+            )))
             .collect();
         let (status, bytes) = raw(self.addr(), method, path, &headers, body).await;
-        let json = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path} answered {status} with non-JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
         (status, json)
     }
 
@@ -178,15 +199,28 @@ impl Harness {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        body["data"]["call"]["id"].as_str().expect("call id").to_owned()
+        body["data"]["call"]["id"]
+            .as_str()
+            .expect("call id")
+            .to_owned()
     }
 
     pub async fn join(&self, call: &str, user: &str) -> (StatusCode, Value) {
-        self.post(&format!("/api/v1/calls/{call}/join"), user, serde_json::json!({})).await
+        self.post(
+            &format!("/api/v1/calls/{call}/join"),
+            user,
+            serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn end(&self, call: &str, user: &str) -> (StatusCode, Value) {
-        self.post(&format!("/api/v1/calls/{call}/end"), user, serde_json::json!({})).await
+        self.post(
+            &format!("/api/v1/calls/{call}/end"),
+            user,
+            serde_json::json!({}),
+        )
+        .await
     }
 
     /// The call as its member `user` sees it.
@@ -206,7 +240,9 @@ impl Harness {
                 }
             }
             Scratch::Schema(schema) => {
-                let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.expect("postgres");
+                let mut conn = sqlx::PgConnection::connect(&postgres_url())
+                    .await
+                    .expect("postgres");
                 sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
                     .execute(&mut conn)
                     .await
@@ -240,7 +276,10 @@ pub async fn raw_with_headers(
         .await
         .expect("handshake");
     tokio::spawn(connection);
-    let mut request = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, value);
     }
@@ -250,7 +289,12 @@ pub async fn raw_with_headers(
         .expect("response");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     (status, headers, bytes)
 }
 

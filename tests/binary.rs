@@ -1,0 +1,282 @@
+//! The `huddle` binary as a user runs it: flags and environment, one-line errors,
+//! `huddle token`, a zero-configuration start, and shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+const HUDDLE: &str = env!("CARGO_BIN_EXE_huddle");
+
+/// Settings read from the environment, cleared so the developer's or CI's own do not
+/// leak into these tests.
+const SETTINGS: &[&str] = &[
+    "HOST",
+    "PORT",
+    "DATABASE_URL",
+    "JWT_SECRET",
+    "MAX_CALL_PARTICIPANTS",
+    "MAX_CALL_DURATION",
+    "RINGING_TIMEOUT",
+    "LOG_LEVEL",
+    "METRICS_PORT",
+    "STUN_SERVER_URL",
+    "TURN_SERVER_URL",
+    "TURN_USERNAME",
+    "TURN_PASSWORD",
+];
+
+fn huddle(dir: &Path) -> Command {
+    let mut command = Command::new(HUDDLE);
+    command.current_dir(dir);
+    for var in SETTINGS {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("huddle-bin-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let out = huddle(&std::env::temp_dir())
+        .arg("--help")
+        .output()
+        .expect("run huddle");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in SETTINGS {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "--help does not mention {var}:\n{help}"
+        );
+    }
+    assert!(help.contains("token"), "{help}");
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_the_setting_and_a_failure_exit() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("PORT", "http")], "PORT"),
+        (&[("MAX_CALL_PARTICIPANTS", "1")], "MAX_CALL_PARTICIPANTS"),
+        (&[("RINGING_TIMEOUT", "-5")], "RINGING_TIMEOUT"),
+        (&[("DATABASE_URL", "mongodb://x")], "DATABASE_URL"),
+        (&[("JWT_SECRET", "tiny")], "JWT_SECRET"),
+        (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+        (
+            &[("PORT", "4100"), ("METRICS_PORT", "4100")],
+            "METRICS_PORT",
+        ),
+    ];
+    for (env, setting) in cases {
+        let out = refusal(
+            huddle(&std::env::temp_dir())
+                .env("PORT", "0")
+                .envs(env.iter().copied()),
+        );
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{env:?}: {stderr}");
+        assert!(
+            stderr.starts_with("huddle: ") && stderr.contains(setting),
+            "{env:?}: {stderr}"
+        );
+    }
+}
+
+/// Runs a command that should refuse to start; kills it and fails the test if it is
+/// still running after 20 s (it started serving instead).
+fn refusal(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn huddle");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("huddle started instead of refusing its configuration");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn an_unreachable_database_fails_start_up_with_a_clear_error() {
+    let dir = scratch_dir();
+    let out = refusal(
+        huddle(&dir)
+            .env("PORT", "0")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("huddle: DATABASE_URL: ")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_token_command_needs_the_secret() {
+    let out = huddle(&std::env::temp_dir())
+        .args(["token", "--user", "alice"])
+        .output()
+        .expect("run huddle");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+}
+
+/// A server process started in `dir`, and the address it announced.
+struct Running {
+    child: Child,
+    addr: std::net::SocketAddr,
+    /// Lines logged up to the address announcement.
+    early_log: Vec<String>,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
+    let mut child = huddle(dir)
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn huddle");
+    let (tx, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = log.recv_timeout(Duration::from_millis(100)) {
+            let announced = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            if let Some(addr) = announced.and_then(|a| a.parse().ok()) {
+                seen.push(line);
+                return Running {
+                    child,
+                    addr,
+                    early_log: seen,
+                    log,
+                };
+            }
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("huddle did not announce its address:\n{}", seen.join("\n"));
+}
+
+impl Running {
+    /// Sends SIGTERM and returns the exit status and the rest of the log.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(killed.is_ok_and(|s| s.success()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // The reader thread ends with the process; take every line it read.
+                let rest: Vec<String> = self.log.iter().collect();
+                return (status, [self.early_log, rest].concat().join("\n"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "huddle did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_no_configuration_it_serves_from_a_sqlite_file_and_stops_cleanly_on_sigterm() {
+    let dir = scratch_dir();
+    let running = start(&dir, &[]);
+    let (status, bytes) = common::raw(running.addr, Method::GET, "/health", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let health: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(health["database"]["backend"], "sqlite");
+    assert!(
+        dir.join("huddle.db").exists(),
+        "the database file is made in the working directory"
+    );
+
+    let (exit, log) = running.terminate();
+    assert!(exit.success(), "exit status {exit}: {log}");
+    assert!(log.contains("stopped"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn without_a_secret_it_warns_that_tokens_will_not_survive_a_restart() {
+    let dir = scratch_dir();
+    let running = start(&dir, &[]);
+    let (_, log) = running.terminate();
+    assert!(
+        log.contains("WARN") && log.contains("JWT_SECRET is not set"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_printed_token_is_accepted_by_a_server_with_the_same_secret() {
+    let dir = scratch_dir();
+    let secret = ("JWT_SECRET", "binary-test-secret-0123456789");
+    let out = huddle(&dir)
+        .env(secret.0, secret.1)
+        .args([
+            "token", "--user", "alice", "--name", "Alice", "--ttl", "600", "--admin",
+        ])
+        .output()
+        .expect("run huddle token");
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let running = start(&dir, &[secret]);
+    let auth = [("authorization", format!("Bearer {token}"))];
+    let (status, bytes) = common::raw(
+        running.addr,
+        Method::GET,
+        "/monitoring/metrics",
+        &auth,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (exit, _) = running.terminate();
+    assert!(exit.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
