@@ -1,0 +1,21 @@
+# Huddle: one static-ish binary on a slim Debian base.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin huddle
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data huddle \
+ && mkdir -p /data && chown huddle /data
+COPY --from=build /src/target/release/huddle /usr/local/bin/huddle
+USER huddle
+WORKDIR /data
+ENV HOST=0.0.0.0 \
+    PORT=3003 \
+    DATABASE_URL=sqlite:///data/huddle.db
+EXPOSE 3003
+VOLUME ["/data"]
+ENTRYPOINT ["huddle"]
