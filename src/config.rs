@@ -73,6 +73,9 @@ pub struct Config {
     /// Seconds an invitation rings before it counts as missed.
     #[arg(long, env = "RINGING_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u32).range(5..=3_600))]
     pub ringing_timeout: u32,
+    /// Seconds a user whose sockets all dropped stays in their calls before leaving.
+    #[arg(long, env = "CONNECTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub connection_timeout: u32,
     /// Log filter: a level (`info`) or per-target levels (`huddle=debug,sqlx=warn`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: Targets,
@@ -256,6 +259,7 @@ mod tests {
         assert_eq!(config.max_call_participants, 8);
         assert_eq!(config.max_call_duration, 14_400);
         assert_eq!(config.ringing_timeout, 60);
+        assert_eq!(config.connection_timeout, 30);
         assert_eq!(config.database_url, "sqlite://huddle.db");
         assert!(config.ice_servers().is_empty());
     }

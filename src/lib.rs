@@ -4,10 +4,12 @@
 //! the HTTP API, the call domain, the store and the wiring between them.
 //!
 //! ## How a request flows
-//! `api` (axum handlers: authenticate, check the request's shape) →
+//! `api` (axum handlers) or `realtime` (Socket.IO requests from the `signaling`
+//! crate): authenticate, check the request's shape →
 //! `calls::service` (load the call, apply a rule, save under optimistic concurrency) →
 //! `calls::lifecycle` (the pure rules, time as an input) and `store` (SQLite or
-//! PostgreSQL, one SQL text for both).
+//! PostgreSQL, one SQL text for both). Every stored change is diffed into
+//! `calls::events`, which `realtime::Notifier` sends to the call's members.
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a
@@ -28,5 +30,6 @@ pub mod clock;
 pub mod config;
 pub mod ice;
 pub mod metrics;
+pub mod realtime;
 pub mod server;
 pub mod store;

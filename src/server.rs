@@ -1,5 +1,6 @@
-//! Wiring: connects the store, builds the call service and the HTTP API, binds the
-//! listeners, runs the timeout sweeper, and shuts all of it down in order.
+//! Wiring: connects the store, builds the call service, the HTTP API and the
+//! Socket.IO server on the same port, binds the listeners, runs the timeout sweeper,
+//! and shuts all of it down in order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +11,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use signaling::{Signaling, SignalingConfig};
+
 use crate::api::{self, AppState, MetricsRoute};
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::realtime::{Notifier, Realtime};
 use crate::store::{Store, StoreError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
@@ -42,6 +46,7 @@ pub struct Server {
     /// Where Prometheus `/metrics` is served when METRICS_PORT is set.
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
+    signaling: Signaling,
     /// Flipped to `true` to ask every task to stop.
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -69,17 +74,29 @@ impl Server {
                 JwtKey::new(secret.as_bytes())
             }
         };
+        let (socket_layer, signaling) = Signaling::new(SignalingConfig {
+            grace: Duration::from_secs(config.connection_timeout.into()),
+        });
+        let notifier = Notifier {
+            signaling: signaling.clone(),
+        };
         let service = Arc::new(CallService::new(
             store,
             clock,
             config.limits(),
             Arc::new(Metrics::default()),
+            Arc::new(notifier),
         ));
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
             ice_servers: Arc::new(config.ice_servers()),
         };
+        signaling.start(Arc::new(Realtime {
+            service: state.service.clone(),
+            jwt: state.jwt.clone(),
+            ice_servers: state.ice_servers.clone(),
+        }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;
         let addr = local_addr(&listener)?;
@@ -97,7 +114,7 @@ impl Server {
         };
         let mut tasks = vec![serve(
             listener,
-            api::app(state.clone(), route),
+            api::app(state.clone(), route).layer(socket_layer),
             stop.subscribe(),
         )];
         if let Some(listener) = metrics_listener {
@@ -115,15 +132,17 @@ impl Server {
         Ok(Server {
             addr,
             metrics_addr,
+            signaling,
             state,
             stop,
             tasks,
         })
     }
 
-    /// Stops accepting connections, lets requests in flight finish, stops the
-    /// sweeper, then closes the database.
+    /// Closes every socket, stops accepting connections, lets requests in flight
+    /// finish, stops the sweeper, then closes the database.
     pub async fn stop(self) {
+        self.signaling.close().await;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Auth, JsonBody};
-use super::views::{CallListItem, CallView, ParticipantView, participants};
+use super::views::{CallListItem, ParticipantView, call_data, connect_data};
 use crate::auth::Identity;
-use crate::calls::lifecycle::{CallSnapshot, Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
+use crate::calls::lifecycle::{Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, UserId};
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -22,20 +22,20 @@ fn ok(data: Value) -> ApiResult {
     Ok(Json(json!({ "success": true, "data": data })))
 }
 
-fn caller(identity: &Identity) -> Caller {
+pub(crate) fn caller(identity: &Identity) -> Caller {
     Caller {
         id: identity.id.clone(),
         name: identity.name.clone(),
     }
 }
 
-fn call_id(raw: &str) -> Result<CallId, ApiError> {
+pub(crate) fn call_id(raw: &str) -> Result<CallId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid("callId", "must be a UUID"))
 }
 
 /// Checks an id-like string from a request: 1 to 128 characters, no control characters.
-fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
     let len = value.chars().count();
     if len == 0 || len > MAX_ID_LEN || value.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -46,16 +46,22 @@ fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What a client needs to connect media: the call with its participants, the media
-/// token (none yet: the built-in media plane needs none and LiveKit mints one), and
-/// the ICE servers.
-fn connect_data(state: &AppState, snapshot: &CallSnapshot) -> Value {
-    json!({
-        "call": CallView::from(&snapshot.call),
-        "participants": participants(snapshot),
-        "token": Value::Null,
-        "iceServers": *state.ice_servers,
-    })
+/// `reason` of an end request: one a client may give, `normal` if none.
+pub(crate) fn end_reason(reason: Option<&str>) -> Result<EndReason, ApiError> {
+    let Some(text) = reason else {
+        return Ok(EndReason::Normal);
+    };
+    text.parse::<EndReason>()
+        .ok()
+        .filter(|r| r.client_may_give())
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = EndReason::ALL
+                .iter()
+                .filter(|r| r.client_may_give())
+                .map(|r| r.as_str())
+                .collect();
+            ApiError::invalid("reason", format!("must be one of {}", allowed.join(", ")))
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,7 +97,7 @@ pub async fn start(
         },
     };
     let snapshot = state.service.start(&caller(&me), request).await?;
-    ok(connect_data(&state, &snapshot))
+    ok(connect_data(&snapshot, &state.ice_servers))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +122,7 @@ pub async fn join(
         .service
         .join(&caller(&me), call_id(&id)?, media)
         .await?;
-    ok(connect_data(&state, &snapshot))
+    ok(connect_data(&snapshot, &state.ice_servers))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,21 +139,7 @@ pub async fn end(
     JsonBody(body): JsonBody<EndRequest>,
 ) -> ApiResult {
     let id = call_id(&id)?;
-    let reason = match body.reason.as_deref() {
-        None => EndReason::Normal,
-        Some(text) => text
-            .parse::<EndReason>()
-            .ok()
-            .filter(|r| r.client_may_give())
-            .ok_or_else(|| {
-                let allowed: Vec<&str> = EndReason::ALL
-                    .iter()
-                    .filter(|r| r.client_may_give())
-                    .map(|r| r.as_str())
-                    .collect();
-                ApiError::invalid("reason", format!("must be one of {}", allowed.join(", ")))
-            })?,
-    };
+    let reason = end_reason(body.reason.as_deref())?;
     let (snapshot, outcome) = state.service.end(&me.id, id, reason).await?;
     let message = match outcome {
         EndOutcome::Ended(_) => "Call ended successfully",
@@ -157,12 +149,14 @@ pub async fn end(
     Ok(Json(json!({
         "success": true,
         "message": message,
-        "data": {
-            "outcome": outcome.as_str(),
-            "call": CallView::from(&snapshot.call),
-            "participants": participants(&snapshot),
-        },
+        "data": with_outcome(call_data(&snapshot), outcome),
     })))
+}
+
+/// `data` with the `outcome` of an end request (`ended`, `left` or `declined`).
+pub(crate) fn with_outcome(mut data: Value, outcome: EndOutcome) -> Value {
+    data["outcome"] = outcome.as_str().into();
+    data
 }
 
 /// `POST /api/v1/calls/:callId/token`: fresh connection details for a member of a
@@ -173,7 +167,7 @@ pub async fn token(
     Path(id): Path<String>,
 ) -> ApiResult {
     let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
-    let data = connect_data(&state, &snapshot);
+    let data = connect_data(&snapshot, &state.ice_servers);
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }
 
@@ -183,8 +177,11 @@ pub async fn get(
     Auth(me): Auth,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let snapshot = state.service.get(&me.id, call_id(&id)?).await?;
-    ok(json!({ "call": CallView::from(&snapshot.call), "participants": participants(&snapshot) }))
+    let id = call_id(&id)?;
+    let snapshot = state.service.get(&me.id, id).await?;
+    let mut data = call_data(&snapshot);
+    data["quality"] = json!(state.service.quality(id).await?);
+    ok(data)
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,10 +14,10 @@ use crate::calls::service::ServiceError;
 #[derive(Debug)]
 pub struct ApiError {
     pub(super) status: StatusCode,
-    pub(super) code: &'static str,
-    pub(super) message: String,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// The request field at fault, for validation errors.
-    pub(super) field: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 impl ApiError {
@@ -80,6 +80,7 @@ impl From<ServiceError> for ApiError {
                     CallError::AlreadyJoined => (StatusCode::CONFLICT, "ALREADY_JOINED"),
                     CallError::NotJoined => (StatusCode::CONFLICT, "NOT_IN_CALL"),
                     CallError::CallFull(_) => (StatusCode::CONFLICT, "CALL_FULL"),
+                    CallError::NotRinging => (StatusCode::CONFLICT, "NOT_RINGING"),
                     CallError::Invalid { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
                 };
                 Self::new(status, code, message)

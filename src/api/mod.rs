@@ -1,11 +1,11 @@
 //! The HTTP API: routes, shared state, and the JSON envelope and error shape.
 //! [`app`] builds the router without binding a port; `server` serves it.
 
-mod calls;
+pub(crate) mod calls;
 mod error;
 mod extract;
 mod monitoring;
-mod views;
+pub(crate) mod views;
 
 use std::sync::Arc;
 

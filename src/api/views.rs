@@ -2,12 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{
     Call, CallId, CallState, CallType, ConnectionState, EndReason, Participant, ParticipantRole,
     UserId,
 };
+use crate::ice::IceServer;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +100,21 @@ pub fn participants(snapshot: &CallSnapshot) -> Vec<ParticipantView<'_>> {
         .iter()
         .map(ParticipantView::from)
         .collect()
+}
+
+/// `{ call, participants }`
+pub fn call_data(snapshot: &CallSnapshot) -> Value {
+    json!({ "call": CallView::from(&snapshot.call), "participants": participants(snapshot) })
+}
+
+/// What a client needs to connect media: the call with its participants, the media
+/// token (none yet: the built-in media plane needs none and LiveKit mints one), and
+/// the ICE servers.
+pub fn connect_data(snapshot: &CallSnapshot, ice_servers: &[IceServer]) -> Value {
+    let mut data = call_data(snapshot);
+    data["token"] = Value::Null;
+    data["iceServers"] = json!(ice_servers);
+    data
 }
 
 /// A call as listed in history and active calls: the call, its participants, and

@@ -58,6 +58,8 @@ pub enum CallError {
     NotJoined,
     #[error("the call is full ({0} participants)")]
     CallFull(u32),
+    #[error("you have no ringing invitation to this call")]
+    NotRinging,
     /// A request field is invalid for this call.
     #[error("{field}: {message}")]
     Invalid {
@@ -203,21 +205,12 @@ impl CallSnapshot {
             video_enabled: request.media.video && video_allowed,
             screen_share_enabled: false,
         });
-        participants.extend(request.invitees.into_iter().map(|user_id| Participant {
-            id: Uuid::new_v4(),
-            call_id: id,
-            user_id,
-            display_name: None,
-            role: ParticipantRole::Participant,
-            invited_at: now,
-            joined_at: None,
-            left_at: None,
-            duration: 0,
-            connection_state: ConnectionState::Invited,
-            audio_enabled: false,
-            video_enabled: false,
-            screen_share_enabled: false,
-        }));
+        participants.extend(
+            request
+                .invitees
+                .into_iter()
+                .map(|user| invited(id, user, now)),
+        );
         let mut snapshot = CallSnapshot { call, participants };
         snapshot.settle(limits, now);
         Ok(snapshot)
@@ -374,6 +367,108 @@ impl CallSnapshot {
         Ok(())
     }
 
+    /// `by`, who is in the call, rings more users into it: new members, or members who
+    /// declined, missed or left. Returns who now rings.
+    pub fn invite(
+        &mut self,
+        by: &UserId,
+        invitees: Vec<UserId>,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UserId>, CallError> {
+        let index = self.member_index(by)?;
+        self.ensure_active()?;
+        if !self.participants[index].is_joined() {
+            return Err(CallError::NotJoined);
+        }
+        if invitees.is_empty() {
+            return Err(CallError::invalid(
+                "participantIds",
+                "invite at least one user",
+            ));
+        }
+        for (i, invitee) in invitees.iter().enumerate() {
+            if invitee == by {
+                return Err(CallError::invalid(
+                    "participantIds",
+                    "you cannot invite yourself",
+                ));
+            }
+            if invitees[..i].contains(invitee) {
+                return Err(CallError::invalid(
+                    "participantIds",
+                    format!("`{invitee}` is listed twice"),
+                ));
+            }
+            if let Some(member) = self.member(invitee) {
+                if matches!(
+                    member.connection_state,
+                    ConnectionState::Invited | ConnectionState::Connected
+                ) {
+                    return Err(CallError::invalid(
+                        "participantIds",
+                        format!("`{invitee}` is already in the call or ringing"),
+                    ));
+                }
+            }
+        }
+        let newcomers = invitees.iter().filter(|u| self.member(u).is_none()).count();
+        let capacity = self.call.max_participants as usize;
+        if self.participants.len() + newcomers > capacity {
+            return Err(CallError::invalid(
+                "participantIds",
+                format!("a call has at most {capacity} members (MAX_CALL_PARTICIPANTS)"),
+            ));
+        }
+        let call_id = self.call.id;
+        for invitee in &invitees {
+            match self.participants.iter_mut().find(|p| p.user_id == *invitee) {
+                Some(member) => {
+                    member.connection_state = ConnectionState::Invited;
+                    member.invited_at = now;
+                }
+                None => self
+                    .participants
+                    .push(invited(call_id, invitee.clone(), now)),
+            }
+        }
+        self.call.is_group = self.participants.len() > 2;
+        self.call.updated_at = now;
+        self.settle(limits, now);
+        Ok(invitees)
+    }
+
+    /// `user` refuses a ringing invitation.
+    pub fn decline(
+        &mut self,
+        user: &UserId,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<EndOutcome, CallError> {
+        let index = self.member_index(user)?;
+        self.ensure_active()?;
+        if self.participants[index].connection_state != ConnectionState::Invited {
+            return Err(CallError::NotRinging);
+        }
+        self.end(user, EndReason::Declined, limits, now)
+    }
+
+    /// `user` lost their connection for good: they leave whatever their role (an
+    /// initiator who drops does not end a group call for the others). Returns whether
+    /// they were in the call.
+    pub fn drop_out(&mut self, user: &UserId, limits: &Limits, now: DateTime<Utc>) -> bool {
+        let Some(participant) = self.participants.iter_mut().find(|p| p.user_id == *user) else {
+            return false;
+        };
+        if !self.call.state.is_active() || !participant.is_joined() {
+            return false;
+        }
+        leave(participant, now);
+        self.call.updated_at = now;
+        self.settle(limits, now);
+        true
+    }
+
     /// Applies the timeout rules as of `now`. Returns whether anything changed.
     pub fn expire(&mut self, limits: &Limits, now: DateTime<Utc>) -> bool {
         if !self.call.state.is_active() {
@@ -447,6 +542,25 @@ impl CallSnapshot {
             .min();
         self.call.next_deadline =
             Some(first_ring_timeout.map_or(max_duration_at, |t| t.min(max_duration_at)));
+    }
+}
+
+/// A new member, ringing since `now`.
+fn invited(call_id: CallId, user_id: UserId, now: DateTime<Utc>) -> Participant {
+    Participant {
+        id: Uuid::new_v4(),
+        call_id,
+        user_id,
+        display_name: None,
+        role: ParticipantRole::Participant,
+        invited_at: now,
+        joined_at: None,
+        left_at: None,
+        duration: 0,
+        connection_state: ConnectionState::Invited,
+        audio_enabled: false,
+        video_enabled: false,
+        screen_share_enabled: false,
     }
 }
 
@@ -741,6 +855,78 @@ mod tests {
         assert!(call.expire(&LIMITS, t(3630)));
         assert_eq!(call.call.end_reason, Some(EndReason::MaxDuration));
         assert_eq!(call.call.duration, Some(3600));
+    }
+
+    #[test]
+    fn a_member_in_the_call_rings_new_and_former_members_up_to_capacity() {
+        let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
+        call.end(&user("bob"), EndReason::Normal, &LIMITS, t(1))
+            .unwrap();
+        assert_eq!(
+            call.invite(&user("bob"), vec![user("dave")], &LIMITS, t(2)),
+            Err(CallError::NotJoined)
+        );
+        let rung = call
+            .invite(
+                &user("alice"),
+                vec![user("bob"), user("dave")],
+                &LIMITS,
+                t(10),
+            )
+            .unwrap();
+        assert_eq!(rung, vec![user("bob"), user("dave")]);
+        assert_eq!(state_of(&call, "bob"), ConnectionState::Invited);
+        assert_eq!(state_of(&call, "dave"), ConnectionState::Invited);
+        assert_eq!(call.member(&user("dave")).unwrap().invited_at, t(10));
+        assert_eq!(
+            call.call.next_deadline,
+            Some(t(60)),
+            "carol still rings from t=0"
+        );
+        let err = call
+            .invite(&user("alice"), vec![user("erin")], &LIMITS, t(11))
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Invalid { .. }),
+            "four members fill a call of four"
+        );
+        let err = call
+            .invite(&user("alice"), vec![user("carol")], &LIMITS, t(11))
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Invalid { .. }),
+            "carol is already ringing"
+        );
+    }
+
+    #[test]
+    fn only_a_ringing_invitee_can_decline() {
+        let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
+        assert_eq!(
+            call.decline(&user("alice"), &LIMITS, t(1)),
+            Err(CallError::NotRinging)
+        );
+        assert_eq!(
+            call.decline(&user("bob"), &LIMITS, t(1)),
+            Ok(EndOutcome::Declined)
+        );
+        assert_eq!(
+            call.decline(&user("bob"), &LIMITS, t(2)),
+            Err(CallError::NotRinging)
+        );
+    }
+
+    #[test]
+    fn a_dropped_initiator_leaves_a_group_call_without_ending_it() {
+        let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
+        call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
+        call.join(&caller("carol"), AV, &LIMITS, t(1)).unwrap();
+        assert!(call.drop_out(&user("alice"), &LIMITS, t(5)));
+        assert_eq!(call.call.state, CallState::Connected);
+        assert_eq!(state_of(&call, "alice"), ConnectionState::Left);
+        assert!(!call.drop_out(&user("alice"), &LIMITS, t(6)), "already out");
+        assert!(call.drop_out(&user("bob"), &LIMITS, t(7)));
+        assert_eq!(call.call.end_reason, Some(EndReason::Normal));
     }
 
     #[test]

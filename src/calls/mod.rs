@@ -1,8 +1,11 @@
 //! The call domain: what a call is ([`model`]), the rules it lives by
-//! ([`lifecycle`], pure), and the service that applies them to stored calls
-//! ([`service`]). REST (and, later, Socket.IO) handlers are thin layers over
+//! ([`lifecycle`], pure), what each change announces ([`events`], pure), quality
+//! reports ([`quality`]), and the service that applies them to stored calls
+//! ([`service`]). REST and Socket.IO handlers are thin layers over
 //! [`service::CallService`].
 
+pub mod events;
 pub mod lifecycle;
 pub mod model;
+pub mod quality;
 pub mod service;

@@ -1,19 +1,22 @@
-//! The one place where calls change: every door (REST today, Socket.IO next) goes
-//! through [`CallService`], which reads a call, applies a pure rule from
-//! [`lifecycle`](super::lifecycle) at the clock's "now", and writes the result back
-//! under optimistic concurrency, retrying if another writer got there first.
+//! The one place where calls change: every door (REST, Socket.IO, the timeout
+//! sweeper) goes through [`CallService`], which reads a call, applies a pure rule
+//! from [`lifecycle`](super::lifecycle) at the clock's "now", writes the result back
+//! under optimistic concurrency (retrying if another writer got there first), and
+//! then tells its [`CallObserver`] what changed.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::events::{self, CallEvent};
 use super::lifecycle::{
     CallError, CallSnapshot, Caller, EndOutcome, Limits, MediaFlags, MediaPatch, NewCall,
 };
 use super::model::{CallId, EndReason, UserId};
+use super::quality::{self, QualityMetric, QualityReport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{CallStats, LiveCounts, Store, StoreError};
+use crate::store::{CallStats, LiveCounts, QualitySummary, Store, StoreError};
 
 /// How many times a change is retried when other writers keep winning the race.
 const MAX_ATTEMPTS: usize = 8;
@@ -34,6 +37,12 @@ pub enum ServiceError {
     Contention,
 }
 
+/// Hears about every change to a call once it is stored (to notify its members).
+pub trait CallObserver: Send + Sync + std::fmt::Debug {
+    /// `call` as it is now, and the events that led there from its previous state.
+    fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]);
+}
+
 /// Starts, joins, ends and reports calls.
 #[derive(Debug)]
 pub struct CallService {
@@ -41,15 +50,23 @@ pub struct CallService {
     clock: Arc<dyn Clock>,
     limits: Limits,
     metrics: Arc<Metrics>,
+    observer: Arc<dyn CallObserver>,
 }
 
 impl CallService {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, limits: Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        observer: Arc<dyn CallObserver>,
+    ) -> Self {
         Self {
             store,
             clock,
             limits,
             metrics,
+            observer,
         }
     }
 
@@ -80,6 +97,8 @@ impl CallService {
         )?;
         self.store.insert(&snapshot).await?;
         self.metrics.call_started();
+        let events = events::diff(None, &snapshot, Some(&caller.id));
+        self.observer.call_changed(&snapshot, &events);
         Ok(snapshot)
     }
 
@@ -113,7 +132,9 @@ impl CallService {
         media: MediaFlags,
     ) -> Result<CallSnapshot, ServiceError> {
         let (snapshot, ()) = self
-            .mutate(id, |call, now| call.join(caller, media, &self.limits, now))
+            .mutate(id, Some(&caller.id), |call, now| {
+                call.join(caller, media, &self.limits, now)
+            })
             .await?;
         self.metrics.participant_joined();
         Ok(snapshot)
@@ -125,8 +146,79 @@ impl CallService {
         id: CallId,
         reason: EndReason,
     ) -> Result<(CallSnapshot, EndOutcome), ServiceError> {
-        self.mutate(id, |call, now| call.end(user, reason, &self.limits, now))
-            .await
+        self.mutate(id, Some(user), |call, now| {
+            call.end(user, reason, &self.limits, now)
+        })
+        .await
+    }
+
+    /// `user` refuses a ringing invitation.
+    pub async fn decline(&self, user: &UserId, id: CallId) -> Result<CallSnapshot, ServiceError> {
+        let (snapshot, _) = self
+            .mutate(id, Some(user), |call, now| {
+                call.decline(user, &self.limits, now)
+            })
+            .await?;
+        Ok(snapshot)
+    }
+
+    /// `user`, in call `id`, rings `invitees` into it.
+    pub async fn invite(
+        &self,
+        user: &UserId,
+        id: CallId,
+        invitees: Vec<UserId>,
+    ) -> Result<CallSnapshot, ServiceError> {
+        let (snapshot, _) = self
+            .mutate(id, Some(user), |call, now| {
+                call.invite(user, invitees.clone(), &self.limits, now)
+            })
+            .await?;
+        Ok(snapshot)
+    }
+
+    /// `user`'s connection is gone for good: they leave every call they are in.
+    /// Returns how many calls they left.
+    pub async fn drop_out(&self, user: &UserId) -> Result<usize, ServiceError> {
+        let mut left = 0;
+        for call in self.store.active_for(user).await? {
+            let (_, dropped) = self
+                .mutate(call.call.id, None, |call, now| {
+                    Ok(call.drop_out(user, &self.limits, now))
+                })
+                .await?;
+            left += usize::from(dropped);
+        }
+        Ok(left)
+    }
+
+    /// Stores a quality measurement from `user`, who must be in call `id`.
+    pub async fn report_quality(
+        &self,
+        user: &UserId,
+        id: CallId,
+        report: QualityReport,
+    ) -> Result<QualityMetric, ServiceError> {
+        let call = self.get_active(user, id).await?;
+        let participant = call
+            .member(user)
+            .filter(|p| p.is_joined())
+            .ok_or(CallError::NotJoined)?;
+        let metric = QualityMetric {
+            id: uuid::Uuid::new_v4(),
+            call_id: id,
+            participant_id: participant.id,
+            timestamp: self.clock.now(),
+            quality: quality::mos(&report),
+            report,
+        };
+        self.store.insert_quality(&metric).await?;
+        Ok(metric)
+    }
+
+    /// Quality measurements of call `id`, for its members.
+    pub async fn quality(&self, id: CallId) -> Result<QualitySummary, ServiceError> {
+        Ok(self.store.quality_summary(id).await?)
     }
 
     pub async fn update_media(
@@ -136,7 +228,9 @@ impl CallService {
         patch: MediaPatch,
     ) -> Result<CallSnapshot, ServiceError> {
         let (snapshot, ()) = self
-            .mutate(id, |call, now| call.update_media(user, patch, now))
+            .mutate(id, Some(user), |call, now| {
+                call.update_media(user, patch, now)
+            })
             .await?;
         Ok(snapshot)
     }
@@ -172,7 +266,7 @@ impl CallService {
         let mut changed = 0;
         for id in due {
             match self
-                .mutate(id, |call, now| Ok(call.expire(&self.limits, now)))
+                .mutate(id, None, |call, now| Ok(call.expire(&self.limits, now)))
                 .await
             {
                 Ok((_, true)) => changed += 1,
@@ -184,11 +278,13 @@ impl CallService {
     }
 
     /// Reads call `id`, applies `change` at the current time and writes the result,
-    /// retrying from a fresh read if another writer changed the call meanwhile.
-    /// A refused change writes nothing.
+    /// retrying from a fresh read if another writer changed the call meanwhile, then
+    /// tells the observer. `actor` is who asked, if a person did. A refused change
+    /// writes nothing.
     async fn mutate<T>(
         &self,
         id: CallId,
+        actor: Option<&UserId>,
         mut change: impl FnMut(&mut CallSnapshot, DateTime<Utc>) -> Result<T, CallError>,
     ) -> Result<(CallSnapshot, T), ServiceError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -206,6 +302,8 @@ impl CallService {
                         after.call.duration.unwrap_or(0),
                     );
                 }
+                let events = events::diff(Some(&before), &after, actor);
+                self.observer.call_changed(&after, &events);
                 return Ok((after, outcome));
             }
         }

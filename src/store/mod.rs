@@ -23,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{Call, CallId, CallState, Participant, UserId};
+use crate::calls::quality::QualityMetric;
 use rows::{CallRow, ParticipantRow};
 
 /// A database operation failed. Never shown to API clients verbatim.
@@ -94,12 +95,12 @@ const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, us
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_at = $3, \
-     duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, version = version + 1 \
-     WHERE id = $8 AND version = $9";
+     duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, is_group = $8, \
+     version = version + 1 WHERE id = $9 AND version = $10";
 
 const UPDATE_PARTICIPANT: &str = "UPDATE call_participants SET display_name = $1, \
      joined_at = $2, left_at = $3, duration = $4, connection_state = $5, audio_enabled = $6, \
-     video_enabled = $7, screen_share_enabled = $8 WHERE id = $9";
+     video_enabled = $7, screen_share_enabled = $8, invited_at = $9 WHERE id = $10";
 
 /// Participants of a set of calls, initiator first, then in invitation order.
 const PARTICIPANT_ORDER: &str = "ORDER BY role, invited_at, user_id";
@@ -134,6 +135,15 @@ pub struct CallStats {
     pub declined_calls: i64,
     /// Mean `duration` of the completed and failed calls that connected, in seconds.
     pub average_duration: Option<f64>,
+}
+
+/// Quality measurements of one call.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySummary {
+    pub samples: i64,
+    /// Mean of the samples' MOS estimates.
+    pub average_mos: Option<f64>,
 }
 
 /// What is going on right now, for the Prometheus gauges.
@@ -244,7 +254,7 @@ impl Store {
         before: &CallSnapshot,
         after: &CallSnapshot,
     ) -> Result<bool, StoreError> {
-        if before.participants.len() != after.participants.len()
+        if after.participants.len() < before.participants.len()
             || before
                 .participants
                 .iter()
@@ -252,7 +262,7 @@ impl Store {
                 .any(|(b, a)| b.id != a.id)
         {
             return Err(StoreError::Corrupt(format!(
-                "call {}: participants may change but not come or go in a save",
+                "call {}: a save may change or add participants, not remove or reorder them",
                 after.call.id
             )));
         }
@@ -267,6 +277,7 @@ impl Store {
                 .bind(c.end_reason.map(|r| r.as_str()))
                 .bind(c.next_deadline)
                 .bind(c.updated_at)
+                .bind(c.is_group)
                 .bind(c.id.to_string())
                 .bind(before.call.version)
                 .execute(&mut *tx)
@@ -287,13 +298,60 @@ impl Store {
                     .bind(p.audio_enabled)
                     .bind(p.video_enabled)
                     .bind(p.screen_share_enabled)
+                    .bind(p.invited_at)
                     .bind(p.id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for p in &after.participants[before.participants.len()..] {
+                bind_participant!(sqlx::query(INSERT_PARTICIPANT), p)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
             Ok(true)
         })
+    }
+
+    /// Records a quality measurement.
+    pub async fn insert_quality(&self, m: &QualityMetric) -> Result<(), StoreError> {
+        let r = &m.report;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO call_quality_metrics (id, call_id, participant_id, timestamp, jitter, \
+                 packet_loss, round_trip_time, bandwidth, fps, resolution, codec, quality) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(m.id.to_string())
+            .bind(m.call_id.to_string())
+            .bind(m.participant_id.to_string())
+            .bind(m.timestamp)
+            .bind(r.jitter)
+            .bind(r.packet_loss)
+            .bind(r.round_trip_time)
+            .bind(r.bandwidth)
+            .bind(r.fps)
+            .bind(r.resolution.as_deref())
+            .bind(r.codec.as_deref())
+            .bind(m.quality)
+            .execute(pool)
+            .await
+            .map(drop)
+        })?;
+        Ok(())
+    }
+
+    /// How many quality measurements a call has, and their mean MOS.
+    pub async fn quality_summary(&self, call: CallId) -> Result<QualitySummary, StoreError> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT COUNT(*) AS samples, AVG(quality) AS average_mos \
+                 FROM call_quality_metrics WHERE call_id = $1",
+            )
+            .bind(call.to_string())
+            .fetch_one(pool)
+            .await?
+        }))
     }
 
     /// The call with this id and its participants.

@@ -1,0 +1,275 @@
+//! The Socket.IO door to the call service. [`Realtime`] carries out signaling's
+//! requests with the same service, validation and error codes as REST;
+//! [`Notifier`] turns every stored change ([`CallEvent`]s, whoever caused them)
+//! into notices for the call's members.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use signaling::events::{Invite, Media, Notice, Request};
+use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
+
+use crate::api::ApiError;
+use crate::api::calls::{call_id, end_reason, with_outcome};
+use crate::api::views::{ParticipantView, call_data, connect_data};
+use crate::auth::JwtKey;
+use crate::calls::events::CallEvent;
+use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
+use crate::calls::model::{CallType, UserId};
+use crate::calls::quality::QualityReport;
+use crate::calls::service::{CallObserver, CallService};
+use crate::ice::IceServer;
+
+/// Serves signaling requests with the call service.
+#[derive(Debug)]
+pub struct Realtime {
+    pub service: Arc<CallService>,
+    pub jwt: Arc<JwtKey>,
+    pub ice_servers: Arc<Vec<IceServer>>,
+}
+
+impl From<ApiError> for SignalError {
+    fn from(e: ApiError) -> Self {
+        SignalError {
+            code: e.code.to_owned(),
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
+fn caller(user: &User) -> Caller {
+    Caller {
+        id: UserId(user.id.clone()),
+        name: user.name.clone(),
+    }
+}
+
+impl Realtime {
+    async fn request(&self, user: &User, request: Request) -> Result<Value, ApiError> {
+        let me = caller(user);
+        let service = &self.service;
+        Ok(match request {
+            Request::Invite(invite) => self.invite(&me, invite).await?,
+            Request::Accept(accept) => {
+                let media = MediaFlags {
+                    audio: accept.audio_enabled.unwrap_or(true),
+                    video: accept.video_enabled.unwrap_or(true),
+                };
+                let call = service.join(&me, call_id(&accept.call_id)?, media).await?;
+                connect_data(&call, &self.ice_servers)
+            }
+            Request::Decline { call_id: id } => {
+                call_data(&service.decline(&me.id, call_id(&id)?).await?)
+            }
+            Request::End {
+                call_id: id,
+                reason,
+            } => {
+                let reason = end_reason(reason.as_deref())?;
+                let (call, outcome) = service.end(&me.id, call_id(&id)?, reason).await?;
+                with_outcome(call_data(&call), outcome)
+            }
+            Request::Toggle {
+                call_id: id,
+                media,
+                enabled,
+            } => {
+                let mut patch = MediaPatch::default();
+                *match media {
+                    Media::Audio => &mut patch.audio,
+                    Media::Video => &mut patch.video,
+                    Media::ScreenShare => &mut patch.screen_share,
+                } = Some(enabled);
+                let call = service.update_media(&me.id, call_id(&id)?, patch).await?;
+                json!({ "participant": call.member(&me.id).map(ParticipantView::from) })
+            }
+            Request::Quality(q) => {
+                let report = QualityReport {
+                    jitter: q.jitter,
+                    packet_loss: q.packet_loss,
+                    round_trip_time: q.round_trip_time,
+                    bandwidth: q.bandwidth,
+                    fps: q.fps,
+                    resolution: q.resolution,
+                    codec: q.codec,
+                };
+                let metric = service
+                    .report_quality(&me.id, call_id(&q.call_id)?, report)
+                    .await?;
+                json!({ "quality": metric.quality, "timestamp": metric.timestamp })
+            }
+        })
+    }
+
+    /// `call:invite`: into a running call with `callId`, else a new call.
+    async fn invite(&self, me: &Caller, invite: Invite) -> Result<Value, ApiError> {
+        let invitees: Vec<UserId> = invite.participant_ids.into_iter().map(UserId).collect();
+        if let Some(id) = invite.call_id {
+            let call = self.service.invite(&me.id, call_id(&id)?, invitees).await?;
+            return Ok(call_data(&call));
+        }
+        let call_type = invite
+            .call_type
+            .as_deref()
+            .unwrap_or_default()
+            .parse::<CallType>()
+            .map_err(|_| ApiError::invalid("type", "must be audio or video"))?;
+        let request = NewCall {
+            call_type,
+            invitees,
+            chat_id: invite.chat_id,
+            media: MediaFlags {
+                audio: invite.audio_enabled.unwrap_or(true),
+                video: invite.video_enabled.unwrap_or(true),
+            },
+        };
+        let call = self.service.start(me, request).await?;
+        Ok(connect_data(&call, &self.ice_servers))
+    }
+
+    async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {
+        let call = self
+            .service
+            .get_active(&UserId(user.id.clone()), call_id(call)?)
+            .await?;
+        if call.member(&UserId(target.to_owned())).is_none() {
+            let message = "the target is not a member of this call";
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "NOT_A_MEMBER",
+                message,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CallDomain for Realtime {
+    fn authenticate(&self, token: &str) -> Result<User, String> {
+        let identity = self
+            .jwt
+            .verify(token, self.service.now().timestamp())
+            .map_err(|e| e.to_string())?;
+        Ok(User {
+            id: identity.id.0,
+            name: identity.name,
+        })
+    }
+
+    fn handle<'a>(
+        &'a self,
+        user: &'a User,
+        request: Request,
+    ) -> BoxFuture<'a, Result<Value, SignalError>> {
+        Box::pin(async move { self.request(user, request).await.map_err(SignalError::from) })
+    }
+
+    fn may_relay<'a>(
+        &'a self,
+        user: &'a User,
+        call: &'a str,
+        target: &'a str,
+    ) -> BoxFuture<'a, Result<(), SignalError>> {
+        Box::pin(async move {
+            self.relay_check(user, call, target)
+                .await
+                .map_err(SignalError::from)
+        })
+    }
+
+    fn user_gone<'a>(&'a self, user: &'a User) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.service.drop_out(&UserId(user.id.clone())).await {
+                tracing::error!(user = %user.id, error = %e, "could not take a disconnected user out of their calls");
+            }
+        })
+    }
+}
+
+/// Announces call changes to their members over Socket.IO.
+#[derive(Debug)]
+pub struct Notifier {
+    pub signaling: Signaling,
+}
+
+impl CallObserver for Notifier {
+    fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
+        let members: Vec<String> = call
+            .participants
+            .iter()
+            .map(|p| p.user_id.0.clone())
+            .collect();
+        let call_id = call.call.id.to_string();
+        let participant = |user: &UserId| json!(call.member(user).map(ParticipantView::from));
+        for event in events {
+            let (to, notice) = match event {
+                CallEvent::Incoming { user } => {
+                    let mut invitation = call_data(call);
+                    invitation["callId"] = json!(call_id);
+                    invitation["type"] = json!(call.call.call_type);
+                    invitation["from"] = participant(&call.call.initiator_id);
+                    let notice = Notice::Incoming {
+                        call_id: call_id.clone(),
+                        invitation,
+                    };
+                    (vec![user.0.clone()], notice)
+                }
+                CallEvent::Accepted { user } => {
+                    let notice = Notice::Accepted {
+                        call_id: call_id.clone(),
+                        user_id: user.0.clone(),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::Declined { user } => {
+                    let notice = Notice::Declined {
+                        call_id: call_id.clone(),
+                        user_id: user.0.clone(),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::Joined { user } => {
+                    let notice = Notice::ParticipantJoined {
+                        call_id: call_id.clone(),
+                        user_id: user.0.clone(),
+                        participant: participant(user),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::Left { user } => {
+                    let notice = Notice::ParticipantLeft {
+                        call_id: call_id.clone(),
+                        user_id: user.0.clone(),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::Updated { user } => {
+                    let notice = Notice::ParticipantUpdated {
+                        call_id: call_id.clone(),
+                        user_id: user.0.clone(),
+                        participant: participant(user),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::StateChanged { state } => {
+                    let notice = Notice::StateChanged {
+                        call_id: call_id.clone(),
+                        state: state.to_string(),
+                    };
+                    (members.clone(), notice)
+                }
+                CallEvent::Ended { by, reason } => {
+                    let notice = Notice::Ended {
+                        call_id: call_id.clone(),
+                        user_id: by.as_ref().map(|u| u.0.clone()),
+                        reason: reason.to_string(),
+                    };
+                    (members.clone(), notice)
+                }
+            };
+            self.signaling.notify(to, notice);
+        }
+    }
+}

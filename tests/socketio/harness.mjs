@@ -1,0 +1,127 @@
+// Test harness: runs the real `huddle` binary (HUDDLE_BIN) on a free port with a
+// fresh SQLite file, and talks to it with the official socket.io client and fetch.
+// Tokens are minted here with node:crypto, independently of Huddle's own signer.
+
+import { spawn } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { io } from 'socket.io-client';
+
+export const SECRET = 'socketio-test-secret-0123456789';
+export const CONNECTION_TIMEOUT = 1;
+export const RINGING_TIMEOUT = 5;
+
+const b64url = (data) => Buffer.from(data).toString('base64url');
+
+/** An HS256 token for `sub`, valid for `ttl` seconds (negative: already expired). */
+export function token(sub, { ttl = 3600, secret = SECRET, name } = {}) {
+  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const now = Math.floor(Date.now() / 1000);
+  const payload = b64url(JSON.stringify({ sub, exp: now + ttl, iat: now, ...(name ? { name } : {}) }));
+  const signature = createHmac('sha256', secret).update(`${header}.${payload}`).digest('base64url');
+  return `${header}.${payload}.${signature}`;
+}
+
+/** A user id no other test uses. */
+export const uid = (name) => `${name}-${randomUUID().slice(0, 8)}`;
+
+/** Starts huddle; resolves once it announces its address. */
+export async function startServer(extraEnv = {}) {
+  const bin = process.env.HUDDLE_BIN;
+  if (!bin) throw new Error('HUDDLE_BIN must name the huddle binary (cargo test sets it)');
+  const dir = mkdtempSync(join(tmpdir(), 'huddle-sio-'));
+  const child = spawn(bin, [], {
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      DATABASE_URL: `sqlite://${join(dir, 'huddle.db')}`,
+      JWT_SECRET: SECRET,
+      CONNECTION_TIMEOUT: String(CONNECTION_TIMEOUT),
+      RINGING_TIMEOUT: String(RINGING_TIMEOUT),
+      LOG_LEVEL: 'info',
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`huddle did not start:\n${log}`)), 30_000);
+    child.stderr.on('data', (chunk) => {
+      log += chunk;
+      const match = /addr=(\S+)/.exec(log);
+      if (match) {
+        clearTimeout(timer);
+        resolve(`http://${match[1]}`);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`huddle exited with ${code}:\n${log}`)));
+  });
+  const sockets = new Set();
+  return {
+    url,
+    /** A connected socket for `user`; rejects with the connect_error. */
+    async connect(user, { auth, extra = {} } = {}) {
+      const socket = io(url, {
+        auth: auth ?? { token: token(user, { name: `${user} name` }) },
+        transports: ['websocket'],
+        reconnection: false,
+        forceNew: true,
+        ...extra,
+      });
+      sockets.add(socket);
+      await new Promise((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('connect_error', reject);
+      });
+      return socket;
+    },
+    /** A REST call as `user`; resolves to { status, body }. */
+    async rest(method, path, user, body) {
+      const response = await fetch(url + path, {
+        method,
+        headers: { authorization: `Bearer ${token(user)}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: response.status, body: await response.json() };
+    },
+    async stop() {
+      for (const socket of sockets) socket.disconnect();
+      child.kill('SIGTERM');
+      await new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Emits with an acknowledgement and resolves to the ack's payload. */
+export const request = (socket, event, data) => socket.timeout(5000).emitWithAck(event, data);
+
+/** The next `event` on `socket` whose payload passes `filter`. */
+export function next(socket, event, filter = () => true, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, handler);
+      reject(new Error(`no ${event} within ${ms} ms`));
+    }, ms);
+    function handler(data) {
+      if (!filter(data)) return;
+      clearTimeout(timer);
+      socket.off(event, handler);
+      resolve(data);
+    }
+    socket.on(event, handler);
+  });
+}
+
+/** Resolves to the events named `event` that `socket` receives within `ms`. */
+export async function collect(socket, event, ms) {
+  const seen = [];
+  const handler = (data) => seen.push(data);
+  socket.on(event, handler);
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  socket.off(event, handler);
+  return seen;
+}
