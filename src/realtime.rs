@@ -3,7 +3,8 @@
 //! [`Notifier`] turns every stored change ([`CallEvent`]s, whoever caused them)
 //! into notices for the call's members.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -15,10 +16,10 @@ use crate::api::calls::{call_id, end_reason, with_outcome};
 use crate::api::views::{ParticipantView, call_data, connect_data};
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
-use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallType, UserId};
+use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
+use crate::calls::model::{CallId, CallType, UserId};
 use crate::calls::quality::QualityReport;
-use crate::calls::service::{CallObserver, CallService};
+use crate::calls::service::{CallObserver, CallService, ServiceError};
 use crate::ice::IceServer;
 
 /// Serves signaling requests with the call service.
@@ -27,6 +28,41 @@ pub struct Realtime {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
     pub ice_servers: Arc<Vec<IceServer>>,
+    pub members: Arc<LiveMembers>,
+}
+
+/// Members of the live calls this process has seen, so that relaying a `webrtc:*`
+/// message (dozens per call setup) needs no database read. The [`Notifier`] keeps it
+/// current: every change stored by this process passes through it. A call not in it
+/// is read from the store once. (Changes made by another node sharing the database
+/// are not seen: with several nodes, relays must move to a shared adapter.)
+#[derive(Debug, Default)]
+pub struct LiveMembers {
+    // A std mutex: held for a map lookup or update, never across an await.
+    calls: Mutex<HashMap<CallId, HashSet<UserId>>>,
+}
+
+impl LiveMembers {
+    fn update(&self, call: &CallSnapshot) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if call.call.state.is_active() {
+            let members = call
+                .participants
+                .iter()
+                .map(|p| p.user_id.clone())
+                .collect();
+            calls.insert(call.call.id, members);
+        } else {
+            calls.remove(&call.call.id);
+        }
+    }
+
+    /// Whether `a` and `b` are both members of live call `id`; `None` if the call is
+    /// not known here.
+    fn both_members(&self, id: CallId, a: &UserId, b: &UserId) -> Option<(bool, bool)> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(&id).map(|m| (m.contains(a), m.contains(b)))
+    }
 }
 
 impl From<ApiError> for SignalError {
@@ -130,11 +166,20 @@ impl Realtime {
     }
 
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {
-        let call = self
-            .service
-            .get_active(&UserId(user.id.clone()), call_id(call)?)
-            .await?;
-        if call.member(&UserId(target.to_owned())).is_none() {
+        let id = call_id(call)?;
+        let (sender, target) = (UserId(user.id.clone()), UserId(target.to_owned()));
+        let (sender_in, target_in) = match self.members.both_members(id, &sender, &target) {
+            Some(membership) => membership,
+            None => {
+                let call = self.service.get_active(&sender, id).await?;
+                self.members.update(&call);
+                (true, call.member(&target).is_some())
+            }
+        };
+        if !sender_in {
+            return Err(ServiceError::Call(CallError::NotMember).into());
+        }
+        if !target_in {
             let message = "the target is not a member of this call";
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -188,14 +233,17 @@ impl CallDomain for Realtime {
     }
 }
 
-/// Announces call changes to their members over Socket.IO.
+/// Announces call changes to their members over Socket.IO, and keeps
+/// [`LiveMembers`] current.
 #[derive(Debug)]
 pub struct Notifier {
     pub signaling: Signaling,
+    pub members: Arc<LiveMembers>,
 }
 
 impl CallObserver for Notifier {
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
+        self.members.update(call);
         let members: Vec<String> = call
             .participants
             .iter()

@@ -19,7 +19,7 @@ use crate::calls::service::CallService;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::realtime::{Notifier, Realtime};
+use crate::realtime::{LiveMembers, Notifier, Realtime};
 use crate::store::{Store, StoreError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
@@ -77,8 +77,10 @@ impl Server {
         let (socket_layer, signaling) = Signaling::new(SignalingConfig {
             grace: Duration::from_secs(config.connection_timeout.into()),
         });
+        let members = Arc::new(LiveMembers::default());
         let notifier = Notifier {
             signaling: signaling.clone(),
+            members: members.clone(),
         };
         let service = Arc::new(CallService::new(
             store,
@@ -96,6 +98,7 @@ impl Server {
             service: state.service.clone(),
             jwt: state.jwt.clone(),
             ice_servers: state.ice_servers.clone(),
+            members,
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;

@@ -27,6 +27,10 @@ pub mod webrtc {
     pub const ICE_CANDIDATE: &str = "webrtc:ice_candidate";
 }
 
+/// Answered with what was sent: a round-trip probe for clients measuring signaling
+/// latency.
+pub const ECHO: &str = "echo";
+
 /// The server's error event, for requests sent without an acknowledgement callback.
 pub const CALL_ERROR: &str = "call:error";
 

@@ -248,6 +248,20 @@ describe('webrtc relay', () => {
     assert.deepEqual(await bobInbox, []);
     assert.deepEqual(await malloryInbox, []);
   });
+
+  test('once the call has ended, its members can no longer relay', async () => {
+    const { alice, ids, callId } = await callBetween(['bob']);
+    await request(alice, 'call:end', { callId });
+    const ack = await request(alice, 'webrtc:ice_candidate', { callId, targetUserId: ids.bob, candidate: { candidate: '' } });
+    assert.equal(ack.error.code, 'CALL_ENDED');
+  });
+});
+
+describe('echo', () => {
+  test('echo answers with what was sent, for measuring signaling round trips', async () => {
+    const socket = await server.connect(uid('probe'));
+    assert.deepEqual(await request(socket, 'echo', { n: 1, t: 'x' }), { ok: true, data: { n: 1, t: 'x' } });
+  });
 });
 
 describe('bad input', () => {
