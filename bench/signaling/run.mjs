@@ -7,7 +7,7 @@
 //   memory - resident memory added per held, authenticated connection.
 // Server CPU is read from /proc/PID/stat (user + system) around each phase, so the
 // figures are CPU time per message, not wall time, and the ratio compares like with
-// like on this shared machine. Settings: ECHO_RATE, RELAY_RATE (msg/s), SECONDS,
+// like on this shared machine. Settings: ECHO_RATE, RELAY_RATE (msg/s),
 // PHASE_SECONDS, PAIRS (calls, two clients each), CONNECTIONS (memory phase).
 
 import { spawn } from 'node:child_process';

@@ -19,6 +19,9 @@ use crate::events::{self, Notice, Relay};
 use crate::presence::Presence;
 use crate::{CallDomain, SignalError, User};
 
+/// Largest Socket.IO message accepted from a client, with room for a maximal relay.
+const MAX_MESSAGE_BYTES: usize = 2 * events::MAX_RELAY_BYTES;
+
 /// Settings of the signaling server.
 #[derive(Debug, Clone, Copy)]
 pub struct SignalingConfig {
@@ -56,7 +59,16 @@ impl Signaling {
     /// A Socket.IO server, and the tower layer that serves it at `/socket.io/`.
     /// Must be called within a Tokio runtime (it starts the delivery task).
     pub fn new(config: SignalingConfig) -> (SocketIoLayer, Self) {
-        let (layer, io) = SocketIo::builder().build_layer();
+        // Client messages are small (relays are capped at 64 KiB): refuse anything
+        // larger at the transport, and keep per-connection buffers small so that idle
+        // connections are cheap.
+        let (layer, io) = SocketIo::builder()
+            .max_payload(MAX_MESSAGE_BYTES as u64)
+            .ws_max_message_size(MAX_MESSAGE_BYTES)
+            .ws_max_frame_size(MAX_MESSAGE_BYTES)
+            .ws_read_buffer_size(1024)
+            .max_buffer_size(64)
+            .build_layer();
         let (outbox, mut queue) = mpsc::unbounded_channel::<(Vec<String>, Notice)>();
         let delivery_io = io.clone();
         tokio::spawn(async move {
