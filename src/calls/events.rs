@@ -104,40 +104,12 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::lifecycle::{Caller, Limits, MediaFlags, MediaPatch, NewCall};
-    use crate::calls::model::{CallId, CallType};
-    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use crate::calls::lifecycle::MediaPatch;
+    use crate::calls::lifecycle::tests::{AV, LIMITS, caller, start, t, user as u};
+    use crate::calls::model::CallType;
 
-    const LIMITS: Limits = Limits {
-        max_participants: 4,
-        ringing_timeout: Duration::seconds(60),
-        max_duration: Duration::seconds(3600),
-    };
-    const AV: MediaFlags = MediaFlags {
-        audio: true,
-        video: true,
-    };
-
-    fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
-    }
-    fn u(id: &str) -> UserId {
-        UserId(id.into())
-    }
-    fn caller(id: &str) -> Caller {
-        Caller {
-            id: u(id),
-            name: None,
-        }
-    }
     fn started(invitees: &[&str]) -> CallSnapshot {
-        let request = NewCall {
-            call_type: CallType::Video,
-            invitees: invitees.iter().map(|i| u(i)).collect(),
-            chat_id: None,
-            media: AV,
-        };
-        CallSnapshot::start(CallId::random(), &caller("alice"), request, &LIMITS, t(0)).unwrap()
+        start(CallType::Video, invitees).unwrap()
     }
 
     #[test]

@@ -575,37 +575,38 @@ fn leave(participant: &mut Participant, now: DateTime<Utc>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    const LIMITS: Limits = Limits {
+    pub(crate) const LIMITS: Limits = Limits {
         max_participants: 4,
         ringing_timeout: Duration::seconds(60),
         max_duration: Duration::seconds(3600),
     };
 
-    fn t(seconds: i64) -> DateTime<Utc> {
+    pub(crate) fn t(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
     }
 
-    fn user(id: &str) -> UserId {
+    pub(crate) fn user(id: &str) -> UserId {
         UserId(id.to_owned())
     }
 
-    fn caller(id: &str) -> Caller {
+    pub(crate) fn caller(id: &str) -> Caller {
         Caller {
             id: user(id),
             name: Some(format!("{id} name")),
         }
     }
 
-    const AV: MediaFlags = MediaFlags {
+    pub(crate) const AV: MediaFlags = MediaFlags {
         audio: true,
         video: true,
     };
 
-    fn start(call_type: CallType, invitees: &[&str]) -> Result<CallSnapshot, CallError> {
+    /// A call from alice to `invitees`, started at t(0).
+    pub(crate) fn start(call_type: CallType, invitees: &[&str]) -> Result<CallSnapshot, CallError> {
         CallSnapshot::start(
             CallId::random(),
             &caller("alice"),
