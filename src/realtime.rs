@@ -252,70 +252,55 @@ impl CallObserver for Notifier {
         let call_id = call.call.id.to_string();
         let participant = |user: &UserId| json!(call.member(user).map(ParticipantView::from));
         for event in events {
-            let (to, notice) = match event {
-                CallEvent::Incoming { user } => {
+            let (call_id, user_id) = (call_id.clone(), |u: &UserId| u.0.clone());
+            let notice = match event {
+                CallEvent::Incoming { .. } => {
                     let mut invitation = call_data(call);
                     invitation["callId"] = json!(call_id);
                     invitation["type"] = json!(call.call.call_type);
                     invitation["from"] = participant(&call.call.initiator_id);
-                    let notice = Notice::Incoming {
-                        call_id: call_id.clone(),
+                    Notice::Incoming {
+                        call_id,
                         invitation,
-                    };
-                    (vec![user.0.clone()], notice)
+                    }
                 }
-                CallEvent::Accepted { user } => {
-                    let notice = Notice::Accepted {
-                        call_id: call_id.clone(),
-                        user_id: user.0.clone(),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::Declined { user } => {
-                    let notice = Notice::Declined {
-                        call_id: call_id.clone(),
-                        user_id: user.0.clone(),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::Joined { user } => {
-                    let notice = Notice::ParticipantJoined {
-                        call_id: call_id.clone(),
-                        user_id: user.0.clone(),
-                        participant: participant(user),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::Left { user } => {
-                    let notice = Notice::ParticipantLeft {
-                        call_id: call_id.clone(),
-                        user_id: user.0.clone(),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::Updated { user } => {
-                    let notice = Notice::ParticipantUpdated {
-                        call_id: call_id.clone(),
-                        user_id: user.0.clone(),
-                        participant: participant(user),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::StateChanged { state } => {
-                    let notice = Notice::StateChanged {
-                        call_id: call_id.clone(),
-                        state: state.to_string(),
-                    };
-                    (members.clone(), notice)
-                }
-                CallEvent::Ended { by, reason } => {
-                    let notice = Notice::Ended {
-                        call_id: call_id.clone(),
-                        user_id: by.as_ref().map(|u| u.0.clone()),
-                        reason: reason.to_string(),
-                    };
-                    (members.clone(), notice)
-                }
+                CallEvent::Accepted { user } => Notice::Accepted {
+                    call_id,
+                    user_id: user_id(user),
+                },
+                CallEvent::Declined { user } => Notice::Declined {
+                    call_id,
+                    user_id: user_id(user),
+                },
+                CallEvent::Joined { user } => Notice::ParticipantJoined {
+                    call_id,
+                    user_id: user_id(user),
+                    participant: participant(user),
+                },
+                CallEvent::Left { user } => Notice::ParticipantLeft {
+                    call_id,
+                    user_id: user_id(user),
+                },
+                CallEvent::Updated { user } => Notice::ParticipantUpdated {
+                    call_id,
+                    user_id: user_id(user),
+                    participant: participant(user),
+                },
+                CallEvent::StateChanged { state } => Notice::StateChanged {
+                    call_id,
+                    state: state.to_string(),
+                },
+                CallEvent::Ended { by, reason } => Notice::Ended {
+                    call_id,
+                    user_id: by.as_ref().map(user_id),
+                    reason: reason.to_string(),
+                },
+            };
+            // An invitation rings only the invitee; everything else is for every member,
+            // ringing ones included (so that their devices stop ringing when it ends).
+            let to = match event {
+                CallEvent::Incoming { user } => vec![user.0.clone()],
+                _ => members.clone(),
             };
             self.signaling.notify(to, notice);
         }
