@@ -146,9 +146,9 @@ pub struct Relay {
 
 /// Parses the payload of client event `event` into a request. `None` for events that
 /// are not requests (relays, unknown names).
-pub fn parse_request(event: &str, data: Value) -> Option<Result<Request, SignalError>> {
+pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, SignalError>> {
     let toggle = |media| {
-        parse::<Toggle>(data.clone()).and_then(|t| {
+        parse::<Toggle>(data).and_then(|t| {
             check_id("callId", &t.call_id)?;
             Ok(Request::Toggle {
                 call_id: t.call_id,
@@ -251,7 +251,7 @@ fn parse_relay_body(field: &'static str, data: Value) -> Result<Relay, SignalErr
     })
 }
 
-fn parse<T: DeserializeOwned>(data: Value) -> Result<T, SignalError> {
+fn parse<T: DeserializeOwned>(data: &Value) -> Result<T, SignalError> {
     serde_path_to_error::deserialize(data).map_err(|e| {
         let message = e.inner().to_string();
         let path = e.path().to_string();
@@ -354,7 +354,7 @@ mod tests {
     use serde_json::json;
 
     fn request(event: &str, data: Value) -> Result<Request, SignalError> {
-        parse_request(event, data).expect("a request event")
+        parse_request(event, &data).expect("a request event")
     }
 
     #[test]
@@ -425,7 +425,7 @@ mod tests {
             field_of(request(client::DECLINE, json!({ "callId": "" }))).as_deref(),
             Some("callId")
         );
-        assert!(parse_request("call:teleport", json!({})).is_none());
+        assert!(parse_request("call:teleport", &json!({})).is_none());
     }
 
     #[test]

@@ -204,7 +204,7 @@ async fn dispatch<D: CallDomain>(
     if event == events::ECHO {
         return Ok(json!({ "data": data }));
     }
-    if let Some(request) = events::parse_request(event, data.clone()) {
+    if let Some(request) = events::parse_request(event, &data) {
         return domain.handle(user, request?).await;
     }
     if let Some(relay) = events::parse_relay(event, data) {
