@@ -1,0 +1,115 @@
+//! How the server's peer connections are made: codecs, RTCP feedback, ICE-lite,
+//! DTLS-SRTP profiles, and the one host candidate every connection announces.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::dtls::cipher_suite::CipherSuiteId;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+
+use crate::room::RoomError;
+
+/// Codecs the SFU forwards. Anything else in an offer is refused by the answer.
+const FORWARDED: [&str; 4] = [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_H264];
+
+/// A new server-side peer connection announcing `local` as its only candidate, with
+/// ICE username fragment `ufrag`.
+pub(crate) fn peer_connection(
+    now: Instant,
+    local: SocketAddr,
+    ufrag: &str,
+) -> Result<RTCPeerConnection, RoomError> {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().map_err(internal)?;
+    let interceptors =
+        register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        // Our own username fragment, so the UDP port can route the first STUN request.
+        .with_ice_credentials(ufrag.to_owned(), rtc::ice::rand::generate_pwd())
+        // GCM first: cheaper per packet and authenticated encryption in one pass.
+        .with_srtp_protection_profiles(vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ])
+        // The generated certificate is ECDSA: offering RSA suites could stall a handshake.
+        .with_dtls_cipher_suites(vec![
+            CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
+            CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_256_Cbc_Sha,
+        ])
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(interceptors)
+        .build(now)
+        .map_err(internal)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(internal)?;
+    let init = RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(internal)?;
+    pc.add_local_candidate(init).map_err(internal)?;
+    Ok(pc)
+}
+
+/// Checks an offer before it touches a connection: it must parse and have at least
+/// one audio or video section with a codec the SFU forwards.
+pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
+    let offer =
+        RTCSessionDescription::offer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+    let parsed = offer
+        .unmarshal()
+        .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+    let usable = parsed.media_descriptions.iter().any(|m| {
+        m.attributes.iter().any(|a| {
+            a.key == "rtpmap"
+                && a.value.as_deref().is_some_and(|v| {
+                    v.split_whitespace().nth(1).is_some_and(|codec| {
+                        let name = codec.split('/').next().unwrap_or_default();
+                        FORWARDED.iter().any(|mime| {
+                            mime.rsplit('/')
+                                .next()
+                                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                        })
+                    })
+                })
+        })
+    });
+    if usable {
+        Ok(offer)
+    } else {
+        Err(RoomError::NoUsableCodecs)
+    }
+}
+
+/// Parses an answer from a client.
+pub(crate) fn parse_answer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
+    RTCSessionDescription::answer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> RoomError {
+    RoomError::Internal(e.to_string())
+}

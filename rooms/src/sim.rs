@@ -1,0 +1,495 @@
+//! A simulated network for room tests: synthetic participants (sans-IO `rtc` peer
+//! connections, as a browser would use them) exchange datagrams with a [`Room`]
+//! through in-memory links with loss, delay and reordering, in simulated time. Ten
+//! seconds of media take milliseconds, and a seed makes a run repeatable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::room::{ConnId, Output, Route, Signal};
+use crate::{PeerId, Room, RoomConfig, RoomError, Source, stun};
+
+pub(crate) const SERVER: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+    7882,
+);
+
+/// How the links between participants and the server behave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Link {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Extra random delay up to this, which reorders packets.
+    pub jitter: Duration,
+    /// Share of media datagrams (RTP and RTCP, never the handshake) dropped.
+    pub loss: f64,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            delay: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        }
+    }
+}
+
+/// A participant: a publish and a subscribe connection, and what it received.
+pub(crate) struct Client {
+    pub id: PeerId,
+    publish: RTCPeerConnection,
+    subscribe: Option<RTCPeerConnection>,
+    publish_addr: SocketAddr,
+    subscribe_addr: SocketAddr,
+    senders: Vec<(RTCRtpSenderId, RtpCodecKind, u32)>,
+    next_seq: u16,
+    /// Sequence numbers received per (publisher, our track id on the subscribe side).
+    pub received: BTreeMap<(String, String), Vec<u16>>,
+    /// Payloads received, by sequence number, per track, to check integrity.
+    pub payloads: HashMap<(String, String), HashMap<u16, Bytes>>,
+    /// Tracks that opened and closed on the subscribe connection.
+    pub open_tracks: BTreeMap<String, String>,
+    pub closed_tracks: Vec<String>,
+    pub keyframe_requests: usize,
+}
+
+pub(crate) struct Sim {
+    pub now: Instant,
+    pub room: Room,
+    pub clients: Vec<Client>,
+    routes: HashMap<String, ConnId>,
+    addrs: HashMap<SocketAddr, ConnId>,
+    /// Datagrams in flight: (arrival, sequence for stable order) -> (from, to, bytes).
+    wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, BytesMut)>,
+    wire_seq: u64,
+    pub link: Link,
+    rng: u64,
+    pub offers: Vec<(PeerId, String)>,
+    pub quality: Vec<(PeerId, crate::QualityStats)>,
+    pub media_dropped: usize,
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let now = Instant::now();
+        Sim {
+            now,
+            room: Room::new(RoomConfig::new(SERVER)),
+            clients: Vec::new(),
+            routes: HashMap::new(),
+            addrs: HashMap::new(),
+            wire: BTreeMap::new(),
+            wire_seq: 0,
+            link: Link::default(),
+            rng: seed | 1,
+            offers: Vec::new(),
+            quality: Vec::new(),
+            media_dropped: 0,
+        }
+    }
+
+    fn random(&mut self) -> f64 {
+        // xorshift64*: repeatable for a seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A participant who publishes audio and video (or what `kinds` says) and joins.
+    pub fn join(&mut self, name: &str, kinds: &[RtpCodecKind]) -> Result<usize, RoomError> {
+        let n = self.clients.len() as u8 + 1;
+        let publish_addr = SocketAddr::from(([192, 168, 0, n], 40000));
+        let subscribe_addr = SocketAddr::from(([192, 168, 0, n], 40001));
+        let mut publish = client_pc(self.now, publish_addr);
+        let mut senders = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let ssrc = 1000 * u32::from(n) + i as u32;
+            let codec = match kind {
+                RtpCodecKind::Audio => RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                _ => RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90000,
+                    ..Default::default()
+                },
+            };
+            let track = MediaStreamTrack::new(
+                format!("{name}-stream"),
+                format!("{name}-{i}"),
+                format!("{name}-{i}"),
+                *kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            );
+            let sender = publish.add_track(track).expect("add track");
+            senders.push((sender, *kind, ssrc));
+        }
+        let offer = publish.create_offer(None).expect("offer");
+        publish
+            .set_local_description(self.now, offer.clone())
+            .expect("local offer");
+        self.clients.push(Client {
+            id: PeerId(name.to_owned()),
+            publish,
+            subscribe: None,
+            publish_addr,
+            subscribe_addr,
+            senders,
+            next_seq: 1,
+            received: BTreeMap::new(),
+            payloads: HashMap::new(),
+            open_tracks: BTreeMap::new(),
+            closed_tracks: Vec::new(),
+            keyframe_requests: 0,
+        });
+        let index = self.clients.len() - 1;
+        let sources = HashMap::from([(format!("{name}-1"), Source::Camera)]);
+        match self
+            .room
+            .publish(self.now, &PeerId(name.to_owned()), offer.sdp, sources)
+        {
+            Ok(answer) => {
+                let answer = RTCSessionDescription::answer(answer).expect("answer parses");
+                self.clients[index]
+                    .publish
+                    .set_remote_description(self.now, answer)
+                    .expect("answer applies");
+                self.pump();
+                Ok(index)
+            }
+            Err(e) => {
+                self.clients.pop();
+                self.pump();
+                Err(e)
+            }
+        }
+    }
+
+    /// Participant `index` leaves the room.
+    pub fn leave(&mut self, index: usize) {
+        let client = self.clients.remove(index);
+        self.room.leave(self.now, &client.id);
+        self.pump();
+    }
+
+    /// Runs for `duration`: participants send audio every 20 ms and video every 8 ms.
+    pub fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        let step = Duration::from_millis(1);
+        let mut tick = 0u64;
+        while self.now < end {
+            self.now += step;
+            tick += 1;
+            for c in 0..self.clients.len() {
+                let senders = self.clients[c].senders.clone();
+                for (sender, kind, ssrc) in senders {
+                    let due = match kind {
+                        RtpCodecKind::Audio => tick % 20 == 0,
+                        _ => tick % 8 == 0,
+                    };
+                    if due {
+                        self.send_rtp(c, sender, ssrc, tick);
+                    }
+                }
+            }
+            self.deliver();
+            self.timers();
+            self.pump();
+        }
+    }
+
+    fn send_rtp(&mut self, c: usize, sender: RTCRtpSenderId, ssrc: u32, tick: u64) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let seq = client.next_seq;
+        client.next_seq = client.next_seq.wrapping_add(1);
+        let Some(mut sender) = client.publish.rtp_sender(sender) else {
+            return;
+        };
+        let Some(pt) = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+        else {
+            return;
+        };
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: (tick * 90) as u32,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(payload(ssrc, seq)),
+        };
+        // Before the connection is up a write fails; the test counts what arrives.
+        let _ = sender.write_rtp(now, packet);
+    }
+
+    fn timers(&mut self) {
+        let now = self.now;
+        if self.room.poll_timeout().is_some_and(|t| t <= now) {
+            self.room.handle_timeout(now);
+        }
+        for client in &mut self.clients {
+            for pc in std::iter::once(&mut client.publish).chain(client.subscribe.as_mut()) {
+                if pc.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = pc.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn put_on_wire(&mut self, from: SocketAddr, to: SocketAddr, data: BytesMut) {
+        let media = data.first().is_some_and(|b| (128..192).contains(b));
+        if media && self.link.loss > 0.0 && self.random() < self.link.loss {
+            self.media_dropped += 1;
+            return;
+        }
+        let jitter = self.link.jitter.mul_f64(self.random());
+        let at = self.now + self.link.delay + jitter;
+        self.wire_seq += 1;
+        self.wire.insert((at, self.wire_seq), (from, to, data));
+    }
+
+    fn deliver(&mut self) {
+        while let Some(entry) = self.wire.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let (from, to, data) = entry.remove();
+            if to == SERVER {
+                let conn = stun::request_ufrag(&data)
+                    .and_then(|u| self.routes.get(u).copied())
+                    .inspect(|c| {
+                        self.addrs.insert(from, *c);
+                    })
+                    .or_else(|| self.addrs.get(&from).copied());
+                if let Some(conn) = conn {
+                    self.room.handle_datagram(self.now, conn, from, data);
+                }
+            } else {
+                let now = self.now;
+                for client in &mut self.clients {
+                    let pc = if to == client.publish_addr {
+                        Some(&mut client.publish)
+                    } else if to == client.subscribe_addr {
+                        client.subscribe.as_mut()
+                    } else {
+                        None
+                    };
+                    if let Some(pc) = pc {
+                        let _ = pc.handle_read(TaggedBytesMut {
+                            now,
+                            transport: TransportContext {
+                                local_addr: to,
+                                peer_addr: from,
+                                ecn: None,
+                                transport_protocol: TransportProtocol::UDP,
+                            },
+                            message: data,
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves everything waiting to move: room outputs, client datagrams and events.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(output) = self.room.poll_output() {
+                moved = true;
+                match output {
+                    Output::Transmit { to, data } => self.put_on_wire(SERVER, to, data),
+                    Output::Route(Route::Add { ufrag, conn }) => {
+                        self.routes.insert(ufrag, conn);
+                    }
+                    Output::Route(Route::Remove { ufrag, conn }) => {
+                        self.routes.remove(&ufrag);
+                        self.addrs.retain(|_, c| *c != conn);
+                    }
+                    Output::Signal {
+                        peer,
+                        signal: Signal::Offer(sdp),
+                    } => self.offers.push((peer, sdp)),
+                    Output::Quality { peer, stats } => self.quality.push((peer, stats)),
+                }
+            }
+            for (peer, sdp) in std::mem::take(&mut self.offers) {
+                moved = true;
+                self.answer_offer(&peer, sdp);
+            }
+            let mut outgoing = Vec::new();
+            for client in &mut self.clients {
+                let addrs = [client.publish_addr, client.subscribe_addr];
+                for (i, pc) in std::iter::once(&mut client.publish)
+                    .chain(client.subscribe.as_mut())
+                    .enumerate()
+                {
+                    while let Some(out) = pc.poll_write() {
+                        outgoing.push((addrs[i], out.transport.peer_addr, out.message));
+                    }
+                }
+                client.collect();
+            }
+            for (from, to, data) in outgoing {
+                moved = true;
+                self.put_on_wire(from, to, data);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn answer_offer(&mut self, peer: &PeerId, sdp: String) {
+        let now = self.now;
+        let Some(client) = self.clients.iter_mut().find(|c| c.id == *peer) else {
+            return;
+        };
+        let addr = client.subscribe_addr;
+        let pc = client.subscribe.get_or_insert_with(|| client_pc(now, addr));
+        let offer = RTCSessionDescription::offer(sdp).expect("server offer parses");
+        pc.set_remote_description(now, offer)
+            .expect("server offer applies");
+        let answer = pc.create_answer(None).expect("answer");
+        pc.set_local_description(now, answer.clone())
+            .expect("local answer");
+        self.room
+            .answer(now, peer, answer.sdp)
+            .expect("room takes the answer");
+    }
+}
+
+impl Client {
+    fn collect(&mut self) {
+        if let Some(pc) = &mut self.subscribe {
+            while let Some(event) = pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnTrack(track) = event {
+                    match track {
+                        RTCTrackEvent::OnOpen(init) => {
+                            let stream = init.stream_ids.first().cloned().unwrap_or_default();
+                            self.open_tracks.insert(init.track_id, stream);
+                        }
+                        RTCTrackEvent::OnClose(track_id) => self.closed_tracks.push(track_id),
+                        _ => {}
+                    }
+                }
+            }
+            while let Some(message) = pc.poll_read() {
+                if let RTCMessage::RtpPacket(track_id, packet) = message.message {
+                    let publisher = self.open_tracks.get(&track_id).cloned().unwrap_or_default();
+                    let key = (publisher, track_id);
+                    self.received
+                        .entry(key.clone())
+                        .or_default()
+                        .push(packet.header.sequence_number);
+                    self.payloads
+                        .entry(key)
+                        .or_default()
+                        .insert(packet.header.sequence_number, packet.payload);
+                }
+            }
+        }
+        while let Some(event) = self.publish.poll_event() {
+            drop(event);
+        }
+        while let Some(message) = self.publish.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message.message {
+                self.keyframe_requests += packets
+                    .iter()
+                    .filter(|p| {
+                        p.as_any()
+                            .is::<rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication>()
+                    })
+                    .count();
+            }
+        }
+    }
+
+    /// Publishers whose media this client receives, with packet counts.
+    pub fn receiving_from(&self) -> BTreeMap<String, usize> {
+        let mut from = BTreeMap::new();
+        for ((publisher, _), seqs) in &self.received {
+            *from.entry(publisher.clone()).or_default() += seqs.len();
+        }
+        from
+    }
+}
+
+/// The payload of packet `seq` of stream `ssrc`: known, so a receiver can check it.
+pub(crate) fn payload(ssrc: u32, seq: u16) -> Vec<u8> {
+    let mut p = vec![0x90, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.resize(200, (seq % 251) as u8);
+    p
+}
+
+fn client_pc(now: Instant, addr: SocketAddr) -> RTCPeerConnection {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().expect("codecs");
+    let registry =
+        register_default_interceptors(Default::default(), &mut media).expect("interceptors");
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .expect("client pc");
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .expect("candidate");
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("json"))
+        .expect("local candidate");
+    pc
+}
