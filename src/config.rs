@@ -99,6 +99,20 @@ pub struct Config {
         requires = "turn_server_url"
     )]
     pub turn_password: Option<String>,
+    /// Address the SFU's UDP media port binds to.
+    #[arg(long, env = "SFU_HOST", default_value = "0.0.0.0")]
+    pub sfu_host: IpAddr,
+    /// The SFU's one UDP port for every peer connection (0 picks a free one).
+    #[arg(long, env = "SFU_PORT", default_value_t = 7882)]
+    pub sfu_port: u16,
+    /// IP the SFU tells clients to send media to: the public IP behind NAT or in a
+    /// container. Default: SFU_HOST if it is specific, else this host's outbound IP.
+    #[arg(long, env = "SFU_PUBLIC_IP")]
+    pub sfu_public_ip: Option<IpAddr>,
+    /// Let the demo page at `/` mint tokens for any user id (`POST /demo/token`).
+    /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
+    #[arg(long, env = "DEMO_TOKENS")]
+    pub demo_tokens: Option<bool>,
 }
 
 impl Config {

@@ -4,11 +4,11 @@
 //! into notices for the call's members.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use signaling::events::{Invite, Media, Notice, Request};
+use signaling::events::{Invite, Media, Notice, Request, SfuMessage};
 use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
 
 use crate::api::ApiError;
@@ -17,10 +17,11 @@ use crate::api::views::{ParticipantView, call_data, connect_data};
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallId, CallType, UserId};
+use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService, ServiceError};
 use crate::ice::IceServer;
+use crate::media::MediaPlane;
 
 /// Serves signaling requests with the call service.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub struct Realtime {
     pub jwt: Arc<JwtKey>,
     pub ice_servers: Arc<Vec<IceServer>>,
     pub members: Arc<LiveMembers>,
+    pub media: Arc<MediaPlane>,
 }
 
 /// Members of the live calls this process has seen, so that relaying a `webrtc:*`
@@ -132,7 +134,7 @@ impl Realtime {
                     codec: q.codec,
                 };
                 let metric = service
-                    .report_quality(&me.id, call_id(&q.call_id)?, report)
+                    .report_quality(&me.id, call_id(&q.call_id)?, report, MetricSource::Client)
                     .await?;
                 json!({ "quality": metric.quality, "timestamp": metric.timestamp })
             }
@@ -152,7 +154,14 @@ impl Realtime {
             .unwrap_or_default()
             .parse::<CallType>()
             .map_err(|_| ApiError::invalid("type", "must be audio or video"))?;
+        let media_mode = match invite.media_mode.as_deref() {
+            None => MediaMode::default(),
+            Some(mode) => mode
+                .parse::<MediaMode>()
+                .map_err(|_| ApiError::invalid("mediaMode", "must be sfu or p2p"))?,
+        };
         let request = NewCall {
+            media_mode,
             call_type,
             invitees,
             chat_id: invite.chat_id,
@@ -224,6 +233,19 @@ impl CallDomain for Realtime {
         })
     }
 
+    fn to_sfu<'a>(
+        &'a self,
+        user: &'a User,
+        message: SfuMessage,
+    ) -> BoxFuture<'a, Result<Value, SignalError>> {
+        Box::pin(async move {
+            self.media
+                .handle(user, message)
+                .await
+                .map_err(SignalError::from)
+        })
+    }
+
     fn user_gone<'a>(&'a self, user: &'a User) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Err(e) = self.service.drop_out(&UserId(user.id.clone())).await {
@@ -239,11 +261,16 @@ impl CallDomain for Realtime {
 pub struct Notifier {
     pub signaling: Signaling,
     pub members: Arc<LiveMembers>,
+    /// The SFU, set once it is bound (it needs the call service this observes).
+    pub media: OnceLock<Arc<MediaPlane>>,
 }
 
 impl CallObserver for Notifier {
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         self.members.update(call);
+        if let Some(media) = self.media.get() {
+            media.call_changed(call, events);
+        }
         let members: Vec<String> = call
             .participants
             .iter()

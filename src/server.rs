@@ -3,7 +3,7 @@
 //! and shuts all of it down in order.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,6 +18,7 @@ use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::media::MediaPlane;
 use crate::metrics::Metrics;
 use crate::realtime::{LiveMembers, Notifier, Realtime};
 use crate::store::{Store, StoreError};
@@ -36,6 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("SFU_PORT: cannot bind the media port: {0}")]
+    Media(std::io::Error),
 }
 
 /// A running server.
@@ -78,27 +81,35 @@ impl Server {
             grace: Duration::from_secs(config.connection_timeout.into()),
         });
         let members = Arc::new(LiveMembers::default());
-        let notifier = Notifier {
+        let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             members: members.clone(),
-        };
+            media: OnceLock::new(),
+        });
         let service = Arc::new(CallService::new(
             store,
             clock,
             config.limits(),
             Arc::new(Metrics::default()),
-            Arc::new(notifier),
+            notifier.clone(),
         ));
+        let media = MediaPlane::start(config, service.clone(), signaling.clone())
+            .await
+            .map_err(StartError::Media)?;
+        let _ = notifier.media.set(media.clone());
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
             ice_servers: Arc::new(config.ice_servers()),
+            media: media.clone(),
+            demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
             jwt: state.jwt.clone(),
             ice_servers: state.ice_servers.clone(),
             members,
+            media,
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;
@@ -131,7 +142,14 @@ impl Server {
             state.service.clone(),
             stop.subscribe(),
         )));
-        tracing::info!(%addr, ?metrics_addr, database = state.service.store().backend(), "huddle is listening");
+        tracing::info!(
+            %addr,
+            ?metrics_addr,
+            sfu = %state.media.sfu.local_addr(),
+            sfu_announced = %state.media.sfu.announced(),
+            database = state.service.store().backend(),
+            "huddle is listening"
+        );
         Ok(Server {
             addr,
             metrics_addr,
@@ -146,6 +164,7 @@ impl Server {
     /// finish, stops the sweeper, then closes the database.
     pub async fn stop(self) {
         self.signaling.close().await;
+        self.state.media.sfu.shutdown();
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

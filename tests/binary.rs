@@ -29,6 +29,10 @@ const SETTINGS: &[&str] = &[
     "TURN_SERVER_URL",
     "TURN_USERNAME",
     "TURN_PASSWORD",
+    "SFU_HOST",
+    "SFU_PORT",
+    "SFU_PUBLIC_IP",
+    "DEMO_TOKENS",
 ];
 
 fn huddle(dir: &Path) -> Command {
@@ -155,6 +159,7 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
     let mut child = huddle(dir)
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
+        .env("SFU_PORT", "0")
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

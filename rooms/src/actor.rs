@@ -145,12 +145,13 @@ fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Se
             }
             Output::Signal {
                 peer,
-                signal: Signal::Offer(sdp),
+                signal: Signal::Offer { sdp, tracks },
             } => {
                 let _ = wiring.events.send(SfuEvent::Offer {
                     room: id.clone(),
                     peer,
                     sdp,
+                    tracks,
                 });
             }
             Output::Quality { peer, stats } => {

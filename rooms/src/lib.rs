@@ -33,7 +33,7 @@ pub mod room;
 mod sfu;
 mod stun;
 
-pub use room::{Output, Room, RoomConfig, RoomError, Signal};
+pub use room::{Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
 pub use sfu::{Sfu, SfuConfig, SfuEvent};
 
 use std::fmt;

@@ -79,8 +79,17 @@ pub enum RoomError {
 /// A message for a participant's client, sent as `webrtc:offer` from `"sfu"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// A new description of the subscribe connection, to be answered.
-    Offer(String),
+    /// A new description of the subscribe connection, to be answered, and whose
+    /// media each of its sections carries.
+    Offer { sdp: String, tracks: Vec<TrackInfo> },
+}
+
+/// Whose media an m-section of a subscribe offer carries, by its `mid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub mid: String,
+    pub peer: PeerId,
+    pub source: Source,
 }
 
 /// One of a room's peer connections, as the UDP port knows it.
@@ -167,6 +176,9 @@ struct Conn {
 struct TrackIn {
     key: u32,
     publisher: PeerId,
+    /// The SDP-safe stream id the publisher's tracks are sent under (`p<n>`), so
+    /// that a subscriber's browser syncs their audio and video.
+    stream: String,
     /// The publisher's track id (from their SDP's `msid`).
     track_id: String,
     receiver: RTCRtpReceiverId,
@@ -515,7 +527,7 @@ impl Room {
         };
         let track_id = format!("{}-{}", track.source.as_str(), track.key);
         let local = MediaStreamTrack::new(
-            track.publisher.0.clone(),
+            track.stream.clone(),
             track_id.clone(),
             track.source.as_str().to_owned(),
             track.kind,
@@ -584,9 +596,27 @@ impl Room {
             Ok(offer) => {
                 peer.awaiting_answer = true;
                 peer.needs_offer = false;
+                let tracks = sections(&offer.sdp)
+                    .filter_map(|(mid, track_id)| {
+                        let key = peer
+                            .downtracks
+                            .iter()
+                            .find(|d| d.track_id == track_id)?
+                            .track;
+                        let track = self.tracks.iter().find(|t| t.key == key)?;
+                        Some(TrackInfo {
+                            mid: mid.to_owned(),
+                            peer: track.publisher.clone(),
+                            source: track.source,
+                        })
+                    })
+                    .collect();
                 self.outputs.push_back(Output::Signal {
                     peer: peer.id.clone(),
-                    signal: Signal::Offer(offer.sdp),
+                    signal: Signal::Offer {
+                        sdp: offer.sdp,
+                        tracks,
+                    },
                 });
                 self.dirty |= 1 << index;
             }
@@ -698,9 +728,11 @@ impl Room {
                         _ => Source::Camera,
                     });
                 let key = self.id();
+                let publisher = &self.peers[index];
                 self.tracks.push(TrackIn {
                     key,
-                    publisher: self.peers[index].id.clone(),
+                    publisher: publisher.id.clone(),
+                    stream: format!("p{}", publisher.publish.id.0),
                     track_id: init.track_id,
                     receiver: init.receiver_id,
                     kind,
@@ -904,6 +936,22 @@ impl Room {
             });
         }
     }
+}
+
+/// The `(mid, msid track id)` of each m-section of an SDP we made that sends a track.
+pub(crate) fn sections(sdp: &str) -> impl Iterator<Item = (&str, &str)> {
+    sdp.split("\nm=").skip(1).filter_map(|section| {
+        let mut mid = None;
+        let mut track = None;
+        for line in section.lines() {
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.trim());
+            } else if let Some(msid) = line.strip_prefix("a=msid:") {
+                track = msid.split_whitespace().nth(1);
+            }
+        }
+        Some((mid?, track?))
+    })
 }
 
 const MUTE_SWITCHES: [MediaSwitch; 3] = [

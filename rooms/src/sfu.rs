@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command, RoomHandle, Wiring};
 use crate::port::{self, PortCounters};
-use crate::{MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId, Source};
+use crate::{
+    MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId, Source, TrackInfo,
+};
 
 /// Where the SFU listens and what it tells clients.
 #[derive(Debug, Clone)]
@@ -37,6 +39,7 @@ pub enum SfuEvent {
         room: RoomId,
         peer: PeerId,
         sdp: String,
+        tracks: Vec<TrackInfo>,
     },
     /// Quality measured for `peer`.
     Quality {

@@ -70,6 +70,8 @@ pub(crate) struct Client {
     pub payloads: HashMap<(String, String), HashMap<u16, Bytes>>,
     /// Tracks that opened and closed on the subscribe connection.
     pub open_tracks: BTreeMap<String, String>,
+    /// Who publishes each of our subscribe tracks, from the offers' track lists.
+    owners: HashMap<String, String>,
     pub closed_tracks: Vec<String>,
     pub keyframe_requests: usize,
 }
@@ -88,6 +90,8 @@ pub(crate) struct Sim {
     pub offers: Vec<(PeerId, String)>,
     pub quality: Vec<(PeerId, crate::QualityStats)>,
     pub media_dropped: usize,
+    /// The track list of the last offer each participant got.
+    pub last_tracks: HashMap<PeerId, Vec<crate::TrackInfo>>,
 }
 
 impl Sim {
@@ -106,6 +110,7 @@ impl Sim {
             offers: Vec::new(),
             quality: Vec::new(),
             media_dropped: 0,
+            last_tracks: HashMap::new(),
         }
     }
 
@@ -172,6 +177,7 @@ impl Sim {
             received: BTreeMap::new(),
             payloads: HashMap::new(),
             open_tracks: BTreeMap::new(),
+            owners: HashMap::new(),
             closed_tracks: Vec::new(),
             keyframe_requests: 0,
         });
@@ -350,8 +356,11 @@ impl Sim {
                     }
                     Output::Signal {
                         peer,
-                        signal: Signal::Offer(sdp),
-                    } => self.offers.push((peer, sdp)),
+                        signal: Signal::Offer { sdp, tracks },
+                    } => {
+                        self.last_tracks.insert(peer.clone(), tracks);
+                        self.offers.push((peer, sdp));
+                    }
                     Output::Quality { peer, stats } => self.quality.push((peer, stats)),
                 }
             }
@@ -388,6 +397,14 @@ impl Sim {
             return;
         };
         let addr = client.subscribe_addr;
+        let infos = self.last_tracks.get(peer).cloned().unwrap_or_default();
+        for (mid, track_id) in crate::room::sections(&sdp) {
+            if let Some(info) = infos.iter().find(|t| t.mid == mid) {
+                client
+                    .owners
+                    .insert(track_id.to_owned(), info.peer.0.clone());
+            }
+        }
         let pc = client.subscribe.get_or_insert_with(|| client_pc(now, addr));
         let offer = RTCSessionDescription::offer(sdp).expect("server offer parses");
         pc.set_remote_description(now, offer)
@@ -408,8 +425,9 @@ impl Client {
                 if let RTCPeerConnectionEvent::OnTrack(track) = event {
                     match track {
                         RTCTrackEvent::OnOpen(init) => {
-                            let stream = init.stream_ids.first().cloned().unwrap_or_default();
-                            self.open_tracks.insert(init.track_id, stream);
+                            let owner =
+                                self.owners.get(&init.track_id).cloned().unwrap_or_default();
+                            self.open_tracks.insert(init.track_id, owner);
                         }
                         RTCTrackEvent::OnClose(track_id) => self.closed_tracks.push(track_id),
                         _ => {}

@@ -82,6 +82,8 @@ pub struct Invite {
     pub chat_id: Option<String>,
     pub audio_enabled: Option<bool>,
     pub video_enabled: Option<bool>,
+    /// `sfu` (default) or `p2p`, to start a call.
+    pub media_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -142,6 +144,87 @@ pub struct Relay {
     /// `offer`, `answer` or `candidate`.
     pub field: &'static str,
     pub body: Value,
+    /// With an offer to the SFU: what each track carries, by track id.
+    pub sources: Option<Value>,
+}
+
+/// A `webrtc:*` message for the built-in SFU (`targetUserId: "sfu"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SfuMessage {
+    pub call_id: String,
+    pub kind: SfuMessageKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SfuMessageKind {
+    /// The client's offer on its publish connection, with what each track carries
+    /// (`microphone`, `camera`, `screen`, `screen_audio`) by track id.
+    Offer {
+        sdp: String,
+        sources: Vec<(String, String)>,
+    },
+    /// The client's answer to the SFU's offer on its subscribe connection.
+    Answer { sdp: String },
+    /// A candidate: the SFU is ICE-lite and learns addresses from the client's
+    /// checks, so candidates are accepted and not needed.
+    Candidate,
+}
+
+impl SfuMessage {
+    /// Reads an SFU message from a relay addressed to [`SFU_PEER`].
+    pub fn from_relay(relay: Relay) -> Result<Self, SignalError> {
+        let sdp = |expected: &str| -> Result<String, SignalError> {
+            let field = relay.field;
+            let (kind, sdp) = match &relay.body {
+                Value::String(sdp) => (None, Some(sdp.as_str())),
+                Value::Object(o) => (
+                    o.get("type").and_then(Value::as_str),
+                    o.get("sdp").and_then(Value::as_str),
+                ),
+                _ => (None, None),
+            };
+            let sdp =
+                sdp.ok_or_else(|| SignalError::invalid(&format!("{field}.sdp"), "is required"))?;
+            if kind.is_some_and(|k| k != expected) {
+                return Err(SignalError::invalid(
+                    &format!("{field}.type"),
+                    format!("must be `{expected}`"),
+                ));
+            }
+            if sdp.trim().is_empty() {
+                return Err(SignalError::invalid(&format!("{field}.sdp"), "is empty"));
+            }
+            Ok(sdp.to_owned())
+        };
+        let kind = match relay.field {
+            "offer" => {
+                let sdp = sdp("offer")?;
+                let sources = match &relay.sources {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Object(map)) => map
+                        .iter()
+                        .map(|(track, source)| match source {
+                            Value::String(s) => Ok((track.clone(), s.clone())),
+                            _ => Err(SignalError::invalid(
+                                &format!("sources.{track}"),
+                                "expected a string",
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => return Err(SignalError::invalid("sources", "expected an object")),
+                };
+                SfuMessageKind::Offer { sdp, sources }
+            }
+            "answer" => SfuMessageKind::Answer {
+                sdp: sdp("answer")?,
+            },
+            _ => SfuMessageKind::Candidate,
+        };
+        Ok(SfuMessage {
+            call_id: relay.call_id,
+            kind,
+        })
+    }
 }
 
 /// Parses the payload of client event `event` into a request. `None` for events that
@@ -248,6 +331,7 @@ fn parse_relay_body(field: &'static str, data: Value) -> Result<Relay, SignalErr
         target_user_id,
         field,
         body,
+        sources: object.remove("sources"),
     })
 }
 
@@ -331,6 +415,20 @@ pub enum Notice {
     },
     /// `call:state_changed`
     StateChanged { call_id: String, state: String },
+    /// The SFU's offer for the user's subscribe connection; `tracks` says whose
+    /// media each m-section carries, by `mid`.
+    SfuOffer {
+        call_id: String,
+        from_user_id: &'static str,
+        offer: Value,
+        tracks: Value,
+    },
+    /// The SFU's answer to the user's offer on their publish connection.
+    SfuAnswer {
+        call_id: String,
+        from_user_id: &'static str,
+        answer: Value,
+    },
 }
 
 impl Notice {
@@ -344,6 +442,8 @@ impl Notice {
             Notice::ParticipantLeft { .. } => "call:participant_left",
             Notice::ParticipantUpdated { .. } => "call:participant_updated",
             Notice::StateChanged { .. } => "call:state_changed",
+            Notice::SfuOffer { .. } => webrtc::OFFER,
+            Notice::SfuAnswer { .. } => webrtc::ANSWER,
         }
     }
 }

@@ -98,4 +98,12 @@ pub trait CallDomain: Send + Sync + 'static {
 
     /// Every socket of `user` has been gone for the whole grace period.
     fn user_gone<'a>(&'a self, user: &'a User) -> BoxFuture<'a, ()>;
+
+    /// A `webrtc:*` message for the built-in SFU. Its replies (the answer to an
+    /// offer, and the SFU's own offers) go out as [`events::Notice`]s.
+    fn to_sfu<'a>(
+        &'a self,
+        user: &'a User,
+        message: events::SfuMessage,
+    ) -> BoxFuture<'a, Result<Value, SignalError>>;
 }

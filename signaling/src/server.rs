@@ -15,7 +15,7 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 
-use crate::events::{self, Notice, Relay};
+use crate::events::{self, Notice, Relay, SfuMessage};
 use crate::presence::Presence;
 use crate::{CallDomain, SignalError, User};
 
@@ -225,10 +225,7 @@ async fn relay_to_member<D: CallDomain>(
     relay: Relay,
 ) -> Result<Value, SignalError> {
     if relay.target_user_id == events::SFU_PEER {
-        return Err(SignalError::new(
-            "SFU_UNAVAILABLE",
-            "this server has no built-in SFU yet; use targetUserId of a call member",
-        ));
+        return domain.to_sfu(user, SfuMessage::from_relay(relay)?).await;
     }
     if relay.target_user_id == user.id {
         return Err(SignalError::invalid("targetUserId", "cannot be yourself"));

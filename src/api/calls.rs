@@ -14,7 +14,7 @@ use super::extract::{Auth, JsonBody};
 use super::views::{CallListItem, ParticipantView, call_data, connect_data};
 use crate::auth::Identity;
 use crate::calls::lifecycle::{Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, UserId};
+use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, MediaMode, UserId};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -73,6 +73,8 @@ pub struct StartRequest {
     chat_id: Option<String>,
     video_enabled: Option<bool>,
     audio_enabled: Option<bool>,
+    #[serde(default)]
+    media_mode: MediaMode,
 }
 
 /// `POST /api/v1/calls/start`
@@ -95,6 +97,7 @@ pub async fn start(
             audio: body.audio_enabled.unwrap_or(true),
             video: body.video_enabled.unwrap_or(true),
         },
+        media_mode: body.media_mode,
     };
     let snapshot = state.service.start(&caller(&me), request).await?;
     ok(connect_data(&snapshot, &state.ice_servers))

@@ -2,6 +2,7 @@
 //! [`app`] builds the router without binding a port; `server` serves it.
 
 pub(crate) mod calls;
+mod demo;
 mod error;
 mod extract;
 mod monitoring;
@@ -19,6 +20,7 @@ pub use error::ApiError;
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::ice::IceServer;
+use crate::media::MediaPlane;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -30,6 +32,10 @@ pub struct AppState {
     pub jwt: Arc<JwtKey>,
     /// Handed to clients with every start, join and token response.
     pub ice_servers: Arc<Vec<IceServer>>,
+    /// The built-in SFU.
+    pub media: Arc<MediaPlane>,
+    /// Whether `POST /demo/token` mints tokens for anyone.
+    pub demo_tokens: bool,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -55,6 +61,10 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/{call_id}/participant", patch(calls::update_participant));
     let mut router = Router::new()
         .nest("/api/v1/calls", calls)
+        .route("/", get(demo::page))
+        .route("/demo", get(demo::page))
+        .route("/demo/socket.io.min.js", get(demo::socket_io_client))
+        .route("/demo/token", post(demo::token))
         .route("/health", get(monitoring::health))
         .route("/monitoring/metrics", get(monitoring::monitoring));
     if metrics == MetricsRoute::Main {

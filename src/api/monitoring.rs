@@ -62,13 +62,25 @@ pub async fn monitoring(
             "successRate": format!("{success_rate:.2}%"),
             "averageDuration": stats.average_duration,
         },
+        "sfu": sfu_figures(&state),
         "timestamp": state.service.now(),
     })))
 }
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = state.service.prometheus().await?;
+    let mut text = state.service.prometheus().await?;
+    let sfu = sfu_figures(&state);
+    text.push_str(&format!(
+        "# HELP huddle_sfu_rooms Media rooms running in the built-in SFU.\n\
+         # TYPE huddle_sfu_rooms gauge\n\
+         huddle_sfu_rooms {}\n\
+         # HELP huddle_sfu_datagrams_dropped_total Datagrams the SFU's port could not deliver.\n\
+         # TYPE huddle_sfu_datagrams_dropped_total counter\n\
+         huddle_sfu_datagrams_dropped_total{{reason=\"unroutable\"}} {}\n\
+         huddle_sfu_datagrams_dropped_total{{reason=\"overflow\"}} {}\n",
+        sfu["activeRooms"], sfu["droppedUnroutable"], sfu["droppedOverflow"]
+    ));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -76,4 +88,15 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
         )],
         text,
     ))
+}
+
+/// The SFU's own figures.
+fn sfu_figures(state: &AppState) -> Value {
+    let sfu = &state.media.sfu;
+    let (unroutable, overflow) = sfu.dropped();
+    json!({
+        "activeRooms": sfu.room_count(),
+        "droppedUnroutable": unroutable,
+        "droppedOverflow": overflow,
+    })
 }

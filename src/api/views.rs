@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{
-    Call, CallId, CallState, CallType, ConnectionState, EndReason, Participant, ParticipantRole,
-    UserId,
+    Call, CallId, CallState, CallType, ConnectionState, EndReason, MediaMode, Participant,
+    ParticipantRole, UserId,
 };
 use crate::ice::IceServer;
 
@@ -18,6 +18,7 @@ pub struct CallView<'a> {
     room_id: &'a str,
     #[serde(rename = "type")]
     call_type: CallType,
+    media_mode: MediaMode,
     state: CallState,
     initiator_id: &'a UserId,
     chat_id: Option<&'a str>,
@@ -39,6 +40,7 @@ impl<'a> From<&'a Call> for CallView<'a> {
             id: c.id,
             room_id: &c.room_id,
             call_type: c.call_type,
+            media_mode: c.media_mode,
             state: c.state,
             initiator_id: &c.initiator_id,
             chat_id: c.chat_id.as_deref(),

@@ -25,8 +25,8 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::model::{
-    Call, CallId, CallState, CallType, ConnectionState, EndReason, Participant, ParticipantRole,
-    UserId,
+    Call, CallId, CallState, CallType, ConnectionState, EndReason, MediaMode, Participant,
+    ParticipantRole, UserId,
 };
 
 /// A call with all of its participants: the unit every rule reads and changes.
@@ -91,6 +91,7 @@ pub struct NewCall {
     pub invitees: Vec<UserId>,
     pub chat_id: Option<String>,
     pub media: MediaFlags,
+    pub media_mode: MediaMode,
 }
 
 /// Audio/video flags a participant asks for when starting or joining.
@@ -173,6 +174,7 @@ impl CallSnapshot {
             id,
             room_id: format!("room_{}", id.0.simple()),
             call_type: request.call_type,
+            media_mode: request.media_mode,
             state: CallState::Ringing,
             initiator_id: initiator.id.clone(),
             chat_id: request.chat_id,

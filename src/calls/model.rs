@@ -111,6 +111,32 @@ text_enum! {
 }
 
 text_enum! {
+    /// How a call's media flows, chosen at start.
+    MediaMode, "media mode" {
+        /// Through Huddle's built-in SFU: clients negotiate with the peer `"sfu"`.
+        Sfu = "sfu",
+        /// Directly between clients; signaling relays their `webrtc:*` messages.
+        P2p = "p2p",
+    }
+}
+
+impl Default for MediaMode {
+    fn default() -> Self {
+        MediaMode::Sfu
+    }
+}
+
+text_enum! {
+    /// Who measured a quality sample.
+    MetricSource, "metric source" {
+        /// The participant's client, over `call:quality_update`.
+        Client = "client",
+        /// The built-in SFU, from the participant's RTP and RTCP.
+        Sfu = "sfu",
+    }
+}
+
+text_enum! {
     /// Where a call is in its life. Only `ended` is final.
     CallState, "call state" {
         /// Created, invitations not yet delivered. Signaling moves the call on at once;
@@ -195,6 +221,7 @@ pub struct Call {
     /// Media room name, `room_<id>`; LiveKit and the SFU address rooms by it.
     pub room_id: String,
     pub call_type: CallType,
+    pub media_mode: MediaMode,
     pub state: CallState,
     pub initiator_id: UserId,
     pub chat_id: Option<String>,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::model::CallId;
+use super::model::{CallId, MetricSource};
 
 /// A client's (or the media plane's) measurement of one participant's connection.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,6 +28,8 @@ pub struct QualityMetric {
     pub call_id: CallId,
     pub participant_id: Uuid,
     pub timestamp: DateTime<Utc>,
+    /// Who measured it.
+    pub source: MetricSource,
     pub report: QualityReport,
     /// Estimated mean opinion score, 1 (bad) to 4.5 (excellent); see [`mos`].
     pub quality: Option<f64>,

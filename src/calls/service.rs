@@ -12,7 +12,7 @@ use super::events::{self, CallEvent};
 use super::lifecycle::{
     CallError, CallSnapshot, Caller, EndOutcome, Limits, MediaFlags, MediaPatch, NewCall,
 };
-use super::model::{CallId, EndReason, UserId};
+use super::model::{CallId, EndReason, MetricSource, UserId};
 use super::quality::{self, QualityMetric, QualityReport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -198,6 +198,7 @@ impl CallService {
         user: &UserId,
         id: CallId,
         report: QualityReport,
+        source: MetricSource,
     ) -> Result<QualityMetric, ServiceError> {
         let call = self.get_active(user, id).await?;
         let participant = call
@@ -209,6 +210,7 @@ impl CallService {
             call_id: id,
             participant_id: participant.id,
             timestamp: self.clock.now(),
+            source,
             quality: quality::mos(&report),
             report,
         };

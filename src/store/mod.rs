@@ -86,8 +86,8 @@ macro_rules! bind_participant {
 
 const INSERT_CALL: &str = "INSERT INTO calls (id, room_id, type, state, initiator_id, chat_id, \
      is_group, max_participants, created_at, started_at, ended_at, duration, end_reason, \
-     recording_enabled, recording_url, next_deadline, updated_at, version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+     recording_enabled, recording_url, next_deadline, updated_at, version, media_mode) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 
 const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, user_id, \
      display_name, role, invited_at, joined_at, left_at, duration, connection_state, \
@@ -235,6 +235,7 @@ impl Store {
                 .bind(c.next_deadline)
                 .bind(c.updated_at)
                 .bind(c.version)
+                .bind(c.media_mode.as_str())
                 .execute(&mut *tx)
                 .await?;
             for p in &snapshot.participants {
@@ -319,8 +320,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO call_quality_metrics (id, call_id, participant_id, timestamp, jitter, \
-                 packet_loss, round_trip_time, bandwidth, fps, resolution, codec, quality) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 packet_loss, round_trip_time, bandwidth, fps, resolution, codec, quality, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(m.id.to_string())
             .bind(m.call_id.to_string())
@@ -334,6 +335,7 @@ impl Store {
             .bind(r.resolution.as_deref())
             .bind(r.codec.as_deref())
             .bind(m.quality)
+            .bind(m.source.as_str())
             .execute(pool)
             .await
             .map(drop)

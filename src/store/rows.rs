@@ -17,6 +17,7 @@ pub(super) struct CallRow {
     room_id: String,
     #[sqlx(rename = "type")]
     call_type: String,
+    media_mode: String,
     state: String,
     initiator_id: String,
     chat_id: Option<String>,
@@ -67,6 +68,7 @@ impl TryFrom<CallRow> for Call {
             id: parse::<CallId>("calls.id", &row.id)?,
             room_id: row.room_id,
             call_type: parse("calls.type", &row.call_type)?,
+            media_mode: parse("calls.media_mode", &row.media_mode)?,
             state: parse("calls.state", &row.state)?,
             initiator_id: UserId(row.initiator_id),
             chat_id: row.chat_id,

@@ -107,6 +107,10 @@ impl Harness {
             &ringing,
             "--max-call-duration",
             &duration,
+            "--sfu-host",
+            "127.0.0.1",
+            "--sfu-port",
+            "0",
         ];
         args.extend_from_slice(extra);
         let config = Config::from_args(args).expect("test configuration");

@@ -225,7 +225,7 @@ describe('webrtc relay', () => {
     }
   });
 
-  test('relays to or from non-members, oversized ones and ones to the SFU are refused and delivered to nobody', async () => {
+  test('relays to or from non-members and oversized ones are refused and delivered to nobody', async () => {
     const { alice, sockets: { bob }, ids, callId } = await callBetween(['bob']);
     const malloryId = uid('mallory');
     const mallory = await server.connect(malloryId);
@@ -236,7 +236,6 @@ describe('webrtc relay', () => {
       [mallory, { callId, targetUserId: ids.bob, offer }, 'NOT_A_MEMBER'],
       [alice, { callId, targetUserId: malloryId, offer }, 'NOT_A_MEMBER'],
       [alice, { callId, targetUserId: ids.bob, offer: { sdp: 'x'.repeat(70_000) } }, 'PAYLOAD_TOO_LARGE'],
-      [alice, { callId, targetUserId: 'sfu', offer }, 'SFU_UNAVAILABLE'],
       [alice, { callId, targetUserId: ids.bob }, 'VALIDATION_ERROR'],
       [alice, { callId: 'not-a-uuid', targetUserId: ids.bob, offer }, 'VALIDATION_ERROR'],
     ];
@@ -247,6 +246,30 @@ describe('webrtc relay', () => {
     }
     assert.deepEqual(await bobInbox, []);
     assert.deepEqual(await malloryInbox, []);
+  });
+
+  test('messages to the SFU from outsiders, with bad SDP, out of turn or in a p2p call are refused', async () => {
+    const { alice, callId } = await callBetween(['bob']);
+    const mallory = await server.connect(uid('mallory'));
+    const offer = { type: 'offer', sdp: 'v=0' };
+    const p2p = await request(alice, 'call:invite', { participantIds: [uid('carol')], type: 'video', mediaMode: 'p2p' });
+    assert.equal(p2p.ok, true, JSON.stringify(p2p));
+    assert.equal(p2p.call.mediaMode, 'p2p');
+    const cases = [
+      [mallory, 'webrtc:offer', { callId, targetUserId: 'sfu', offer }, 'NOT_A_MEMBER'],
+      [alice, 'webrtc:offer', { callId, targetUserId: 'sfu', offer }, 'INVALID_SDP'],
+      [alice, 'webrtc:offer', { callId, targetUserId: 'sfu', offer: { type: 'answer', sdp: 'v=0' } }, 'VALIDATION_ERROR'],
+      [alice, 'webrtc:offer', { callId, targetUserId: 'sfu', offer, sources: { t: 'hologram' } }, 'VALIDATION_ERROR'],
+      [alice, 'webrtc:answer', { callId, targetUserId: 'sfu', answer: { type: 'answer', sdp: 'v=0' } }, 'NO_OFFER_PENDING'],
+      [alice, 'webrtc:offer', { callId: p2p.call.id, targetUserId: 'sfu', offer }, 'NOT_AN_SFU_CALL'],
+    ];
+    for (const [from, event, payload, code] of cases) {
+      const ack = await request(from, event, payload);
+      assert.equal(ack.ok, false);
+      assert.equal(ack.error.code, code, `${event} ${JSON.stringify(payload).slice(0, 80)}: ${JSON.stringify(ack)}`);
+    }
+    const candidate = await request(alice, 'webrtc:ice_candidate', { callId, targetUserId: 'sfu', candidate: { candidate: '' } });
+    assert.equal(candidate.ok, true, 'the ICE-lite SFU accepts (and needs no) candidates');
   });
 
   test('once the call has ended, its members can no longer relay', async () => {

@@ -1,0 +1,69 @@
+//! The demo page: a reference client of the SFU protocol, built into the binary so
+//! that a fresh `cargo run` serves it at `/`, with the official Socket.IO client.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::calls::id_text;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::auth::Claims;
+
+const PAGE: &str = include_str!("../../web/index.html");
+/// socket.io-client's browser bundle (MIT), as published on npm.
+const SOCKET_IO_CLIENT: &str = include_str!("../../web/socket.io.min.js");
+/// Demo tokens last a day.
+const DEMO_TOKEN_TTL: i64 = 86_400;
+
+/// `GET /`: the demo page.
+pub async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+/// `GET /demo/socket.io.min.js`
+pub async fn socket_io_client() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SOCKET_IO_CLIENT,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoTokenRequest {
+    user_id: String,
+    name: Option<String>,
+}
+
+/// `POST /demo/token`: a token for any user id, when demo tokens are on.
+pub async fn token(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<DemoTokenRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.demo_tokens {
+        return Err(ApiError::not_found(
+            "demo tokens are off: set DEMO_TOKENS=true, or make tokens with `huddle token`",
+        ));
+    }
+    id_text("userId", &body.user_id)?;
+    if let Some(name) = &body.name {
+        id_text("name", name)?;
+    }
+    let now = state.service.now().timestamp();
+    let claims = Claims {
+        sub: body.user_id,
+        exp: now + DEMO_TOKEN_TTL,
+        iat: Some(now),
+        nbf: None,
+        name: body.name,
+        role: None,
+    };
+    Ok(Json(
+        json!({ "success": true, "data": { "token": state.jwt.sign(&claims) } }),
+    ))
+}
