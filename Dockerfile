@@ -16,6 +16,7 @@ WORKDIR /data
 ENV HOST=0.0.0.0 \
     PORT=3003 \
     DATABASE_URL=sqlite:///data/huddle.db
-EXPOSE 3003
+# HTTP + Socket.IO, and the SFU's one UDP media port.
+EXPOSE 3003 7882/udp
 VOLUME ["/data"]
 ENTRYPOINT ["huddle"]
