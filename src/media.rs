@@ -203,7 +203,7 @@ fn parse_sources(sources: Vec<(String, String)>) -> Result<HashMap<String, Sourc
         .map(|(track, source)| match Source::parse(&source) {
             Some(s) => Ok((track, s)),
             None => Err(ApiError::invalid(
-                &format!("sources.{track}"),
+                format!("sources.{track}"),
                 "must be microphone, camera, screen or screen_audio",
             )),
         })

@@ -155,7 +155,7 @@ impl Realtime {
             .parse::<CallType>()
             .map_err(|_| ApiError::invalid("type", "must be audio or video"))?;
         let media_mode = match invite.media_mode.as_deref() {
-            None => MediaMode::default(),
+            None => MediaMode::Sfu,
             Some(mode) => mode
                 .parse::<MediaMode>()
                 .map_err(|_| ApiError::invalid("mediaMode", "must be sfu or p2p"))?,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -17,6 +17,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 
+use crate::feedback::KeyframeRequests;
 use crate::room::RoomError;
 
 /// Codecs the SFU forwards. Anything else in an offer is refused by the answer.
@@ -31,8 +32,9 @@ pub(crate) fn peer_connection(
 ) -> Result<RTCPeerConnection, RoomError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(internal)?;
-    let interceptors =
-        register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+    // Application-most: subscribers' keyframe requests must reach the room.
+    let registry = Registry::new().with(Slot::Custom(100_000), KeyframeRequests::default());
+    let interceptors = register_default_interceptors(registry, &mut media).map_err(internal)?;
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         // Our own username fragment, so the UDP port can route the first STUN request.

@@ -28,6 +28,7 @@
 
 pub mod actor;
 mod codecs;
+mod feedback;
 pub mod port;
 pub mod room;
 mod sfu;

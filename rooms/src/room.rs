@@ -11,7 +11,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -22,8 +22,8 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use crate::codecs;
 use crate::{MediaSwitch, PeerId, QualityStats, Source};
+use crate::{codecs, feedback};
 
 /// How a room behaves; the same for every room of a server.
 #[derive(Debug, Clone)]
@@ -755,6 +755,21 @@ impl Room {
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!(peer = %self.peers[index].id, publish, %state, "connection state");
+                if !publish && state == RTCPeerConnectionState::Connected {
+                    // Whatever was requested while the subscriber could not yet decrypt
+                    // is lost: they need a fresh keyframe of every video they receive.
+                    let keys: Vec<u32> = self.peers[index]
+                        .downtracks
+                        .iter()
+                        .map(|d| d.track)
+                        .collect();
+                    for key in keys {
+                        if let Some(track) = self.tracks.iter_mut().find(|t| t.key == key) {
+                            track.last_keyframe_request = None;
+                        }
+                        self.request_keyframe(now, key);
+                    }
+                }
             }
             _ => {}
         }
@@ -765,20 +780,16 @@ impl Room {
             RTCMessage::RtpPacket(track_id, packet) if publish => {
                 self.forward(now, index, &track_id, packet);
             }
-            RTCMessage::RtcpPacket(track_id, packets) if !publish => {
-                let wants_keyframe = packets.iter().any(|p| {
-                    let any = p.as_any();
-                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                });
-                if wants_keyframe {
-                    let key = self.peers[index]
-                        .downtracks
-                        .iter()
-                        .find(|d| d.track_id == track_id)
-                        .map(|d| d.track);
-                    if let Some(key) = key {
-                        self.request_keyframe(now, key);
-                    }
+            RTCMessage::RtcpPacket(track_id, packets)
+                if !publish && feedback::wants_keyframe(&packets) =>
+            {
+                let key = self.peers[index]
+                    .downtracks
+                    .iter()
+                    .find(|d| d.track_id == track_id)
+                    .map(|d| d.track);
+                if let Some(key) = key {
+                    self.request_keyframe(now, key);
                 }
             }
             _ => {}

@@ -73,8 +73,7 @@ pub struct StartRequest {
     chat_id: Option<String>,
     video_enabled: Option<bool>,
     audio_enabled: Option<bool>,
-    #[serde(default)]
-    media_mode: MediaMode,
+    media_mode: Option<MediaMode>,
 }
 
 /// `POST /api/v1/calls/start`
@@ -97,7 +96,7 @@ pub async fn start(
             audio: body.audio_enabled.unwrap_or(true),
             video: body.video_enabled.unwrap_or(true),
         },
-        media_mode: body.media_mode,
+        media_mode: body.media_mode.unwrap_or(MediaMode::Sfu),
     };
     let snapshot = state.service.start(&caller(&me), request).await?;
     ok(connect_data(&snapshot, &state.ice_servers))

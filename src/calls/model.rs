@@ -120,12 +120,6 @@ text_enum! {
     }
 }
 
-impl Default for MediaMode {
-    fn default() -> Self {
-        MediaMode::Sfu
-    }
-}
-
 text_enum! {
     /// Who measured a quality sample.
     MetricSource, "metric source" {
