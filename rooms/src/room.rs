@@ -248,19 +248,20 @@ impl Room {
         sources: HashMap<String, Source>,
     ) -> Result<String, RoomError> {
         let offer = codecs::check_offer(offer)?;
-        let index = match self.index(peer) {
+        let (index, joined) = match self.index(peer) {
             Some(i) => {
                 self.peers[i].take_offer_token(now, self.config.offer_burst)?;
-                i
+                (i, false)
             }
-            None => self.join(now, peer)?,
+            None => (self.join(now, peer)?, true),
         };
         let p = &mut self.peers[index];
         p.sources.extend(sources);
         let pc = &mut p.publish.pc;
         if let Err(e) = pc.set_remote_description(now, offer) {
-            // A refused first offer leaves nobody half-joined.
-            if self.peers[index].downtracks.is_empty() && !self.has_published(index) {
+            // A refused first offer leaves nobody half-joined (though `join` already
+            // subscribed them to the tracks in the room).
+            if joined {
                 self.remove(now, index);
             }
             return Err(RoomError::InvalidSdp(e.to_string()));
@@ -427,11 +428,6 @@ impl Room {
         })
     }
 
-    fn has_published(&self, index: usize) -> bool {
-        let id = &self.peers[index].id;
-        self.tracks.iter().any(|t| t.publisher == *id)
-    }
-
     fn id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1);
         self.next_id
@@ -508,9 +504,8 @@ impl Room {
             .filter(|t| t.publisher == peer.id)
             .map(|t| t.key)
             .collect();
-        for key in gone {
-            self.end_track(now, key);
-        }
+        self.end_tracks(now, &gone);
+        // An offer made earlier in the same command (by `join`) is for nobody now.
         if self.peers.is_empty() {
             self.next_stats = None;
         }
@@ -560,19 +555,19 @@ impl Room {
         let _ = now;
     }
 
-    /// Track `key` ended: it leaves every subscriber.
-    fn end_track(&mut self, now: Instant, key: u32) {
-        self.tracks.retain(|t| t.key != key);
+    /// Tracks `keys` ended: they leave every subscriber, each offered the change once
+    /// (an offer per track would list the tracks not yet removed).
+    fn end_tracks(&mut self, now: Instant, keys: &[u32]) {
+        self.tracks.retain(|t| !keys.contains(&t.key));
         for index in 0..self.peers.len() {
             let peer = &mut self.peers[index];
-            let Some(at) = peer.downtracks.iter().position(|d| d.track == key) else {
-                continue;
-            };
-            let down = peer.downtracks.remove(at);
-            if let Err(e) = peer.subscribe.pc.remove_track(down.sender) {
-                tracing::debug!(peer = %peer.id, error = %e, "could not remove a track");
+            while let Some(at) = peer.downtracks.iter().position(|d| keys.contains(&d.track)) {
+                let down = peer.downtracks.remove(at);
+                if let Err(e) = peer.subscribe.pc.remove_track(down.sender) {
+                    tracing::debug!(peer = %peer.id, error = %e, "could not remove a track");
+                }
+                peer.needs_offer = true;
             }
-            peer.needs_offer = true;
             self.offer(now, index);
         }
     }
@@ -750,7 +745,7 @@ impl Room {
                     .find(|t| t.publisher == *publisher && t.track_id == track_id)
                     .map(|t| t.key)
                 {
-                    self.end_track(now, key);
+                    self.end_tracks(now, &[key]);
                 }
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {

@@ -617,6 +617,7 @@ pub(crate) mod tests {
                 invitees: invitees.iter().map(|u| user(u)).collect(),
                 chat_id: None,
                 media: AV,
+                media_mode: MediaMode::Sfu,
             },
             &LIMITS,
             t(0),
