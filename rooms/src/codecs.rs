@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -21,6 +21,9 @@ use crate::feedback::KeyframeRequests;
 use crate::room::RoomError;
 
 /// Codecs the SFU forwards. Anything else in an offer is refused by the answer.
+/// How many times the server asks a publisher for one lost packet.
+const MAX_NACKS_PER_PACKET: u16 = 5;
+
 const FORWARDED: [&str; 4] = [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_H264];
 
 /// A new server-side peer connection announcing `local` as its only candidate, with
@@ -34,7 +37,16 @@ pub(crate) fn peer_connection(
     media.register_default_codecs().map_err(internal)?;
     // Application-most: subscribers' keyframe requests must reach the room.
     let registry = Registry::new().with(Slot::Custom(100_000), KeyframeRequests::default());
-    let interceptors = register_default_interceptors(registry, &mut media).map_err(internal)?;
+    let interceptors = register_default_interceptors(registry, &mut media)
+        .map_err(internal)?
+        // The default asks again for every missing packet every 100 ms without end: a
+        // stall then floods the server with retransmissions it cannot absorb.
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         // Our own username fragment, so the UDP port can route the first STUN request.

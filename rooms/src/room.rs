@@ -506,6 +506,8 @@ impl Room {
             .collect();
         self.end_tracks(now, &gone);
         // An offer made earlier in the same command (by `join`) is for nobody now.
+        self.outputs
+            .retain(|o| !matches!(o, Output::Signal { peer: p, .. } if *p == peer.id));
         if self.peers.is_empty() {
             self.next_stats = None;
         }

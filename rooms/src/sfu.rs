@@ -16,6 +16,10 @@ use crate::{
     MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId, Source, TrackInfo,
 };
 
+/// Bytes of kernel buffer asked for the media socket, each way (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Where the SFU listens and what it tells clients.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -70,7 +74,18 @@ struct Inner {
 impl Sfu {
     /// Binds the media port and starts its task. Room events arrive on the receiver.
     pub async fn bind(config: SfuConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<SfuEvent>)> {
-        let socket = Arc::new(UdpSocket::bind(config.listen).await?);
+        let socket = UdpSocket::bind(config.listen).await?;
+        // The kernel's default (~200 KB, ~90 video packets) overflows in a 30 ms stall.
+        let options = socket2::SockRef::from(&socket);
+        for result in [
+            options.set_recv_buffer_size(SOCKET_BUFFER),
+            options.set_send_buffer_size(SOCKET_BUFFER),
+        ] {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not enlarge the media socket's buffers");
+            }
+        }
+        let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;
         let (port, control) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
