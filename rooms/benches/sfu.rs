@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rooms::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -54,12 +53,9 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -711,19 +707,12 @@ async fn drive(
                 90_000,
             )
         };
-        let track = MediaStreamTrack::new(
+        let track = rooms::single_stream_track(
             format!("s{}", p.index),
             format!("{name}{}", p.index),
-            name.to_owned(),
             codec_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec,
-                ..Default::default()
-            }],
+            ssrc,
+            codec,
         );
         let sender = publish.add_track(track).map_err(err)?;
         let template: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -1083,19 +1072,7 @@ fn client_pc(now: Instant, addr: SocketAddr) -> Res<RTCPeerConnection> {
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(err)?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(err)?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().map_err(err)?)
+    pc.add_local_candidate(rooms::host_candidate(addr).map_err(err)?)
         .map_err(err)?;
     Ok(pc)
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -14,8 +15,13 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 
 use crate::feedback::KeyframeRequests;
 use crate::room::RoomError;
@@ -70,11 +76,18 @@ pub(crate) fn peer_connection(
         .with_interceptor_registry(interceptors)
         .build(now)
         .map_err(internal)?;
+    pc.add_local_candidate(host_candidate(local)?)
+        .map_err(internal)?;
+    Ok(pc)
+}
+
+/// The ICE host candidate of a UDP socket at `addr`, for `add_local_candidate`.
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, RoomError> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
             component: 1,
             ..Default::default()
         },
@@ -82,11 +95,34 @@ pub(crate) fn peer_connection(
     }
     .new_candidate_host()
     .map_err(internal)?;
-    let init = RTCIceCandidate::from(&candidate)
+    RTCIceCandidate::from(&candidate)
         .to_json()
-        .map_err(internal)?;
-    pc.add_local_candidate(init).map_err(internal)?;
-    Ok(pc)
+        .map_err(internal)
+}
+
+/// A local track of `kind` in stream `stream_id`, sent as one RTP stream with `ssrc`
+/// and `codec`.
+pub fn single_stream_track(
+    stream_id: String,
+    track_id: String,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        stream_id,
+        track_id.clone(),
+        track_id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
 }
 
 /// Checks an offer before it touches a connection: it must parse and have at least

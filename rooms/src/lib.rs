@@ -34,6 +34,7 @@ pub mod room;
 mod sfu;
 mod stun;
 
+pub use codecs::{host_candidate, single_stream_track};
 pub use room::{Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
 pub use sfu::{Sfu, SfuConfig, SfuEvent};
 

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -17,12 +16,9 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
@@ -148,19 +144,12 @@ impl Sim {
                     ..Default::default()
                 },
             };
-            let track = MediaStreamTrack::new(
+            let track = crate::single_stream_track(
                 format!("{name}-stream"),
                 format!("{name}-{i}"),
-                format!("{name}-{i}"),
                 *kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
+                ssrc,
+                codec,
             );
             let sender = publish.add_track(track).expect("add track");
             senders.push((sender, *kind, ssrc, 1));
@@ -501,19 +490,7 @@ fn client_pc(now: Instant, addr: SocketAddr) -> RTCPeerConnection {
         .with_interceptor_registry(registry)
         .build(now)
         .expect("client pc");
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("candidate");
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("json"))
+    pc.add_local_candidate(crate::host_candidate(addr).expect("candidate"))
         .expect("local candidate");
     pc
 }

@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rooms::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent, Source, TrackInfo};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -192,19 +189,12 @@ impl Call {
                 ),
             };
             let ssrc = ssrc(name, media);
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            let track = Arc::new(TrackLocalStaticRTP::new(rooms::single_stream_track(
                 format!("{name}-stream"),
                 format!("{name}-{track_id}"),
-                format!("{name}-{track_id}"),
                 kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
+                ssrc,
+                codec,
             )));
             let sender = publish
                 .add_track(track.clone() as Arc<dyn TrackLocal>)
