@@ -2,16 +2,17 @@
 //! primary contract's name (PORT, DATABASE_URL, JWT_SECRET, ...). Only this module
 //! and `main` read the environment.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 use chrono::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use huddle_turn::{IpRange, PeerPolicy, Quota, Secret, TurnConfig};
 use tracing_subscriber::filter::Targets;
 
 use crate::calls::lifecycle::Limits;
-use crate::ice::IceServer;
+use crate::ice::{IceServer, IceServers, RestTurn};
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -109,6 +110,54 @@ pub struct Config {
     /// container. Default: SFU_HOST if it is specific, else this host's outbound IP.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     pub sfu_public_ip: Option<IpAddr>,
+    /// Shared secret for TURN credentials (coturn's `static-auth-secret`). Without it
+    /// the embedded server uses a random one made per process.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub turn_secret: Option<String>,
+    /// TURN realm (coturn's `realm`).
+    #[arg(long, env = "TURN_REALM", default_value = "huddle", value_parser = parse_realm)]
+    pub turn_realm: String,
+    /// Seconds minted TURN credentials stay valid.
+    #[arg(long, env = "TURN_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub turn_ttl: u32,
+    /// Run the embedded TURN server (turn off when coturn serves TURN_URLS).
+    #[arg(long, env = "TURN_EMBEDDED", default_value_t = true, action = ArgAction::Set)]
+    pub turn_embedded: bool,
+    /// Address the embedded TURN server listens on (UDP and TCP).
+    #[arg(long, env = "TURN_HOST", default_value = "0.0.0.0")]
+    pub turn_host: IpAddr,
+    /// Port of the embedded TURN server, UDP and TCP (0 picks a free one).
+    #[arg(long, env = "TURN_PORT", default_value_t = 3478)]
+    pub turn_port: u16,
+    /// IP clients reach the embedded TURN server and its relays at (the public IP
+    /// behind NAT). Default: TURN_HOST if it is specific, else this host's outbound IP.
+    #[arg(long, env = "TURN_PUBLIC_IP")]
+    pub turn_public_ip: Option<IpAddr>,
+    /// Address relay sockets bind to. Default: TURN_HOST.
+    #[arg(long, env = "TURN_RELAY_IP")]
+    pub turn_relay_ip: Option<IpAddr>,
+    /// Lowest relay port.
+    #[arg(long, env = "TURN_MIN_PORT", default_value_t = 49_152, value_parser = clap::value_parser!(u16).range(1..))]
+    pub turn_min_port: u16,
+    /// Highest relay port.
+    #[arg(long, env = "TURN_MAX_PORT", default_value_t = 65_535, value_parser = clap::value_parser!(u16).range(1..))]
+    pub turn_max_port: u16,
+    /// Most relay allocations one user holds at once. A browser takes one per network
+    /// interface, TURN URL and peer connection (two per SFU call): 8 on a laptop with
+    /// two interfaces.
+    #[arg(long, env = "TURN_USER_QUOTA", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub turn_user_quota: u32,
+    /// Most relay allocations on the embedded server at once.
+    #[arg(long, env = "TURN_TOTAL_QUOTA", default_value_t = 1_200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub turn_total_quota: u32,
+    /// Internal networks relays may reach, comma-separated CIDR ranges (loopback and
+    /// private ranges are closed otherwise; the built-in SFU is always reachable).
+    #[arg(long, env = "TURN_ALLOWED_PEERS", value_delimiter = ',')]
+    pub turn_allowed_peers: Vec<IpRange>,
+    /// TURN URLs handed out with minted credentials, comma-separated (`turn:` and
+    /// `turns:`). Default: the embedded server over UDP and TCP.
+    #[arg(long, env = "TURN_URLS", value_delimiter = ',', value_parser = parse_turn_url)]
+    pub turn_urls: Vec<String>,
     /// Let the demo page at `/` mint tokens for any user id (`POST /demo/token`).
     /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
     #[arg(long, env = "DEMO_TOKENS")]
@@ -136,25 +185,81 @@ impl Config {
         }
     }
 
-    /// The STUN and TURN servers from STUN_SERVER_URL and TURN_SERVER_URL.
-    pub fn ice_servers(&self) -> Vec<IceServer> {
-        let stun = self.stun_server_url.iter().map(|url| IceServer {
-            urls: vec![url.clone()],
-            username: None,
-            credential: None,
-        });
-        let turn = self.turn_server_url.iter().map(|url| IceServer {
-            urls: vec![url.clone()],
-            username: self.turn_username.clone(),
-            credential: self.turn_password.clone(),
-        });
-        stun.chain(turn).collect()
+    /// The embedded TURN server's settings; `services` are internal addresses its
+    /// relays may always reach (the built-in SFU).
+    pub fn turn_config(&self, secret: Secret, services: Vec<SocketAddr>) -> TurnConfig {
+        TurnConfig {
+            listen: SocketAddr::new(self.turn_host, self.turn_port),
+            relay_bind: self.turn_relay_ip.unwrap_or(self.turn_host),
+            relay_public: self.turn_public_ip(),
+            relay_ports: self.turn_min_port..=self.turn_max_port,
+            realm: self.turn_realm.clone(),
+            secret,
+            quota: Quota {
+                per_user: self.turn_user_quota as usize,
+                total: self.turn_total_quota as usize,
+            },
+            policy: PeerPolicy {
+                allowed: self.turn_allowed_peers.clone(),
+                services,
+            },
+        }
+    }
+
+    /// Where clients reach the embedded TURN server.
+    pub fn turn_public_ip(&self) -> IpAddr {
+        self.turn_public_ip
+            .unwrap_or_else(|| outbound_ip(self.turn_host))
+    }
+
+    /// The ICE servers handed to clients: STUN_SERVER_URL (or the embedded server as
+    /// STUN), TURN with minted credentials (TURN_URLS, or the embedded server at
+    /// `embedded`, over UDP and TCP), and the fixed TURN_SERVER_URL.
+    pub fn ice_servers(&self, secret: Option<Secret>, embedded: Option<SocketAddr>) -> IceServers {
+        let host = |addr: SocketAddr| match addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+            ip => format!("{ip}:{}", addr.port()),
+        };
+        let stun = match (&self.stun_server_url, embedded) {
+            (Some(url), _) => vec![url.clone()],
+            (None, Some(addr)) => vec![format!("stun:{}", host(addr))],
+            (None, None) => vec![],
+        };
+        let urls = match embedded {
+            _ if !self.turn_urls.is_empty() => self.turn_urls.clone(),
+            Some(addr) => ["udp", "tcp"]
+                .map(|transport| format!("turn:{}?transport={transport}", host(addr)))
+                .to_vec(),
+            None => vec![],
+        };
+        IceServers {
+            stun,
+            rest_turn: secret.filter(|_| !urls.is_empty()).map(|secret| RestTurn {
+                urls,
+                secret,
+                ttl: self.turn_ttl.into(),
+            }),
+            fixed_turn: self.turn_server_url.as_ref().map(|url| IceServer {
+                urls: vec![url.clone()],
+                username: self.turn_username.clone(),
+                credential: self.turn_password.clone(),
+            }),
+        }
     }
 
     /// Checks that go across settings.
     pub fn validate(&self) -> Result<(), String> {
         if self.metrics_port.is_some_and(|p| p != 0 && p == self.port) {
             return Err("METRICS_PORT: must differ from PORT".into());
+        }
+        if self.turn_min_port > self.turn_max_port {
+            return Err("TURN_MIN_PORT: must not be above TURN_MAX_PORT".into());
+        }
+        if !self.turn_embedded && self.turn_secret.is_some() && self.turn_urls.is_empty() {
+            return Err(
+                "TURN_URLS: name the TURN servers that check TURN_SECRET when TURN_EMBEDDED is false"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -242,6 +347,33 @@ fn parse_log_level(value: &str) -> Result<Targets, String> {
     Targets::from_str(value).map_err(|e| e.to_string())
 }
 
+fn parse_realm(value: &str) -> Result<String, String> {
+    if value.is_empty()
+        || value.len() > 127
+        || value.contains(['"', '\\'])
+        || value.contains(char::is_control)
+    {
+        return Err("must be 1 to 127 characters without quotes or backslashes".into());
+    }
+    Ok(value.to_owned())
+}
+
+/// The IP to announce when none is configured: the bind address if it is specific,
+/// else the address this host would use to reach the Internet (no packet is sent),
+/// else loopback.
+pub fn outbound_ip(host: IpAddr) -> IpAddr {
+    if !host.is_unspecified() {
+        return host;
+    }
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
 fn parse_stun_url(value: &str) -> Result<String, String> {
     parse_url_with(value, &["stun:", "stuns:"])
 }
@@ -275,7 +407,13 @@ mod tests {
         assert_eq!(config.ringing_timeout, 60);
         assert_eq!(config.connection_timeout, 30);
         assert_eq!(config.database_url, "sqlite://huddle.db");
-        assert!(config.ice_servers().is_empty());
+        assert!(config.turn_embedded);
+        assert_eq!(
+            (config.turn_port, config.turn_realm.as_str()),
+            (3478, "huddle")
+        );
+        assert_eq!(config.turn_ttl, 86_400);
+        assert!(config.ice_servers(None, None).for_user("alice").is_empty());
     }
 
     #[test]
@@ -320,10 +458,90 @@ mod tests {
             "p",
         ])
         .unwrap();
-        let servers = config.ice_servers();
+        let servers = config.ice_servers(None, None).for_user("alice");
         assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].urls, ["stun:s.example:3478"]);
         assert_eq!(servers[1].username.as_deref(), Some("u"));
         assert!(Config::from_args(["huddle", "--stun-server-url", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn the_embedded_turn_server_is_handed_out_over_udp_and_tcp_with_minted_credentials() {
+        let config = Config::from_args(["huddle"]).unwrap();
+        let secret = Secret::new("turn-secret-for-tests");
+        let ice = config.ice_servers(
+            Some(secret.clone()),
+            Some("[2001:db8::7]:3478".parse().unwrap()),
+        );
+        let servers = ice.for_user("alice");
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].urls, ["stun:[2001:db8::7]:3478"]);
+        assert_eq!(
+            servers[1].urls,
+            [
+                "turn:[2001:db8::7]:3478?transport=udp",
+                "turn:[2001:db8::7]:3478?transport=tcp"
+            ]
+        );
+        let username = servers[1].username.as_deref().unwrap();
+        assert!(username.ends_with(":alice"), "{username}");
+        assert_eq!(
+            servers[1].credential.as_deref(),
+            Some(secret.password(username).as_str())
+        );
+    }
+
+    #[test]
+    fn coturn_instead_of_the_embedded_server() {
+        let config = Config::from_args([
+            "huddle",
+            "--turn-embedded",
+            "false",
+            "--turn-secret",
+            "shared-with-coturn-secret",
+            "--turn-urls",
+            "turn:turn.example:3478?transport=udp,turns:turn.example:5349?transport=tcp",
+            "--stun-server-url",
+            "stun:turn.example:3478",
+        ])
+        .unwrap();
+        config.validate().unwrap();
+        let ice = config.ice_servers(config.turn_secret.as_deref().map(Secret::new), None);
+        let servers = ice.for_user("bob");
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].urls.len(), 2);
+        assert!(servers[1].urls[1].starts_with("turns:"));
+        let missing_urls = Config::from_args([
+            "huddle",
+            "--turn-embedded",
+            "false",
+            "--turn-secret",
+            "shared-with-coturn-secret",
+        ])
+        .unwrap();
+        assert!(
+            missing_urls
+                .validate()
+                .unwrap_err()
+                .starts_with("TURN_URLS")
+        );
+        assert!(Config::from_args(["huddle", "--turn-urls", "http://x"]).is_err());
+        assert!(Config::from_args(["huddle", "--turn-allowed-peers", "10.0.0.0/40"]).is_err());
+        assert!(Config::from_args(["huddle", "--turn-realm", "a\"b"]).is_err());
+        let reversed = Config::from_args([
+            "huddle",
+            "--turn-min-port",
+            "5000",
+            "--turn-max-port",
+            "4000",
+        ])
+        .unwrap();
+        assert!(
+            reversed
+                .validate()
+                .unwrap_err()
+                .starts_with("TURN_MIN_PORT")
+        );
     }
 
     #[test]

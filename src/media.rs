@@ -4,7 +4,7 @@
 //! muting, ending), and stores the quality the SFU measures.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -21,7 +21,7 @@ use crate::calls::lifecycle::{CallError, CallSnapshot};
 use crate::calls::model::{CallId, MediaMode, MetricSource, Participant, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallService, ServiceError};
-use crate::config::Config;
+use crate::config::{Config, outbound_ip};
 
 /// The SFU, bound to its port, and what it needs to reach the call service.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ impl MediaPlane {
             listen: SocketAddr::new(config.sfu_host, config.sfu_port),
             announce_ip: config
                 .sfu_public_ip
-                .unwrap_or_else(|| announce_ip(config.sfu_host)),
+                .unwrap_or_else(|| outbound_ip(config.sfu_host)),
             announce_port: None,
             max_peers: config.max_call_participants as usize,
         };
@@ -223,20 +223,4 @@ fn room_error(e: RoomError) -> ApiError {
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "MEDIA_ERROR"),
     };
     ApiError::new(status, code, e.to_string())
-}
-
-/// The IP to announce when none is configured: the bind address if it is specific,
-/// else the address this host would use to reach the Internet (no packet is sent),
-/// else loopback.
-fn announce_ip(host: IpAddr) -> IpAddr {
-    if !host.is_unspecified() {
-        return host;
-    }
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }

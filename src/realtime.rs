@@ -20,7 +20,7 @@ use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags, Media
 use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService, ServiceError};
-use crate::ice::IceServer;
+use crate::ice::IceServers;
 use crate::media::MediaPlane;
 
 /// Serves signaling requests with the call service.
@@ -28,7 +28,7 @@ use crate::media::MediaPlane;
 pub struct Realtime {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
-    pub ice_servers: Arc<Vec<IceServer>>,
+    pub ice: Arc<IceServers>,
     pub members: Arc<LiveMembers>,
     pub media: Arc<MediaPlane>,
 }
@@ -96,7 +96,7 @@ impl Realtime {
                     video: accept.video_enabled.unwrap_or(true),
                 };
                 let call = service.join(&me, call_id(&accept.call_id)?, media).await?;
-                connect_data(&call, &self.ice_servers)
+                connect_data(&call, &self.ice.for_user(&me.id.0))
             }
             Request::Decline { call_id: id } => {
                 call_data(&service.decline(&me.id, call_id(&id)?).await?)
@@ -171,7 +171,7 @@ impl Realtime {
             },
         };
         let call = self.service.start(me, request).await?;
-        Ok(connect_data(&call, &self.ice_servers))
+        Ok(connect_data(&call, &self.ice.for_user(&me.id.0)))
     }
 
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use huddle_turn::{Secret, TurnServer};
 use signaling::{Signaling, SignalingConfig};
 
 use crate::api::{self, AppState, MetricsRoute};
@@ -18,6 +19,7 @@ use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::ice::IceServers;
 use crate::media::MediaPlane;
 use crate::metrics::Metrics;
 use crate::realtime::{LiveMembers, Notifier, Realtime};
@@ -39,6 +41,8 @@ pub enum StartError {
     },
     #[error("SFU_PORT: cannot bind the media port: {0}")]
     Media(std::io::Error),
+    #[error("TURN_PORT: cannot start the embedded TURN server: {0}")]
+    Turn(std::io::Error),
 }
 
 /// A running server.
@@ -67,14 +71,7 @@ impl Server {
                     "JWT_SECRET is not set: signing tokens with a random secret made for this \
                      process. Tokens will stop working when it restarts; set JWT_SECRET."
                 );
-                let secret = base64::engine::general_purpose::STANDARD.encode(
-                    [
-                        uuid::Uuid::new_v4().into_bytes(),
-                        uuid::Uuid::new_v4().into_bytes(),
-                    ]
-                    .concat(),
-                );
-                JwtKey::new(secret.as_bytes())
+                JwtKey::new(random_secret().as_bytes())
             }
         };
         let (socket_layer, signaling) = Signaling::new(SignalingConfig {
@@ -97,17 +94,19 @@ impl Server {
             .await
             .map_err(StartError::Media)?;
         let _ = notifier.media.set(media.clone());
+        let (turn, ice) = start_turn(config, &media).await?;
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
-            ice_servers: Arc::new(config.ice_servers()),
+            ice: Arc::new(ice),
+            turn,
             media: media.clone(),
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
             jwt: state.jwt.clone(),
-            ice_servers: state.ice_servers.clone(),
+            ice: state.ice.clone(),
             members,
             media,
         }));
@@ -147,6 +146,7 @@ impl Server {
             ?metrics_addr,
             sfu = %state.media.sfu.local_addr(),
             sfu_announced = %state.media.sfu.announced(),
+            turn = ?state.turn.as_ref().map(|t| t.local_addr()),
             database = state.service.store().backend(),
             "huddle is listening"
         );
@@ -165,12 +165,55 @@ impl Server {
     pub async fn stop(self) {
         self.signaling.close().await;
         self.state.media.sfu.shutdown();
+        if let Some(turn) = &self.state.turn {
+            turn.shutdown().await;
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
         self.state.service.store().close().await;
     }
+}
+
+/// Starts the embedded TURN server (unless TURN_EMBEDDED is false) and works out
+/// the ICE servers clients are given. Its relays may always reach the built-in SFU.
+async fn start_turn(
+    config: &Config,
+    media: &MediaPlane,
+) -> Result<(Option<Arc<TurnServer>>, IceServers), StartError> {
+    let secret = match &config.turn_secret {
+        Some(secret) => Some(Secret::new(secret)),
+        None if config.turn_embedded => Some(Secret::new(&random_secret())),
+        None => None,
+    };
+    let (Some(secret), true) = (secret.clone(), config.turn_embedded) else {
+        return Ok((None, config.ice_servers(secret, None)));
+    };
+    let sfu = media.sfu.announced();
+    let mut services = vec![sfu];
+    if !media.sfu.local_addr().ip().is_unspecified() {
+        services.push(media.sfu.local_addr());
+    }
+    let turn = TurnServer::start(config.turn_config(secret.clone(), services))
+        .await
+        .map_err(StartError::Turn)?;
+    let public = SocketAddr::new(config.turn_public_ip(), turn.local_addr().port());
+    Ok((
+        Some(Arc::new(turn)),
+        config.ice_servers(Some(secret), Some(public)),
+    ))
+}
+
+/// 32 random bytes, base64: for secrets the operator did not set.
+fn random_secret() -> String {
+    base64::engine::general_purpose::STANDARD.encode(
+        [
+            uuid::Uuid::new_v4().into_bytes(),
+            uuid::Uuid::new_v4().into_bytes(),
+        ]
+        .concat(),
+    )
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -100,7 +100,7 @@ on_both_backends! {
         assert_eq!(data["call"]["isGroup"], false);
         assert_eq!(data["call"]["maxParticipants"], common::MAX_PARTICIPANTS);
         assert!(data["call"]["roomId"].as_str().unwrap_or_default().starts_with("room_"));
-        assert_eq!(data["iceServers"], json!([]));
+        h.assert_ice_servers_for(&data["iceServers"], "alice");
         assert!(data.as_object().is_some_and(|d| d.contains_key("token")));
         let alice = &data["participants"][0];
         assert_eq!((alice["userId"].as_str(), alice["role"].as_str()), (Some("alice"), Some("initiator")));
@@ -168,7 +168,7 @@ on_both_backends! {
         assert_eq!(body["data"]["call"]["state"], "connected");
         assert!(body["data"]["call"]["startedAt"].is_string());
         assert_eq!(state_of(&body["data"], "bob"), "connected");
-        assert_eq!(body["data"]["iceServers"], json!([]));
+        h.assert_ice_servers_for(&body["data"]["iceServers"], "bob");
 
         let (status, body) = h.join(&call, "bob").await;
         assert_eq!(error_code(status, &body, StatusCode::CONFLICT), "ALREADY_JOINED");
@@ -266,7 +266,7 @@ on_both_backends! {
         let path = format!("/api/v1/calls/{call}/token");
         let (status, body) = h.post(&path, "bob", json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(body["data"]["iceServers"], json!([]));
+        h.assert_ice_servers_for(&body["data"]["iceServers"], "bob");
         assert!(body["data"].as_object().is_some_and(|d| d.contains_key("token")));
         let (status, body) = h.post(&path, "mallory", json!({})).await;
         assert_eq!(error_code(status, &body, StatusCode::FORBIDDEN), "NOT_A_MEMBER");
@@ -418,6 +418,9 @@ on_both_backends! {
         assert_eq!(body["calls"]["total"], 4);
         assert_eq!(body["calls"]["completed"], 1);
         assert_eq!(body["performance"]["successRate"], "50.00%");
+        assert_eq!(body["turn"]["enabled"], true);
+        assert_eq!(body["turn"]["allocations"], 0);
+        assert_eq!(body["turn"]["refused"]["peer"], 0);
         let (status, body) = h.get("/monitoring/metrics", "alice").await;
         assert_eq!(error_code(status, &body, StatusCode::FORBIDDEN), "FORBIDDEN");
     }
@@ -436,6 +439,9 @@ on_both_backends! {
             "huddle_calls_ended_total{reason=\"declined\"} 1",
             "huddle_active_calls{state=\"connected\"} 1",
             "huddle_participants_connected 2",
+            "huddle_turn_allocations 0",
+            "huddle_turn_relayed_bytes_total 0",
+            "huddle_turn_refused_total{reason=\"peer\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

@@ -33,6 +33,20 @@ const SETTINGS: &[&str] = &[
     "SFU_PORT",
     "SFU_PUBLIC_IP",
     "DEMO_TOKENS",
+    "TURN_SECRET",
+    "TURN_REALM",
+    "TURN_TTL",
+    "TURN_EMBEDDED",
+    "TURN_HOST",
+    "TURN_PORT",
+    "TURN_PUBLIC_IP",
+    "TURN_RELAY_IP",
+    "TURN_MIN_PORT",
+    "TURN_MAX_PORT",
+    "TURN_USER_QUOTA",
+    "TURN_TOTAL_QUOTA",
+    "TURN_ALLOWED_PEERS",
+    "TURN_URLS",
 ];
 
 fn huddle(dir: &Path) -> Command {
@@ -160,6 +174,8 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("SFU_PORT", "0")
+        .env("TURN_HOST", "127.0.0.1")
+        .env("TURN_PORT", "0")
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

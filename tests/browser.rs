@@ -1,12 +1,13 @@
 //! Runs the browser suite (`tests/browser`: Node's test runner driving headless
 //! Chromium through `playwright-core`) against the huddle binary Cargo built for this
-//! run: the demo page served at `/`, in a group call through the SFU. Node, npm and
+//! run: the demo page served at `/`, in a group call through the SFU, and in calls that
+//! may use nothing but the embedded TURN server's relays (UDP, then TCP). Node, npm and
 //! Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM`) are required; without
 //! Chromium the suite fails rather than skips.
 
 mod node_suite;
 
 #[test]
-fn the_demo_page_holds_a_group_call_through_the_sfu_in_chromium() {
+fn the_demo_page_holds_calls_through_the_sfu_and_through_turn_relays_in_chromium() {
     node_suite::run("browser", &["playwright-core", "socket.io-client"]);
 }

@@ -99,7 +99,7 @@ pub async fn start(
         media_mode: body.media_mode.unwrap_or(MediaMode::Sfu),
     };
     let snapshot = state.service.start(&caller(&me), request).await?;
-    ok(connect_data(&snapshot, &state.ice_servers))
+    ok(connect_data(&snapshot, &state.ice.for_user(&me.id.0)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,7 +124,7 @@ pub async fn join(
         .service
         .join(&caller(&me), call_id(&id)?, media)
         .await?;
-    ok(connect_data(&snapshot, &state.ice_servers))
+    ok(connect_data(&snapshot, &state.ice.for_user(&me.id.0)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,7 +169,7 @@ pub async fn token(
     Path(id): Path<String>,
 ) -> ApiResult {
     let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
-    let data = connect_data(&snapshot, &state.ice_servers);
+    let data = connect_data(&snapshot, &state.ice.for_user(&me.id.0));
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }
 

@@ -14,12 +14,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
+use huddle_turn::TurnServer;
 
 pub use error::ApiError;
 
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
-use crate::ice::IceServer;
+use crate::ice::IceServers;
 use crate::media::MediaPlane;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
@@ -31,7 +32,9 @@ pub struct AppState {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
     /// Handed to clients with every start, join and token response.
-    pub ice_servers: Arc<Vec<IceServer>>,
+    pub ice: Arc<IceServers>,
+    /// The embedded TURN server, unless TURN_EMBEDDED is false.
+    pub turn: Option<Arc<TurnServer>>,
     /// The built-in SFU.
     pub media: Arc<MediaPlane>,
     /// Whether `POST /demo/token` mints tokens for anyone.

@@ -63,6 +63,7 @@ pub async fn monitoring(
             "averageDuration": stats.average_duration,
         },
         "sfu": sfu_figures(&state),
+        "turn": turn_figures(&state).await,
         "timestamp": state.service.now(),
     })))
 }
@@ -81,6 +82,37 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
          huddle_sfu_datagrams_dropped_total{{reason=\"overflow\"}} {}\n",
         sfu["activeRooms"], sfu["droppedUnroutable"], sfu["droppedOverflow"]
     ));
+    if let Some(turn) = &state.turn {
+        let t = turn.stats().await;
+        text.push_str(&format!(
+            "# HELP huddle_turn_allocations Relay allocations alive on the embedded TURN server.\n\
+             # TYPE huddle_turn_allocations gauge\n\
+             huddle_turn_allocations {}\n\
+             # HELP huddle_turn_allocations_created_total Relay allocations made.\n\
+             # TYPE huddle_turn_allocations_created_total counter\n\
+             huddle_turn_allocations_created_total {}\n\
+             # HELP huddle_turn_relayed_bytes_total Bytes relayed, both directions.\n\
+             # TYPE huddle_turn_relayed_bytes_total counter\n\
+             huddle_turn_relayed_bytes_total {}\n\
+             # HELP huddle_turn_relayed_packets_total Datagrams relayed, both directions.\n\
+             # TYPE huddle_turn_relayed_packets_total counter\n\
+             huddle_turn_relayed_packets_total {}\n\
+             # HELP huddle_turn_refused_total TURN requests and datagrams refused.\n\
+             # TYPE huddle_turn_refused_total counter\n\
+             huddle_turn_refused_total{{reason=\"peer\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"quota\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"stale_nonce\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"malformed\"}} {}\n",
+            t.allocations,
+            t.allocations_created,
+            t.relayed_bytes,
+            t.relayed_packets,
+            t.refused_peers,
+            t.refused_quota,
+            t.stale_nonces,
+            t.malformed,
+        ));
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -88,6 +120,27 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
         )],
         text,
     ))
+}
+
+/// The embedded TURN server's figures (`enabled: false` when coturn serves TURN).
+async fn turn_figures(state: &AppState) -> Value {
+    let Some(turn) = &state.turn else {
+        return json!({ "enabled": false });
+    };
+    let t = turn.stats().await;
+    json!({
+        "enabled": true,
+        "allocations": t.allocations,
+        "allocationsCreated": t.allocations_created,
+        "relayedBytes": t.relayed_bytes,
+        "relayedPackets": t.relayed_packets,
+        "refused": {
+            "peer": t.refused_peers,
+            "quota": t.refused_quota,
+            "staleNonce": t.stale_nonces,
+            "malformed": t.malformed,
+        },
+    })
 }
 
 /// The SFU's own figures.

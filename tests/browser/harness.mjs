@@ -40,6 +40,8 @@ export async function startServer(extraEnv = {}) {
       DATABASE_URL: `sqlite://${join(dir, 'huddle.db')}`,
       JWT_SECRET: SECRET,
       SFU_PORT: '0',
+      TURN_HOST: '127.0.0.1',
+      TURN_PORT: '0',
       SFU_PUBLIC_IP: '127.0.0.1',
       DEMO_TOKENS: 'true',
       LOG_LEVEL: 'info',

@@ -4,11 +4,11 @@
 // subscribe connection, attributed to users through the SFU's mid -> user map.
 
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { launchChromium, sleep, startServer, until } from './harness.mjs';
+import { Person, call, countersOf, inCall, receives } from './people.mjs';
 
 const root = new URL('../../', import.meta.url);
 const read = (path) => readFileSync(new URL(path, root));
@@ -23,105 +23,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-/** One person on the demo page, in a browser context of their own. */
-class Person {
-  constructor(name, page) {
-    this.name = name;
-    this.userId = `${name.toLowerCase()}-${randomUUID().slice(0, 8)}`;
-    this.page = page;
-    this.errors = [];
-    this.owners = new Map(); // sub mid -> userId, as last mapped by the SFU
-    page.on('pageerror', (e) => this.errors.push(e.message));
-  }
-
-  static async signIn(name) {
-    const context = await browser.newContext();
-    const person = new Person(name, await context.newPage());
-    await person.page.goto(server.url);
-    await person.page.fill('#userId', person.userId);
-    await person.page.fill('#name', name);
-    await person.page.click('#getToken');
-    await until(`${name} to be online`, () => person.page.evaluate(() => window.huddle.state === 'online'), {
-      ms: 10_000,
-      explain: () => person.explain(),
-    });
-    return person;
-  }
-
-  /** Inbound RTP on the subscribe connection, one row per mid, with its owner. */
-  async inbound() {
-    const { rows, tracks } = await this.page.evaluate(async () => {
-      const { sub, tracks } = window.huddle;
-      if (!sub) return { rows: [], tracks };
-      const midOf = new Map(sub.getTransceivers().map((t) => [t.receiver.track.id, t.mid]));
-      const rows = [];
-      for (const s of (await sub.getStats()).values()) {
-        if (s.type !== 'inbound-rtp') continue;
-        rows.push({
-          mid: s.mid ?? midOf.get(s.trackIdentifier),
-          kind: s.kind,
-          framesDecoded: s.framesDecoded ?? 0,
-          packetsReceived: s.packetsReceived ?? 0,
-          ...(s.kind === 'video' && { keyFramesDecoded: s.keyFramesDecoded ?? 0, pliCount: s.pliCount ?? 0 }),
-        });
-      }
-      return { rows, tracks };
-    });
-    for (const [mid, { userId }] of Object.entries(tracks)) this.owners.set(mid, userId);
-    return rows.map((row) => ({ ...row, owner: this.owners.get(row.mid) }));
-  }
-
-  /** The sub mids that carried `user`'s media. */
-  midsOf(user) {
-    return [...this.owners].filter(([, owner]) => owner === user.userId).map(([mid]) => mid);
-  }
-
-  /** What the page knows, for failure messages. */
-  async explain() {
-    const state = await this.page
-      .evaluate(() => {
-        const { state, callId, tracks, tiles, log, pub, sub } = window.huddle;
-        return { state, callId, tracks, tiles: [...tiles.keys()], pub: pub?.connectionState, sub: sub?.connectionState, log: log.slice(-25) };
-      })
-      .catch((e) => `page gone: ${e.message}`);
-    const stats = await this.inbound().catch(() => []);
-    return `--- ${this.name} (${this.userId})\n${JSON.stringify({ ...state, stats, errors: this.errors }, null, 1)}\n--- server log (tail)\n${server.log().split('\n').slice(-30).join('\n')}`;
-  }
-}
-
-const counter = { video: 'framesDecoded', audio: 'packetsReceived' };
-
-/** `user`'s total of `kind`'s counter in `rows`; undefined while nothing of it arrived. */
-function total(rows, user, kind) {
-  const mine = rows.filter((r) => r.owner === user.userId && r.kind === kind);
-  return mine.length ? mine.reduce((sum, r) => sum + r[counter[kind]], 0) : undefined;
-}
-
-/** Waits until `person` receives `kinds` from each of `senders`, its counters growing. */
-async function receives(person, senders, kinds = ['video', 'audio']) {
-  const first = new Map();
-  const names = senders.map((s) => s.name).join(' and ');
-  await until(`${person.name} to receive ${kinds.join('+')} from ${names}`, async () => {
-    const rows = await person.inbound();
-    const growing = senders.flatMap((sender) =>
-      kinds.map((kind) => {
-        const now = total(rows, sender, kind);
-        const key = `${sender.userId}/${kind}`;
-        if (now === undefined) return false;
-        if (!first.has(key)) first.set(key, now);
-        return now > first.get(key);
-      }),
-    );
-    return growing.every(Boolean);
-  }, { explain: () => person.explain() });
-}
-
-/** `person`'s counters for the mids in `mids`. */
-async function countersOf(person, mids) {
-  const rows = await person.inbound();
-  return Object.fromEntries(rows.filter((r) => mids.includes(r.mid)).map((r) => [r.mid, r[counter[r.kind]]]));
-}
 
 /** The page shows a playing tile for `sender`, labelled with their name, with sound. */
 async function showsTile(person, sender) {
@@ -173,7 +74,7 @@ describe('the demo page', () => {
 
 describe('a group video call through the SFU, driven on the demo page', () => {
   test('everyone sees and hears everyone; leavers vanish; a late joiner gets everything', { timeout: 85_000 }, async (t) => {
-    const [alice, bob, carol, dave] = await Promise.all(['Alice', 'Bob', 'Carol', 'Dave'].map((name) => Person.signIn(name)));
+    const [alice, bob, carol, dave] = await Promise.all(['Alice', 'Bob', 'Carol', 'Dave'].map((name) => Person.signIn({ browser, server }, name)));
     // Each step builds on the one before: after a failure the rest would only add noise.
     let broken = false;
     const step = (name, body) =>
@@ -186,21 +87,9 @@ describe('a group video call through the SFU, driven on the demo page', () => {
           throw e;
         }
       });
-    const inCall = async (person) =>
-      until(`${person.name} to be in the call`, () => person.page.evaluate(() => window.huddle.state === 'in call' && !!window.huddle.callId), {
-        explain: () => person.explain(),
-      });
 
     await step('Alice calls Bob and Carol; they accept; all three get each other\'s video and audio', async () => {
-      await alice.page.fill('#invitees', `${bob.userId}, ${carol.userId}`);
-      await alice.page.selectOption('#callType', 'video');
-      await click(alice, '#start');
-      for (const person of [bob, carol]) {
-        await person.page.waitForSelector('#incoming:not([hidden])', { timeout: 10_000 });
-        assert.match(await person.page.textContent('#incomingText'), /Alice is calling \(video\)/);
-        await click(person, '#accept');
-      }
-      await Promise.all([alice, bob, carol].map(inCall));
+      await call(alice, [bob, carol], 'video');
       const callId = await alice.page.evaluate(() => window.huddle.callId);
       for (const person of [bob, carol]) assert.equal(await person.page.evaluate(() => window.huddle.callId), callId);
       await Promise.all([

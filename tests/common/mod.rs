@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::net::TcpStream;
 
@@ -25,6 +25,8 @@ use huddle::config::Config;
 use huddle::server::Server;
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
+/// TURN_SECRET of the harness's server.
+pub const TURN_SECRET: &str = "integration-turn-secret-0123456789";
 /// The harness's limits: small enough to reach in a test.
 pub const MAX_PARTICIPANTS: u32 = 4;
 pub const RINGING_TIMEOUT: i64 = 60;
@@ -111,6 +113,14 @@ impl Harness {
             "127.0.0.1",
             "--sfu-port",
             "0",
+            "--turn-host",
+            "127.0.0.1",
+            "--turn-port",
+            "0",
+            "--turn-secret",
+            TURN_SECRET,
+            "--turn-ttl",
+            "3600",
         ];
         args.extend_from_slice(extra);
         let config = Config::from_args(args).expect("test configuration");
@@ -127,6 +137,49 @@ impl Harness {
 
     pub fn addr(&self) -> SocketAddr {
         self.server.addr
+    }
+
+    /// Checks that `ice` is what a client of the harness's server gets for `user`:
+    /// the embedded TURN server as STUN, and as TURN over UDP and TCP with fresh
+    /// credentials for `user` that TURN_SECRET signs.
+    pub fn assert_ice_servers_for(&self, ice: &Value, user: &str) {
+        let turn = self
+            .server
+            .state
+            .turn
+            .as_ref()
+            .expect("the embedded TURN server runs")
+            .local_addr();
+        let at = format!("127.0.0.1:{}", turn.port());
+        assert_eq!(ice[0], json!({ "urls": [format!("stun:{at}")] }), "{ice}");
+        assert_eq!(
+            ice[1]["urls"],
+            json!([
+                format!("turn:{at}?transport=udp"),
+                format!("turn:{at}?transport=tcp")
+            ]),
+            "{ice}"
+        );
+        assert_eq!(ice.as_array().map(Vec::len), Some(2), "{ice}");
+        let username = ice[1]["username"].as_str().expect("a TURN username");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (expiry, owner) = huddle_turn::parse_username(username, now).expect("unexpired");
+        assert_eq!(owner, user);
+        assert!(
+            (now + 3590..=now + 3601).contains(&expiry),
+            "TURN_TTL is 3600: {expiry} vs {now}"
+        );
+        assert_eq!(
+            ice[1]["credential"].as_str(),
+            Some(
+                huddle_turn::Secret::new(TURN_SECRET)
+                    .password(username)
+                    .as_str()
+            )
+        );
     }
 
     /// A token for `user`, valid for a day of the harness's clock.

@@ -39,6 +39,8 @@ export async function startServer(extraEnv = {}) {
       PORT: '0',
       SFU_HOST: '127.0.0.1',
       SFU_PORT: '0',
+      TURN_HOST: '127.0.0.1',
+      TURN_PORT: '0',
       DATABASE_URL: `sqlite://${join(dir, 'huddle.db')}`,
       JWT_SECRET: SECRET,
       CONNECTION_TIMEOUT: String(CONNECTION_TIMEOUT),

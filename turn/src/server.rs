@@ -1,0 +1,360 @@
+//! The embedded TURN server: UDP and TCP on one port, relaying through the `turn`
+//! crate's allocations, behind the [`Gate`](crate::gate::Gate).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use webrtc_turn::allocation::allocation_manager::{Manager, ManagerConfig};
+use webrtc_turn::allocation::five_tuple::FiveTuple;
+use webrtc_turn::proto::PROTO_UDP;
+use webrtc_turn::server::request::Request;
+use webrtc_util::Conn;
+
+use crate::credentials::Secret;
+use crate::gate::{Gate, Quota, RestAuth, Verdict};
+use crate::policy::PeerPolicy;
+use crate::relay::PortRange;
+use crate::tcp::{TcpConn, read_frame};
+
+/// Largest UDP datagram read from clients.
+const MTU: usize = 1500;
+/// Socket buffers of the listening UDP socket, for bursts of media.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Most TURN-over-TCP connections at once.
+const MAX_TCP_CONNECTIONS: usize = 4096;
+/// A TCP connection that sends nothing for this long is closed (allocations last at
+/// most ten minutes without a refresh).
+const TCP_IDLE: Duration = Duration::from_secs(11 * 60);
+/// Channel bindings last this long unless refreshed (RFC 8656).
+const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How the embedded server runs.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// UDP and TCP listen here (port 0: any free port, the same for both).
+    pub listen: SocketAddr,
+    /// Where relay sockets bind.
+    pub relay_bind: IpAddr,
+    /// The relay address clients are told (the public IP behind NAT).
+    pub relay_public: IpAddr,
+    pub relay_ports: RangeInclusive<u16>,
+    pub realm: String,
+    pub secret: Secret,
+    pub quota: Quota,
+    pub policy: PeerPolicy,
+}
+
+/// What the server has done since it started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    allocations_created: AtomicU64,
+    relayed_bytes: AtomicU64,
+    relayed_packets: AtomicU64,
+    refused_peers: AtomicU64,
+    refused_quota: AtomicU64,
+    stale_nonces: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn allocation_created(&self) {
+        self.allocations_created.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn relayed(&self, bytes: usize) {
+        self.relayed_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.relayed_packets.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn refused_peer(&self) {
+        self.refused_peers.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn refused_quota(&self) {
+        self.refused_quota.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn stale_nonce(&self) {
+        self.stale_nonces.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the server's state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnStats {
+    /// Allocations alive now.
+    pub allocations: usize,
+    pub allocations_created: u64,
+    /// Bytes and datagrams relayed, both directions, counted at the relay sockets.
+    pub relayed_bytes: u64,
+    pub relayed_packets: u64,
+    /// Permissions or datagrams refused because the peer is not allowed.
+    pub refused_peers: u64,
+    /// Allocations refused by a quota.
+    pub refused_quota: u64,
+    /// Requests answered 438 (stale, foreign or forged nonce).
+    pub stale_nonces: u64,
+    /// Datagrams or frames that were not TURN.
+    pub malformed: u64,
+}
+
+/// A running embedded TURN server.
+#[derive(Debug)]
+pub struct TurnServer {
+    local: SocketAddr,
+    gate: Arc<Gate>,
+    stop: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl TurnServer {
+    /// Binds UDP and TCP and starts serving.
+    pub async fn start(config: TurnConfig) -> std::io::Result<TurnServer> {
+        let (udp, tcp) = bind_pair(config.listen).await?;
+        let local = udp.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let policy = Arc::new(config.policy);
+        let manager = || {
+            Arc::new(Manager::new(ManagerConfig {
+                relay_addr_generator: Box::new(PortRange {
+                    bind: config.relay_bind,
+                    public: config.relay_public,
+                    ports: config.relay_ports.clone(),
+                    policy: policy.clone(),
+                    counters: counters.clone(),
+                    next: AtomicU32::new(0),
+                }),
+                alloc_close_notify: None,
+            }))
+        };
+        let (udp_manager, tcp_manager) = (manager(), manager());
+        let auth = Arc::new(RestAuth {
+            secret: config.secret,
+            realm: config.realm,
+        });
+        let gate = Arc::new(Gate::new(
+            auth,
+            policy.clone(),
+            counters.clone(),
+            config.quota,
+            vec![udp_manager.clone(), tcp_manager.clone()],
+        ));
+        let (stop, _) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(serve_udp(
+                Arc::new(udp),
+                gate.clone(),
+                udp_manager,
+                stop.subscribe(),
+            )),
+            tokio::spawn(serve_tcp(tcp, gate.clone(), tcp_manager, stop.subscribe())),
+            tokio::spawn(prune_nonces(gate.clone(), stop.subscribe())),
+        ];
+        Ok(TurnServer {
+            local,
+            gate,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    /// Where UDP and TCP listen.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub async fn stats(&self) -> TurnStats {
+        let mut allocations = 0;
+        for manager in &self.gate.managers {
+            allocations += manager.get_allocations_info(None).await.len();
+        }
+        let c = &self.gate.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        TurnStats {
+            allocations,
+            allocations_created: get(&c.allocations_created),
+            relayed_bytes: get(&c.relayed_bytes),
+            relayed_packets: get(&c.relayed_packets),
+            refused_peers: get(&c.refused_peers),
+            refused_quota: get(&c.refused_quota),
+            stale_nonces: get(&c.stale_nonces),
+            malformed: get(&c.malformed),
+        }
+    }
+
+    /// Stops listening and closes every allocation.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+        for manager in &self.gate.managers {
+            let _ = manager.close().await;
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same port.
+async fn bind_pair(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let udp = udp_socket(listen)?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // with port 0 the UDP port may be taken for TCP; try another
+            Err(e) if listen.port() == 0 => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+fn udp_socket(listen: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// One message from a client: checked by the gate, then handled by the `turn` crate.
+async fn serve(
+    gate: &Gate,
+    conn: &Arc<dyn Conn + Send + Sync>,
+    manager: &Arc<Manager>,
+    packet: &[u8],
+    from: SocketAddr,
+) {
+    match gate.inspect(packet, from).await {
+        Verdict::Drop => {}
+        Verdict::Reply(bytes) => {
+            let _ = conn.send_to(&bytes, from).await;
+        }
+        Verdict::Pass => {
+            let mut request = Request {
+                conn: conn.clone(),
+                src_addr: from,
+                buff: packet.to_vec(),
+                allocation_manager: manager.clone(),
+                nonces: gate.nonces.clone(),
+                auth_handler: gate.auth.clone(),
+                realm: gate.auth.realm.clone(),
+                channel_bind_timeout: CHANNEL_LIFETIME,
+            };
+            if let Err(e) = request.handle_request().await {
+                tracing::trace!(%from, error = %e, "TURN request refused");
+            }
+        }
+    }
+}
+
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    gate: Arc<Gate>,
+    manager: Arc<Manager>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conn: Arc<dyn Conn + Send + Sync> = socket.clone();
+    let mut buf = vec![0u8; MTU];
+    loop {
+        let received = tokio::select! {
+            _ = stop.changed() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        match received {
+            Ok((n, from)) => serve(&gate, &conn, &manager, &buf[..n], from).await,
+            // ICMP errors for earlier sends surface here on some systems; keep going
+            Err(e) => tracing::debug!(error = %e, "TURN UDP receive failed"),
+        }
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    manager: Arc<Manager>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(_) => return,
+    };
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // full: the stream is dropped, closing it
+        };
+        let (gate, manager, stop) = (gate.clone(), manager.clone(), stop.clone());
+        tokio::spawn(async move {
+            serve_tcp_client(stream, local, peer, &gate, &manager, stop).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_tcp_client(
+    stream: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    gate: &Gate,
+    manager: &Arc<Manager>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let conn: Arc<dyn Conn + Send + Sync> = Arc::new(TcpConn::new(writer, local, peer));
+    let mut buf = Vec::with_capacity(MTU);
+    loop {
+        let frame = tokio::select! {
+            _ = stop.changed() => break,
+            frame = tokio::time::timeout(TCP_IDLE, read_frame(&mut reader, &mut buf)) => frame,
+        };
+        match frame {
+            Ok(Ok(Some(()))) => serve(gate, &conn, manager, &buf, peer).await,
+            Ok(Err(_)) => {
+                gate.counters.malformed();
+                break;
+            }
+            Ok(Ok(None)) | Err(_) => break,
+        }
+    }
+    // The allocation lives as long as its connection (RFC 8656 §5).
+    let five_tuple = FiveTuple {
+        src_addr: peer,
+        dst_addr: local,
+        protocol: PROTO_UDP,
+    };
+    manager.delete_allocation(&five_tuple).await;
+}
+
+async fn prune_nonces(gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => gate.prune_nonces().await,
+        }
+    }
+}
