@@ -466,3 +466,62 @@ async fn metrics_port_moves_prometheus_off_the_main_port() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn with_coturn_instead_of_the_embedded_server_clients_get_coturns_urls() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &[
+            "--turn-embedded",
+            "false",
+            "--turn-urls",
+            "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349?transport=tcp",
+        ],
+    )
+    .await;
+    assert!(h.server.state.turn.is_none(), "no embedded TURN server");
+    let call = h.start_call("alice", "video", &["bob"]).await;
+    let (status, body) = h
+        .post(&format!("/api/v1/calls/{call}/token"), "bob", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ice = &body["data"]["iceServers"];
+    assert_eq!(
+        ice.as_array().map(Vec::len),
+        Some(1),
+        "no STUN without STUN_SERVER_URL: {ice}"
+    );
+    assert_eq!(
+        ice[0]["urls"],
+        json!([
+            "turn:turn.example.org:3478?transport=udp",
+            "turns:turn.example.org:5349?transport=tcp"
+        ])
+    );
+    let username = ice[0]["username"].as_str().expect("minted");
+    assert!(username.ends_with(":bob"), "{username}");
+    assert_eq!(
+        ice[0]["credential"].as_str(),
+        Some(
+            huddle_turn::Secret::new(common::TURN_SECRET)
+                .password(username)
+                .as_str()
+        ),
+        "coturn checks what TURN_SECRET signs"
+    );
+    let admin = h.admin_token("ops");
+    let headers = [("authorization", format!("Bearer {admin}"))];
+    let (_, bytes) = raw(
+        h.addr(),
+        Method::GET,
+        "/monitoring/metrics",
+        &headers,
+        Vec::new(),
+    )
+    .await;
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(body["turn"], json!({ "enabled": false }));
+    let (_, bytes) = raw(h.addr(), Method::GET, "/metrics", &[], Vec::new()).await;
+    assert!(!String::from_utf8_lossy(&bytes).contains("huddle_turn_"));
+    h.finish().await;
+}
