@@ -102,6 +102,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
              huddle_turn_refused_total{{reason=\"peer\"}} {}\n\
              huddle_turn_refused_total{{reason=\"quota\"}} {}\n\
              huddle_turn_refused_total{{reason=\"stale_nonce\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"unauthorized\"}} {}\n\
              huddle_turn_refused_total{{reason=\"malformed\"}} {}\n",
             t.allocations,
             t.allocations_created,
@@ -110,6 +111,7 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
             t.refused_peers,
             t.refused_quota,
             t.stale_nonces,
+            t.unauthorized,
             t.malformed,
         ));
     }
@@ -138,6 +140,7 @@ async fn turn_figures(state: &AppState) -> Value {
             "peer": t.refused_peers,
             "quota": t.refused_quota,
             "staleNonce": t.stale_nonces,
+            "unauthorized": t.unauthorized,
             "malformed": t.malformed,
         },
     })

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use stun::attributes::{
-    ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
+    ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS, AttrType,
 };
 use stun::error_code::{
     CODE_ALLOC_QUOTA_REACHED, CODE_BAD_REQUEST, CODE_FORBIDDEN, CODE_INSUFFICIENT_CAPACITY,
@@ -183,13 +183,26 @@ impl Gate {
             self.counters.stale_nonce();
             return self.challenge(m, CODE_STALE_NONCE, from);
         }
+        let (Some(username), Some(realm)) = (text(m, ATTR_USERNAME), text(m, ATTR_REALM)) else {
+            return reply(m, CODE_BAD_REQUEST, vec![]);
+        };
+        // RFC 8489 §9.2.4: unknown, expired or foreign credentials and a wrong
+        // MESSAGE-INTEGRITY are all 401, with a fresh challenge.
+        let authentic = self
+            .auth
+            .key(&username, &realm)
+            .is_some_and(|key| MessageIntegrity(key).check(&mut m.clone()).is_ok());
+        if !authentic {
+            self.counters.unauthorized();
+            return self.challenge(m, CODE_UNAUTHORIZED, from);
+        }
         self.nonces
             .lock()
             .await
             .entry(nonce)
             .or_insert_with(Instant::now);
         match m.typ.method {
-            METHOD_ALLOCATE => match self.over_quota(m, from).await {
+            METHOD_ALLOCATE => match self.over_quota(&username, from).await {
                 Some(code) => {
                     self.counters.refused_quota();
                     reply(m, code, vec![])
@@ -221,12 +234,8 @@ impl Gate {
 
     /// The quota an authenticated Allocate from a client without an allocation would
     /// exceed, if any.
-    async fn over_quota(&self, m: &Message, from: SocketAddr) -> Option<ErrorCode> {
-        let username = String::from_utf8(m.get(ATTR_USERNAME).ok()?).ok()?;
-        let realm = String::from_utf8(m.get(ATTR_REALM).ok()?).ok()?;
-        let key = self.auth.key(&username, &realm)?;
-        MessageIntegrity(key).check(&mut m.clone()).ok()?;
-        let user = user_of(&username);
+    async fn over_quota(&self, username: &str, from: SocketAddr) -> Option<ErrorCode> {
+        let user = user_of(username);
         let (mut mine, mut total) = (0, 0);
         for manager in &self.managers {
             for (five_tuple, info) in manager.get_allocations_info(None).await {
@@ -284,6 +293,11 @@ impl Gate {
             .await
             .retain(|_, added| added.elapsed() < NONCE_TTL);
     }
+}
+
+/// A text attribute, if present and UTF-8.
+fn text(m: &Message, attribute: AttrType) -> Option<String> {
+    String::from_utf8(m.get(attribute).ok()?).ok()
 }
 
 fn nonce_input(issued: u64, client: SocketAddr) -> Vec<u8> {

@@ -1,6 +1,7 @@
-//! Relay sockets: the UDP ports allocations relay through. Each one is bound inside
-//! the configured port range, counts what it relays, and refuses to send anywhere the
-//! [`PeerPolicy`] does not allow.
+//! UDP sockets for the `turn` crate: the listening socket, and the relay sockets
+//! allocations relay through. Each relay socket is bound inside the configured port
+//! range, counts what it relays, and refuses to send anywhere the [`PeerPolicy`] does
+//! not allow.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -38,15 +39,17 @@ impl PortRange {
         &self,
         socket: UdpSocket,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), TurnError> {
-        let mut relayed = socket.local_addr()?;
-        relayed.set_ip(self.public);
-        let conn = RelayConn {
-            socket,
-            policy: self.policy.clone(),
-            counters: self.counters.clone(),
-            serving: AtomicBool::new(false),
+        let local = socket.local_addr()?;
+        let conn = UdpConn {
+            socket: Arc::new(socket),
+            local,
+            relay: Some(RelayDuty {
+                policy: self.policy.clone(),
+                counters: self.counters.clone(),
+                serving: AtomicBool::new(false),
+            }),
         };
-        Ok((Arc::new(conn), relayed))
+        Ok((Arc::new(conn), SocketAddr::new(self.public, local.port())))
     }
 }
 
@@ -89,9 +92,17 @@ impl RelayAddressGenerator for PortRange {
     }
 }
 
-/// One allocation's relay socket.
-struct RelayConn {
-    socket: UdpSocket,
+/// A UDP socket as the `turn` crate sees it: the listening socket, or an
+/// allocation's relay socket. The local address is kept, not asked of the kernel:
+/// the crate wants it for every ChannelData datagram (to build the 5-tuple).
+pub(crate) struct UdpConn {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    relay: Option<RelayDuty>,
+}
+
+/// What a relay socket does besides sending and receiving.
+struct RelayDuty {
     policy: Arc<PeerPolicy>,
     counters: Arc<Counters>,
     /// Set when an allocation starts reading it (the crate also binds sockets only
@@ -99,8 +110,18 @@ struct RelayConn {
     serving: AtomicBool,
 }
 
+impl UdpConn {
+    pub fn listener(socket: Arc<UdpSocket>) -> std::io::Result<Self> {
+        Ok(UdpConn {
+            local: socket.local_addr()?,
+            socket,
+            relay: None,
+        })
+    }
+}
+
 #[async_trait]
-impl Conn for RelayConn {
+impl Conn for UdpConn {
     async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
         Ok(self.socket.connect(addr).await?)
     }
@@ -110,11 +131,15 @@ impl Conn for RelayConn {
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        if !self.serving.swap(true, Ordering::Relaxed) {
-            self.counters.allocation_created();
+        if let Some(relay) = &self.relay
+            && !relay.serving.swap(true, Ordering::Relaxed)
+        {
+            relay.counters.allocation_created();
         }
         let (n, from) = self.socket.recv_from(buf).await?;
-        self.counters.relayed(n);
+        if let Some(relay) = &self.relay {
+            relay.counters.relayed(n);
+        }
         Ok((n, from))
     }
 
@@ -122,20 +147,24 @@ impl Conn for RelayConn {
         Ok(self.socket.send(buf).await?)
     }
 
-    /// Sends to a peer the policy allows; anything else is dropped (and counted),
-    /// reported as sent so that the caller moves on.
+    /// A relay sends only to peers the policy allows; anything else is dropped (and
+    /// counted), reported as sent so that the caller moves on.
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        if !self.policy.allows(target) {
-            self.counters.refused_peer();
+        if let Some(relay) = &self.relay
+            && !relay.policy.allows(target)
+        {
+            relay.counters.refused_peer();
             return Ok(buf.len());
         }
         let n = self.socket.send_to(buf, target).await?;
-        self.counters.relayed(n);
+        if let Some(relay) = &self.relay {
+            relay.counters.relayed(n);
+        }
         Ok(n)
     }
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.socket.local_addr()?)
+        Ok(self.local)
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {

@@ -19,7 +19,7 @@ use webrtc_util::Conn;
 use crate::credentials::Secret;
 use crate::gate::{Gate, Quota, RestAuth, Verdict};
 use crate::policy::PeerPolicy;
-use crate::relay::PortRange;
+use crate::relay::{PortRange, UdpConn};
 use crate::tcp::{TcpConn, read_frame};
 
 /// Largest UDP datagram read from clients.
@@ -59,6 +59,7 @@ pub struct Counters {
     refused_peers: AtomicU64,
     refused_quota: AtomicU64,
     stale_nonces: AtomicU64,
+    unauthorized: AtomicU64,
     malformed: AtomicU64,
 }
 
@@ -80,6 +81,9 @@ impl Counters {
     pub(crate) fn stale_nonce(&self) {
         self.stale_nonces.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
     }
@@ -100,6 +104,9 @@ pub struct TurnStats {
     pub refused_quota: u64,
     /// Requests answered 438 (stale, foreign or forged nonce).
     pub stale_nonces: u64,
+    /// Requests with credentials answered 401 (unknown, expired, forged, another
+    /// realm, or a wrong MESSAGE-INTEGRITY).
+    pub unauthorized: u64,
     /// Datagrams or frames that were not TURN.
     pub malformed: u64,
 }
@@ -184,6 +191,7 @@ impl TurnServer {
             refused_peers: get(&c.refused_peers),
             refused_quota: get(&c.refused_quota),
             stale_nonces: get(&c.stale_nonces),
+            unauthorized: get(&c.unauthorized),
             malformed: get(&c.malformed),
         }
     }
@@ -269,7 +277,10 @@ async fn serve_udp(
     manager: Arc<Manager>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let conn: Arc<dyn Conn + Send + Sync> = socket.clone();
+    let Ok(conn) = UdpConn::listener(socket.clone()) else {
+        return;
+    };
+    let conn: Arc<dyn Conn + Send + Sync> = Arc::new(conn);
     let mut buf = vec![0u8; MTU];
     loop {
         let received = tokio::select! {

@@ -884,7 +884,7 @@ mod bad_input {
     }
 
     #[tokio::test]
-    async fn wrong_realm_expired_or_forged_credentials_get_400() {
+    async fn wrong_realm_expired_or_forged_credentials_get_401() {
         let server = server(QUOTA, loopback_open(), (52430, 52439)).await;
         let alice = minted("alice");
         let expired = Secret::new(SECRET).mint("alice", now() - 1);
@@ -901,9 +901,10 @@ mod bad_input {
         ];
         for auth in refused {
             let answer = client.call(&allocate(Some(auth))).await;
-            assert_error(&answer, 400);
+            assert_error(&answer, 401);
         }
         let stats = server.stats().await;
+        assert_eq!(stats.unauthorized, 3, "{stats:?}");
         assert_eq!(
             (stats.allocations, stats.allocations_created),
             (0, 0),
