@@ -12,7 +12,9 @@ use huddle_turn::{IpRange, PeerPolicy, Quota, Secret, TurnConfig};
 use tracing_subscriber::filter::Targets;
 
 use crate::calls::lifecycle::Limits;
+use crate::calls::model::MediaMode;
 use crate::ice::{IceServer, IceServers, RestTurn};
+use crate::livekit::LiveKitConfig;
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -158,6 +160,30 @@ pub struct Config {
     /// `turns:`). Default: the embedded server over UDP and TCP.
     #[arg(long, env = "TURN_URLS", value_delimiter = ',', value_parser = parse_turn_url)]
     pub turn_urls: Vec<String>,
+    /// Media mode of calls whose start request names none: `sfu`, `p2p` or `livekit`.
+    #[arg(long, env = "DEFAULT_MEDIA_MODE", default_value = "sfu")]
+    pub default_media_mode: MediaMode,
+    /// LiveKit server clients connect to for `livekit` calls, e.g. `wss://lk.example.org`.
+    #[arg(long, env = "LIVEKIT_URL", value_parser = parse_livekit_url, requires_all = ["livekit_api_key", "livekit_api_secret"])]
+    pub livekit_url: Option<String>,
+    /// LiveKit API key.
+    #[arg(long, env = "LIVEKIT_API_KEY", requires = "livekit_url")]
+    pub livekit_api_key: Option<String>,
+    /// LiveKit API secret.
+    #[arg(
+        long,
+        env = "LIVEKIT_API_SECRET",
+        hide_env_values = true,
+        requires = "livekit_url"
+    )]
+    pub livekit_api_secret: Option<String>,
+    /// Seconds a LiveKit access token lets its holder join (reconnect with
+    /// `POST /api/v1/calls/:callId/token` for a fresh one).
+    #[arg(long, env = "LIVEKIT_TOKEN_TTL", default_value_t = 21_600, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub livekit_token_ttl: u32,
+    /// Seconds LiveKit keeps a call's room once it is empty.
+    #[arg(long, env = "LIVEKIT_EMPTY_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub livekit_empty_timeout: u32,
     /// Let the demo page at `/` mint tokens for any user id (`POST /demo/token`).
     /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
     #[arg(long, env = "DEMO_TOKENS")]
@@ -183,6 +209,19 @@ impl Config {
             ringing_timeout: Duration::seconds(self.ringing_timeout.into()),
             max_duration: Duration::seconds(self.max_call_duration.into()),
         }
+    }
+
+    /// LiveKit's settings, when LIVEKIT_URL (with its key and secret) is set.
+    pub fn livekit(&self) -> Option<LiveKitConfig> {
+        Some(LiveKitConfig {
+            url: self.livekit_url.clone()?,
+            api_key: self.livekit_api_key.clone()?,
+            api_secret: self.livekit_api_secret.clone()?,
+            token_ttl: std::time::Duration::from_secs(self.livekit_token_ttl.into()),
+            empty_timeout: self.livekit_empty_timeout,
+            max_participants: self.max_call_participants,
+            request_timeout: std::time::Duration::from_secs(10),
+        })
     }
 
     /// The embedded TURN server's settings; `services` are internal addresses its
@@ -251,6 +290,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.metrics_port.is_some_and(|p| p != 0 && p == self.port) {
             return Err("METRICS_PORT: must differ from PORT".into());
+        }
+        if self.default_media_mode == MediaMode::Livekit && self.livekit_url.is_none() {
+            return Err("DEFAULT_MEDIA_MODE: livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET".into());
         }
         if self.turn_min_port > self.turn_max_port {
             return Err("TURN_MIN_PORT: must not be above TURN_MAX_PORT".into());
@@ -345,6 +387,10 @@ fn parse_log_level(value: &str) -> Result<Targets, String> {
         ));
     }
     Targets::from_str(value).map_err(|e| e.to_string())
+}
+
+fn parse_livekit_url(value: &str) -> Result<String, String> {
+    parse_url_with(value, &["ws://", "wss://", "http://", "https://"])
 }
 
 fn parse_realm(value: &str) -> Result<String, String> {
@@ -489,6 +535,44 @@ mod tests {
             servers[1].credential.as_deref(),
             Some(secret.password(username).as_str())
         );
+    }
+
+    #[test]
+    fn livekit_takes_its_url_key_and_secret_together() {
+        assert!(Config::from_args(["huddle"]).unwrap().livekit().is_none());
+        assert!(Config::from_args(["huddle", "--livekit-url", "wss://lk.example"]).is_err());
+        assert!(
+            Config::from_args(["huddle", "--livekit-api-key", "k"]).is_err(),
+            "a key without a URL"
+        );
+        let config = Config::from_args([
+            "huddle",
+            "--livekit-url",
+            "wss://lk.example",
+            "--livekit-api-key",
+            "APIkey",
+            "--livekit-api-secret",
+            "secret",
+            "--default-media-mode",
+            "livekit",
+        ])
+        .unwrap();
+        config.validate().unwrap();
+        let livekit = config.livekit().unwrap();
+        assert_eq!(
+            (livekit.url.as_str(), livekit.api_key.as_str()),
+            ("wss://lk.example", "APIkey")
+        );
+        assert_eq!(livekit.token_ttl.as_secs(), 21_600);
+        assert!(Config::from_args(["huddle", "--livekit-url", "lk.example"]).is_err());
+        let no_livekit = Config::from_args(["huddle", "--default-media-mode", "livekit"]).unwrap();
+        assert!(
+            no_livekit
+                .validate()
+                .unwrap_err()
+                .starts_with("DEFAULT_MEDIA_MODE")
+        );
+        assert!(Config::from_args(["huddle", "--default-media-mode", "mesh"]).is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod ice;
+pub mod livekit;
 pub mod media;
 pub mod metrics;
 pub mod realtime;

@@ -13,14 +13,14 @@ use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
 
 use crate::api::ApiError;
 use crate::api::calls::{call_id, end_reason, with_outcome};
-use crate::api::views::{ParticipantView, call_data, connect_data};
+use crate::api::views::{MediaAccess, ParticipantView, call_data};
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService, ServiceError};
-use crate::ice::IceServers;
+use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
 
 /// Serves signaling requests with the call service.
@@ -28,7 +28,7 @@ use crate::media::MediaPlane;
 pub struct Realtime {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
-    pub ice: Arc<IceServers>,
+    pub access: Arc<MediaAccess>,
     pub members: Arc<LiveMembers>,
     pub media: Arc<MediaPlane>,
 }
@@ -96,7 +96,7 @@ impl Realtime {
                     video: accept.video_enabled.unwrap_or(true),
                 };
                 let call = service.join(&me, call_id(&accept.call_id)?, media).await?;
-                connect_data(&call, &self.ice.for_user(&me.id.0))
+                self.access.connect_data(&call, &me.id)?
             }
             Request::Decline { call_id: id } => {
                 call_data(&service.decline(&me.id, call_id(&id)?).await?)
@@ -155,10 +155,10 @@ impl Realtime {
             .parse::<CallType>()
             .map_err(|_| ApiError::invalid("type", "must be audio or video"))?;
         let media_mode = match invite.media_mode.as_deref() {
-            None => MediaMode::Sfu,
+            None => self.service.default_media_mode(),
             Some(mode) => mode
                 .parse::<MediaMode>()
-                .map_err(|_| ApiError::invalid("mediaMode", "must be sfu or p2p"))?,
+                .map_err(|_| ApiError::invalid("mediaMode", "must be sfu, p2p or livekit"))?,
         };
         let request = NewCall {
             media_mode,
@@ -171,7 +171,7 @@ impl Realtime {
             },
         };
         let call = self.service.start(me, request).await?;
-        Ok(connect_data(&call, &self.ice.for_user(&me.id.0)))
+        Ok(self.access.connect_data(&call, &me.id)?)
     }
 
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {
@@ -263,6 +263,8 @@ pub struct Notifier {
     pub members: Arc<LiveMembers>,
     /// The SFU, set once it is bound (it needs the call service this observes).
     pub media: OnceLock<Arc<MediaPlane>>,
+    /// LiveKit, when configured: rooms follow their calls.
+    pub livekit: Option<Arc<LiveKit>>,
 }
 
 impl CallObserver for Notifier {
@@ -270,6 +272,9 @@ impl CallObserver for Notifier {
         self.members.update(call);
         if let Some(media) = self.media.get() {
             media.call_changed(call, events);
+        }
+        if let Some(livekit) = &self.livekit {
+            livekit.call_changed(call, events);
         }
         let members: Vec<String> = call
             .participants

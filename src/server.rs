@@ -14,12 +14,14 @@ use tokio::task::JoinHandle;
 use huddle_turn::{Secret, TurnServer};
 use signaling::{Signaling, SignalingConfig};
 
+use crate::api::views::MediaAccess;
 use crate::api::{self, AppState, MetricsRoute};
 use crate::auth::JwtKey;
-use crate::calls::service::CallService;
+use crate::calls::service::{CallService, MediaSetup, RoomHost};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ice::IceServers;
+use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
 use crate::metrics::Metrics;
 use crate::realtime::{LiveMembers, Notifier, Realtime};
@@ -78,10 +80,12 @@ impl Server {
             grace: Duration::from_secs(config.connection_timeout.into()),
         });
         let members = Arc::new(LiveMembers::default());
+        let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             members: members.clone(),
             media: OnceLock::new(),
+            livekit: livekit.clone(),
         });
         let service = Arc::new(CallService::new(
             store,
@@ -89,6 +93,10 @@ impl Server {
             config.limits(),
             Arc::new(Metrics::default()),
             notifier.clone(),
+            MediaSetup {
+                default_mode: config.default_media_mode,
+                room_host: livekit.clone().map(|l| l as Arc<dyn RoomHost>),
+            },
         ));
         let media = MediaPlane::start(config, service.clone(), signaling.clone())
             .await
@@ -98,7 +106,7 @@ impl Server {
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
-            ice: Arc::new(ice),
+            access: Arc::new(MediaAccess { ice, livekit }),
             turn,
             media: media.clone(),
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
@@ -106,7 +114,7 @@ impl Server {
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
             jwt: state.jwt.clone(),
-            ice: state.ice.clone(),
+            access: state.access.clone(),
             members,
             media,
         }));

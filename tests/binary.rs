@@ -47,6 +47,12 @@ const SETTINGS: &[&str] = &[
     "TURN_TOTAL_QUOTA",
     "TURN_ALLOWED_PEERS",
     "TURN_URLS",
+    "DEFAULT_MEDIA_MODE",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+    "LIVEKIT_TOKEN_TTL",
+    "LIVEKIT_EMPTY_TIMEOUT",
 ];
 
 fn huddle(dir: &Path) -> Command {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Auth, JsonBody};
-use super::views::{CallListItem, ParticipantView, call_data, connect_data};
+use super::views::{CallListItem, ParticipantView, call_data};
 use crate::auth::Identity;
 use crate::calls::lifecycle::{Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, MediaMode, UserId};
@@ -96,10 +96,12 @@ pub async fn start(
             audio: body.audio_enabled.unwrap_or(true),
             video: body.video_enabled.unwrap_or(true),
         },
-        media_mode: body.media_mode.unwrap_or(MediaMode::Sfu),
+        media_mode: body
+            .media_mode
+            .unwrap_or(state.service.default_media_mode()),
     };
     let snapshot = state.service.start(&caller(&me), request).await?;
-    ok(connect_data(&snapshot, &state.ice.for_user(&me.id.0)))
+    ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,7 +126,7 @@ pub async fn join(
         .service
         .join(&caller(&me), call_id(&id)?, media)
         .await?;
-    ok(connect_data(&snapshot, &state.ice.for_user(&me.id.0)))
+    ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,7 +171,7 @@ pub async fn token(
     Path(id): Path<String>,
 ) -> ApiResult {
     let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
-    let data = connect_data(&snapshot, &state.ice.for_user(&me.id.0));
+    let data = state.access.connect_data(&snapshot, &me.id)?;
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }
 

@@ -89,6 +89,9 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "CONCURRENT_UPDATE", message)
             }
             ServiceError::Store(e) => Self::internal(&e),
+            ServiceError::Media(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "MEDIA_UNAVAILABLE", message)
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod monitoring;
 pub(crate) mod views;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -20,8 +21,8 @@ pub use error::ApiError;
 
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
-use crate::ice::IceServers;
 use crate::media::MediaPlane;
+use views::MediaAccess;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -32,7 +33,7 @@ pub struct AppState {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
     /// Handed to clients with every start, join and token response.
-    pub ice: Arc<IceServers>,
+    pub access: Arc<MediaAccess>,
     /// The embedded TURN server, unless TURN_EMBEDDED is false.
     pub turn: Option<Arc<TurnServer>>,
     /// The built-in SFU.
@@ -68,6 +69,7 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/demo", get(demo::page))
         .route("/demo/socket.io.min.js", get(demo::socket_io_client))
         .route("/demo/token", post(demo::token))
+        .route("/webhooks/livekit", post(webhooks::livekit))
         .route("/health", get(monitoring::health))
         .route("/monitoring/metrics", get(monitoring::monitoring));
     if metrics == MetricsRoute::Main {

@@ -64,6 +64,10 @@ pub async fn monitoring(
         },
         "sfu": sfu_figures(&state),
         "turn": turn_figures(&state).await,
+        "livekit": {
+            "enabled": state.access.livekit.is_some(),
+            "activeRooms": state.access.livekit.as_ref().map_or(0, |l| l.active_rooms()),
+        },
         "timestamp": state.service.now(),
     })))
 }
@@ -82,6 +86,14 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
          huddle_sfu_datagrams_dropped_total{{reason=\"overflow\"}} {}\n",
         sfu["activeRooms"], sfu["droppedUnroutable"], sfu["droppedOverflow"]
     ));
+    if let Some(livekit) = &state.access.livekit {
+        text.push_str(&format!(
+            "# HELP huddle_livekit_rooms LiveKit rooms Huddle opened for live calls.\n\
+             # TYPE huddle_livekit_rooms gauge\n\
+             huddle_livekit_rooms {}\n",
+            livekit.active_rooms()
+        ));
+    }
     if let Some(turn) = &state.turn {
         let t = turn.stats().await;
         text.push_str(&format!(

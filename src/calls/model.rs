@@ -117,6 +117,8 @@ text_enum! {
         Sfu = "sfu",
         /// Directly between clients; signaling relays their `webrtc:*` messages.
         P2p = "p2p",
+        /// Through the operator's LiveKit: responses carry a LiveKit access token.
+        Livekit = "livekit",
     }
 }
 

@@ -12,7 +12,7 @@ use super::events::{self, CallEvent};
 use super::lifecycle::{
     CallError, CallSnapshot, Caller, EndOutcome, Limits, MediaFlags, MediaPatch, NewCall,
 };
-use super::model::{CallId, EndReason, MetricSource, UserId};
+use super::model::{CallId, EndReason, MediaMode, MetricSource, UserId};
 use super::quality::{self, QualityMetric, QualityReport};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -35,6 +35,19 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("the call is being changed by others; try again")]
     Contention,
+    /// The external media plane (LiveKit) failed; the call was not made.
+    #[error("{0}")]
+    Media(String),
+}
+
+/// A boxed future, for the object-safe [`RoomHost`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// An external media plane whose room must exist before a call that uses it is
+/// stored (LiveKit): opened first, closed again if the call cannot be stored.
+pub trait RoomHost: Send + Sync + std::fmt::Debug {
+    fn open<'a>(&'a self, call: &'a CallSnapshot) -> BoxFuture<'a, Result<(), ServiceError>>;
+    fn close<'a>(&'a self, call: &'a CallSnapshot) -> BoxFuture<'a, ()>;
 }
 
 /// Hears about every change to a call once it is stored (to notify its members).
@@ -51,6 +64,16 @@ pub struct CallService {
     limits: Limits,
     metrics: Arc<Metrics>,
     observer: Arc<dyn CallObserver>,
+    media: MediaSetup,
+}
+
+/// How calls get their media plane.
+#[derive(Debug, Clone)]
+pub struct MediaSetup {
+    /// The mode of calls whose start request names none.
+    pub default_mode: MediaMode,
+    /// Where `livekit` calls get their rooms, when LiveKit is configured.
+    pub room_host: Option<Arc<dyn RoomHost>>,
 }
 
 impl CallService {
@@ -60,6 +83,7 @@ impl CallService {
         limits: Limits,
         metrics: Arc<Metrics>,
         observer: Arc<dyn CallObserver>,
+        media: MediaSetup,
     ) -> Self {
         Self {
             store,
@@ -67,7 +91,13 @@ impl CallService {
             limits,
             metrics,
             observer,
+            media,
         }
+    }
+
+    /// The mode of calls whose start request names none (DEFAULT_MEDIA_MODE).
+    pub fn default_media_mode(&self) -> MediaMode {
+        self.media.default_mode
     }
 
     pub fn store(&self) -> &Store {
@@ -95,7 +125,26 @@ impl CallService {
             &self.limits,
             self.clock.now(),
         )?;
-        self.store.insert(&snapshot).await?;
+        let host = match snapshot.call.media_mode {
+            MediaMode::Livekit => Some(
+                self.media.room_host.as_ref().ok_or(CallError::Invalid {
+                    field: "mediaMode",
+                    message: "LiveKit is not configured on this server (LIVEKIT_URL, \
+                          LIVEKIT_API_KEY, LIVEKIT_API_SECRET)"
+                        .into(),
+                })?,
+            ),
+            MediaMode::Sfu | MediaMode::P2p => None,
+        };
+        if let Some(host) = host {
+            host.open(&snapshot).await?;
+        }
+        if let Err(e) = self.store.insert(&snapshot).await {
+            if let Some(host) = host {
+                host.close(&snapshot).await;
+            }
+            return Err(e.into());
+        }
         self.metrics.call_started();
         let events = events::diff(None, &snapshot, Some(&caller.id));
         self.observer.call_changed(&snapshot, &events);
