@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Runs every suite in `tests/<folder>`; panics with the report when one fails.
-pub fn run(folder: &str, packages: &[&str]) {
+/// Installs `tests/<folder>`'s npm packages from its lock file if any of `packages`
+/// is missing.
+pub fn install(folder: &str, packages: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(folder);
@@ -21,6 +22,14 @@ pub fn run(folder: &str, packages: &[&str]) {
             .unwrap_or_else(|e| panic!("npm is required to install {packages:?}: {e}"));
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
+}
+
+/// Runs every suite in `tests/<folder>`; panics with the report when one fails.
+pub fn run(folder: &str, packages: &[&str]) {
+    install(folder, packages);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(folder);
     let mut suites: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())

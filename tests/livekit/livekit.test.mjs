@@ -1,0 +1,485 @@
+// Huddle's LiveKit media plane, checked with LiveKit's own Node server SDK
+// (`livekit-server-sdk` and its `@livekit/protocol` types): the access tokens Huddle
+// mints, the RoomService requests it makes, how it fails when LiveKit does, and the
+// signed webhooks it accepts.
+//
+// No LiveKit server can run on this machine, so LiveKit's RoomService is played by a
+// local STAND-IN (`startRoomService` below): a plain HTTP server that speaks Twirp
+// the way LiveKit does (protobuf bodies in and out, `{code,msg}` JSON errors), checks
+// every request's token with the SDK's TokenVerifier and records what it was sent.
+
+import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  CreateRoomRequest,
+  DeleteRoomRequest,
+  ParticipantInfo,
+  Room,
+  RoomParticipantIdentity,
+  WebhookEvent,
+} from '@livekit/protocol';
+import { AccessToken, TokenVerifier, WebhookReceiver } from 'livekit-server-sdk';
+
+import { SECRET, next, startServer, token, uid } from '../socketio/harness.mjs';
+
+const API_KEY = 'APIhuddleTest';
+const API_SECRET = 'livekit-test-secret-0123456789abcdef';
+const TOKEN_TTL = 600;
+const EMPTY_TIMEOUT = 120;
+const MAX_PARTICIPANTS = 6;
+
+const REQUESTS = {
+  CreateRoom: CreateRoomRequest,
+  DeleteRoom: DeleteRoomRequest,
+  RemoveParticipant: RoomParticipantIdentity,
+};
+
+/**
+ * The stand-in for LiveKit's RoomService (no LiveKit server can run here). Every
+ * request is recorded as { method, contentType, token, claims | authError, body };
+ * `failCreate` makes CreateRoom answer 500 with a Twirp error.
+ */
+async function startRoomService() {
+  const verifier = new TokenVerifier(API_KEY, API_SECRET);
+  const service = { requests: [], failCreate: false };
+  const server = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const raw = Buffer.concat(chunks);
+    const twirpError = (status, code, msg) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code, msg }));
+    };
+    const match = /^\/twirp\/livekit\.RoomService\/(\w+)$/.exec(req.url);
+    const method = match?.[1];
+    const record = { method: method ?? req.url, contentType: req.headers['content-type'], token: null };
+    service.requests.push(record);
+    const auth = req.headers.authorization ?? '';
+    record.token = auth.startsWith('Bearer ') ? auth.slice(7) : null;
+    try {
+      record.claims = await verifier.verify(record.token ?? '');
+    } catch (e) {
+      record.authError = String(e);
+    }
+    if (!REQUESTS[method] || req.method !== 'POST') return twirpError(404, 'bad_route', `no handler for ${req.url}`);
+    try {
+      record.body = REQUESTS[method].fromBinary(new Uint8Array(raw));
+    } catch (e) {
+      record.bodyError = String(e);
+      return twirpError(400, 'malformed', String(e));
+    }
+    if (record.authError) return twirpError(401, 'unauthenticated', record.authError);
+    if (method === 'CreateRoom' && service.failCreate) return twirpError(500, 'internal', 'stand-in told to fail');
+    res.writeHead(200, { 'content-type': 'application/protobuf' });
+    if (method === 'CreateRoom') {
+      const room = new Room({
+        sid: `RM_${record.body.name.slice(-12)}`,
+        name: record.body.name,
+        emptyTimeout: record.body.emptyTimeout,
+        maxParticipants: record.body.maxParticipants,
+        creationTime: BigInt(Math.floor(Date.now() / 1000)),
+      });
+      res.end(Buffer.from(room.toBinary()));
+    } else {
+      res.end(); // DeleteRoomResponse and RemoveParticipantResponse are empty messages
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  service.url = `http://127.0.0.1:${server.address().port}`;
+  service.of = (method, room) =>
+    service.requests.filter((r) => r.method === method && (r.body?.name ?? r.body?.room) === room);
+  service.stop = () => new Promise((resolve) => server.close(resolve));
+  return service;
+}
+
+/** A port nothing listens on. */
+async function closedPort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const livekitEnv = (url) => ({
+  LIVEKIT_URL: url,
+  LIVEKIT_API_KEY: API_KEY,
+  LIVEKIT_API_SECRET: API_SECRET,
+  LIVEKIT_TOKEN_TTL: String(TOKEN_TTL),
+  LIVEKIT_EMPTY_TIMEOUT: String(EMPTY_TIMEOUT),
+  MAX_CALL_PARTICIPANTS: String(MAX_PARTICIPANTS),
+});
+
+const displayName = (user) => `${user} name`;
+
+/** A REST call to `server` as `user` (with a display name); resolves to { status, body }. */
+async function rest(server, method, path, user, body) {
+  const response = await fetch(server.url + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${token(user, { name: displayName(user) })}`,
+      'content-type': 'application/json',
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/** Polls `check` (which throws until satisfied) for up to `ms`. */
+async function eventually(check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function livekitRooms(server) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const match = /^huddle_livekit_rooms (\d+)$/m.exec(text);
+  assert.ok(match, `no huddle_livekit_rooms in /metrics:\n${text}`);
+  return Number(match[1]);
+}
+
+/** `/monitoring/metrics`' `livekit` section (it needs an admin, which the harness's tokens are not). */
+async function monitoringLivekit(server) {
+  const b64url = (data) => Buffer.from(data).toString('base64url');
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify({ sub: 'ops', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 }));
+  const admin = `${head}.${body}.${createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url')}`;
+  const res = await fetch(`${server.url}/monitoring/metrics`, { headers: { authorization: `Bearer ${admin}` } });
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return (json.data ?? json).livekit;
+}
+
+/** Checks a LiveKit access token as LiveKit would, and its grants. */
+async function checkMediaToken(media, { user, roomName, sources }) {
+  assert.deepEqual(Object.keys(media).sort(), ['identity', 'roomName', 'token', 'url']);
+  assert.equal(media.url, standIn.url);
+  assert.equal(media.roomName, roomName);
+  assert.equal(media.identity, user);
+  const claims = await new TokenVerifier(API_KEY, API_SECRET).verify(media.token);
+  assert.equal(claims.iss, API_KEY);
+  assert.equal(claims.sub, user);
+  assert.equal(claims.name, displayName(user));
+  assert.equal(claims.video.roomJoin, true);
+  assert.equal(claims.video.room, roomName);
+  assert.equal(claims.video.canPublish, true);
+  assert.equal(claims.video.canSubscribe, true);
+  assert.equal(claims.video.canPublishData, true);
+  assert.deepEqual(claims.video.canPublishSources, sources);
+  for (const admin of ['roomCreate', 'roomAdmin', 'roomList', 'roomRecord'])
+    assert.ok(!claims.video[admin], `a participant token must not grant ${admin}`);
+  const issued = claims.nbf ?? claims.iat;
+  assert.ok(Number.isInteger(issued), `token has neither nbf nor iat: ${JSON.stringify(claims)}`);
+  const now = Math.floor(Date.now() / 1000);
+  assert.ok(Math.abs(issued - now) <= 5, `issued at ${issued}, now ${now}`);
+  assert.ok(claims.exp - issued <= TOKEN_TTL, `lifetime ${claims.exp - issued}s > LIVEKIT_TOKEN_TTL ${TOKEN_TTL}s`);
+  assert.ok(claims.exp - issued >= TOKEN_TTL - 5, `lifetime ${claims.exp - issued}s, expected ~${TOKEN_TTL}s`);
+  await assert.rejects(new TokenVerifier(API_KEY, 'another-secret-0123456789abcdef').verify(media.token));
+  await assert.rejects(new TokenVerifier('APIsomeoneElse', API_SECRET).verify(media.token));
+  return claims;
+}
+
+/** alice ends `call`; resolves once LiveKit was asked to delete its room and Huddle counts it closed. */
+async function endCall(user, call) {
+  const res = await rest(server, 'POST', `/api/v1/calls/${call.id}/end`, user, {});
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  await eventually(() => assert.equal(standIn.of('DeleteRoom', call.roomId).length, 1, `DeleteRoom for ${call.roomId}`));
+  await eventually(async () => assert.equal(await livekitRooms(server), 0));
+}
+
+const VIDEO_SOURCES = ['microphone', 'camera', 'screen_share', 'screen_share_audio'];
+
+let standIn;
+let server;
+before(async () => {
+  standIn = await startRoomService();
+  server = await startServer(livekitEnv(standIn.url));
+});
+after(async () => {
+  await server?.stop();
+  await standIn?.stop();
+});
+
+/** alice starts a livekit call to `invitees`; returns the users, call and alice's data. */
+async function livekitCall(invitees, type = 'video') {
+  const alice = uid('alice');
+  const ids = Object.fromEntries(invitees.map((name) => [name, uid(name)]));
+  const res = await rest(server, 'POST', '/api/v1/calls/start', alice, {
+    type,
+    participantIds: Object.values(ids),
+    mediaMode: 'livekit',
+  });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  const { call } = res.body.data;
+  return { alice, ids, call, data: res.body.data };
+}
+
+describe('access tokens', () => {
+  test('start, join and /token hand out LiveKit tokens for the call room and that user', async () => {
+    const { alice, ids, call, data } = await livekitCall(['bob']);
+    assert.equal(call.mediaMode, 'livekit');
+    assert.match(call.roomId, /^room_[0-9a-f]{32}$/);
+    await checkMediaToken(data.token, { user: alice, roomName: call.roomId, sources: VIDEO_SOURCES });
+
+    const join = await rest(server, 'POST', `/api/v1/calls/${call.id}/join`, ids.bob, {});
+    assert.equal(join.status, 200, JSON.stringify(join.body));
+    await checkMediaToken(join.body.data.token, { user: ids.bob, roomName: call.roomId, sources: VIDEO_SOURCES });
+
+    const fresh = await rest(server, 'POST', `/api/v1/calls/${call.id}/token`, ids.bob);
+    assert.equal(fresh.status, 200, JSON.stringify(fresh.body));
+    await checkMediaToken(fresh.body.data.token, { user: ids.bob, roomName: call.roomId, sources: VIDEO_SOURCES });
+
+    // Someone outside the call gets no token.
+    const outsider = await rest(server, 'POST', `/api/v1/calls/${call.id}/token`, uid('mallory'));
+    assert.notEqual(outsider.status, 200, JSON.stringify(outsider.body));
+    assert.equal(outsider.body.data, undefined);
+
+    await endCall(alice, call);
+  });
+
+  test('an audio call may publish the microphone only', async () => {
+    const { alice, call, data } = await livekitCall(['bob'], 'audio');
+    await checkMediaToken(data.token, { user: alice, roomName: call.roomId, sources: ['microphone'] });
+    await endCall(alice, call);
+  });
+});
+
+describe('rooms', () => {
+  test('a call opens its room, removes who leaves and deletes the room when it ends', async () => {
+    assert.equal(await livekitRooms(server), 0, 'the earlier tests closed their rooms');
+    const { alice, ids, call } = await livekitCall(['bob', 'carol']);
+
+    const created = standIn.of('CreateRoom', call.roomId);
+    assert.equal(created.length, 1, 'exactly one CreateRoom for the call room');
+    const [create] = created;
+    assert.equal(create.contentType, 'application/protobuf');
+    assert.equal(create.authError, undefined, create.authError);
+    assert.equal(create.claims.iss, API_KEY);
+    assert.equal(create.claims.video.roomCreate, true);
+    assert.equal(create.body.maxParticipants, call.maxParticipants);
+    assert.equal(call.maxParticipants, MAX_PARTICIPANTS);
+    assert.equal(create.body.emptyTimeout, EMPTY_TIMEOUT);
+    assert.equal(await livekitRooms(server), 1);
+    assert.deepEqual(await monitoringLivekit(server), { enabled: true, activeRooms: 1 });
+
+    // bob joins then leaves; alice and carol keep the call going.
+    assert.equal((await rest(server, 'POST', `/api/v1/calls/${call.id}/join`, ids.bob, {})).status, 200);
+    const leave = await rest(server, 'POST', `/api/v1/calls/${call.id}/end`, ids.bob, {});
+    assert.equal(leave.status, 200, JSON.stringify(leave.body));
+    assert.equal(leave.body.data.outcome, 'left');
+    const removed = await eventually(() => {
+      const found = standIn.requests.filter((r) => r.method === 'RemoveParticipant' && r.body?.room === call.roomId);
+      assert.equal(found.length, 1, 'one RemoveParticipant for the room');
+      return found[0];
+    });
+    assert.equal(removed.body.identity, ids.bob);
+    assert.equal(removed.authError, undefined, removed.authError);
+    assert.equal(removed.claims.video.roomAdmin, true);
+    assert.equal(removed.claims.video.room, call.roomId);
+    assert.equal(standIn.of('DeleteRoom', call.roomId).length, 0, 'the room stays while the call goes on');
+
+    // alice ends the call: the room is deleted.
+    const end = await rest(server, 'POST', `/api/v1/calls/${call.id}/end`, alice, {});
+    assert.equal(end.status, 200, JSON.stringify(end.body));
+    assert.equal(end.body.data.outcome, 'ended');
+    const deleted = await eventually(() => {
+      const found = standIn.of('DeleteRoom', call.roomId);
+      assert.equal(found.length, 1, 'one DeleteRoom for the room');
+      return found[0];
+    });
+    assert.equal(deleted.authError, undefined, deleted.authError);
+    assert.equal(deleted.claims.video.roomCreate, true);
+    await eventually(async () => assert.equal(await livekitRooms(server), 0));
+    assert.deepEqual(await monitoringLivekit(server), { enabled: true, activeRooms: 0 });
+  });
+});
+
+describe('when LiveKit fails', () => {
+  test('a livekit call whose room cannot be created is not stored; an sfu call still starts', async () => {
+    const alice = uid('alice');
+    const bob = uid('bob');
+    const rooms = await livekitRooms(server);
+    const createsBefore = standIn.requests.filter((r) => r.method === 'CreateRoom').length;
+    standIn.failCreate = true;
+    try {
+      const res = await rest(server, 'POST', '/api/v1/calls/start', alice, {
+        type: 'video',
+        participantIds: [bob],
+        mediaMode: 'livekit',
+      });
+      assert.equal(res.status, 502, JSON.stringify(res.body));
+      assert.equal(res.body.success, false);
+      assert.equal(res.body.error.code, 'MEDIA_UNAVAILABLE');
+      assert.equal(standIn.requests.filter((r) => r.method === 'CreateRoom').length, createsBefore + 1);
+      for (const user of [alice, bob]) {
+        const active = await rest(server, 'GET', '/api/v1/calls/active', user);
+        assert.deepEqual(active.body.data.calls, [], `${user} has no active call`);
+        const history = await rest(server, 'GET', '/api/v1/calls/history', user);
+        assert.deepEqual(history.body.data.calls, [], `${user} has no call in history`);
+        assert.equal(history.body.data.pagination.total, 0);
+      }
+      assert.equal(await livekitRooms(server), rooms);
+
+      const sfu = await rest(server, 'POST', '/api/v1/calls/start', alice, {
+        type: 'video',
+        participantIds: [bob],
+        mediaMode: 'sfu',
+      });
+      assert.equal(sfu.status, 200, JSON.stringify(sfu.body));
+      assert.equal(sfu.body.data.call.mediaMode, 'sfu');
+      assert.equal(sfu.body.data.token, null);
+      await rest(server, 'POST', `/api/v1/calls/${sfu.body.data.call.id}/end`, alice, {});
+    } finally {
+      standIn.failCreate = false;
+    }
+  });
+
+  test('with LiveKit unreachable a livekit start fails fast with 502 and an sfu start works', async () => {
+    const unreachable = await startServer(livekitEnv(`http://127.0.0.1:${await closedPort()}`));
+    try {
+      const alice = uid('alice');
+      const bob = uid('bob');
+      const started = Date.now();
+      const res = await rest(unreachable, 'POST', '/api/v1/calls/start', alice, {
+        type: 'audio',
+        participantIds: [bob],
+        mediaMode: 'livekit',
+      });
+      const took = Date.now() - started;
+      assert.equal(res.status, 502, JSON.stringify(res.body));
+      assert.equal(res.body.error.code, 'MEDIA_UNAVAILABLE');
+      assert.ok(took < 15_000, `took ${took} ms`);
+      assert.deepEqual((await rest(unreachable, 'GET', '/api/v1/calls/active', alice)).body.data.calls, []);
+
+      const sfu = await rest(unreachable, 'POST', '/api/v1/calls/start', alice, {
+        type: 'audio',
+        participantIds: [bob],
+        mediaMode: 'sfu',
+      });
+      assert.equal(sfu.status, 200, JSON.stringify(sfu.body));
+    } finally {
+      await unreachable.stop();
+    }
+  });
+});
+
+describe('webhooks', () => {
+  /**
+   * LiveKit's webhook body for `event` in `room`, as the protocol types write it. (The
+   * protocol's WebhookEvent, not the SDK's subclass: the subclass's constructor resets
+   * `event` to "" after the fields passed to it are set.)
+   */
+  function webhookBody(event, room, participant) {
+    const body = new WebhookEvent({
+      id: `EV_${Math.random().toString(36).slice(2, 12)}`,
+      event,
+      createdAt: BigInt(Math.floor(Date.now() / 1000)),
+      room: new Room({ sid: 'RM_standin', name: room }),
+      ...(participant ? { participant: new ParticipantInfo(participant) } : {}),
+    }).toJsonString();
+    assert.equal(JSON.parse(body).event, event);
+    return body;
+  }
+
+  /** The Authorization LiveKit puts on a webhook: a token of the API key whose sha256 claim is the body's digest. */
+  async function sign(body, secret = API_SECRET) {
+    const at = new AccessToken(API_KEY, secret);
+    at.sha256 = createHash('sha256').update(body).digest('base64');
+    return at.toJwt();
+  }
+
+  async function post(body, authorization) {
+    const headers = { 'content-type': 'application/webhook+json' };
+    if (authorization !== undefined) headers.authorization = authorization;
+    const response = await fetch(`${server.url}/webhooks/livekit`, { method: 'POST', headers, body });
+    return { status: response.status, body: await response.json() };
+  }
+
+  async function deliver(body) {
+    const authorization = await sign(body);
+    // What Huddle is sent is what LiveKit's own receiver accepts.
+    const received = await new WebhookReceiver(API_KEY, API_SECRET).receive(body, authorization);
+    assert.equal(received.event, JSON.parse(body).event);
+    const res = await post(body, authorization);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body, { success: true });
+  }
+
+  const getCall = async (user, id) => {
+    const res = await rest(server, 'GET', `/api/v1/calls/${id}`, user);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.data;
+  };
+  const stateOf = (data, user) => data.participants.find((p) => p.userId === user)?.connectionState;
+
+  test('unsigned, tampered or wrongly signed webhooks are refused and change nothing', async () => {
+    const { alice, ids, call } = await livekitCall(['bob']);
+    const body = webhookBody('participant_joined', call.roomId, { identity: ids.bob, name: 'Bob' });
+    const other = webhookBody('participant_joined', call.roomId, { identity: ids.bob, name: 'Bob ' });
+    const refusals = [
+      ['no Authorization', await post(body)],
+      ['signature of another body', await post(body, await sign(other))],
+      ['signed with the wrong secret', await post(body, await sign(body, 'wrong-secret-0123456789abcdefghij'))],
+    ];
+    for (const [what, res] of refusals) {
+      assert.equal(res.status, 401, `${what}: ${JSON.stringify(res.body)}`);
+      assert.equal(res.body.error.code, 'UNAUTHORIZED', what);
+    }
+    await assert.rejects(new WebhookReceiver(API_KEY, API_SECRET).receive(body, await sign(other)));
+    const data = await getCall(alice, call.id);
+    assert.equal(data.call.state, 'ringing');
+    assert.notEqual(stateOf(data, ids.bob), 'connected');
+    await endCall(alice, call);
+  });
+
+  test('participant_joined connects the invitee, participant_left lets them go, room_finished ends the call', async () => {
+    const alice = uid('alice');
+    const aliceSocket = await server.connect(alice);
+    const bob = uid('bob');
+    const carol = uid('carol');
+    const res = await rest(server, 'POST', '/api/v1/calls/start', alice, {
+      type: 'video',
+      participantIds: [bob, carol],
+      mediaMode: 'livekit',
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const { call } = res.body.data;
+    assert.equal(call.state, 'ringing');
+
+    const accepted = next(aliceSocket, 'call:accepted', (e) => e.callId === call.id);
+    const joinedEvent = next(aliceSocket, 'call:participant_joined', (e) => e.participant?.userId === bob);
+    await deliver(webhookBody('participant_joined', call.roomId, { identity: bob, name: 'Bob from LiveKit' }));
+    let data = await getCall(alice, call.id);
+    assert.equal(data.call.state, 'connected');
+    assert.equal(stateOf(data, bob), 'connected');
+    assert.deepEqual(await accepted, { callId: call.id, userId: bob });
+    assert.equal((await joinedEvent).participant.connectionState, 'connected');
+
+    // The same event again (LiveKit retries) is harmless.
+    await deliver(webhookBody('participant_joined', call.roomId, { identity: bob, name: 'Bob from LiveKit' }));
+
+    await deliver(webhookBody('participant_left', call.roomId, { identity: bob, name: 'Bob from LiveKit' }));
+    data = await getCall(alice, call.id);
+    assert.equal(stateOf(data, bob), 'left');
+    assert.notEqual(data.call.state, 'ended', 'alice and carol are still in the call');
+
+    await deliver(webhookBody('room_finished', call.roomId));
+    data = await getCall(alice, call.id);
+    assert.equal(data.call.state, 'ended');
+    assert.deepEqual((await rest(server, 'GET', '/api/v1/calls/active', alice)).body.data.calls, []);
+  });
+
+  test('a webhook for a room that is not a call of Huddle is accepted and ignored', async () => {
+    await deliver(webhookBody('room_finished', 'someone-elses-room'));
+  });
+});
