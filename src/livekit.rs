@@ -260,11 +260,12 @@ async fn finished(service: &CallService, id: CallId) -> Result<(), ServiceError>
     if !call.call.state.is_active() {
         return Ok(());
     }
-    service
-        .end(&call.call.initiator_id, id, EndReason::Normal)
-        .await?;
-    for member in &call.participants {
-        match service.end(&member.user_id, id, EndReason::Normal).await {
+    // The initiator first: their hang-up ends the call for everyone, if they are
+    // still in it; otherwise the others leave one by one.
+    let mut members: Vec<&UserId> = call.participants.iter().map(|p| &p.user_id).collect();
+    members.sort_by_key(|user| **user != call.call.initiator_id);
+    for user in members {
+        match service.end(user, id, EndReason::Normal).await {
             Ok(_) | Err(ServiceError::Call(CallError::CallEnded | CallError::NotJoined)) => {}
             Err(e) => return Err(e),
         }
