@@ -135,7 +135,9 @@ async function relayedCall(mode, transports) {
         assert.match(username, new RegExp(`^\\d+:${person.userId}$`), why);
         assert.ok(credential, why);
         // Every candidate the connection gathered, and the one it uses, is a relay.
-        assert.ok(locals.length > 0 && sdpCandidates.length > 0, why);
+        // (The local SDP may not list them yet: candidates trickle, and an answer's
+        // description can lag behind getStats(); what it lists must be relays.)
+        assert.ok(locals.length > 0, why);
         for (const c of locals) assert.equal(c.type, 'relay', why);
         for (const line of sdpCandidates) assert.match(line, / typ relay /, why);
         const [{ local, remote }] = selected;
