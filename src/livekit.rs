@@ -128,10 +128,8 @@ impl LiveKit {
         if call.call.media_mode != MediaMode::Livekit {
             return;
         }
-        let room = call.call.room_id.clone();
         for event in events {
-            let this = self.clone();
-            let room = room.clone();
+            let (this, room) = (self.clone(), call.call.room_id.clone());
             match event {
                 CallEvent::Ended { .. } => {
                     tokio::spawn(async move { this.delete_room(&room).await });

@@ -8,14 +8,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-
-/// Largest webhook body accepted.
-const WEBHOOK_LIMIT: usize = 64 * 1024;
+use super::extract::RawBody;
 
 pub async fn livekit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let Some(livekit) = &state.access.livekit else {
         return Err(ApiError::not_found(
@@ -30,13 +28,6 @@ pub async fn livekit(
         .ok_or_else(|| {
             unauthorized("a LiveKit webhook is signed in its Authorization header".into())
         })?;
-    if body.len() > WEBHOOK_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "webhook body too large",
-        ));
-    }
     let body =
         std::str::from_utf8(&body).map_err(|_| unauthorized("the body is not UTF-8".into()))?;
     livekit
