@@ -13,6 +13,7 @@ use tracing_subscriber::filter::Targets;
 
 use crate::calls::lifecycle::Limits;
 use crate::calls::model::MediaMode;
+use crate::http::HttpLimits;
 use crate::ice::{IceServer, IceServers, RestTurn};
 use crate::livekit::LiveKitConfig;
 
@@ -79,6 +80,17 @@ pub struct Config {
     /// Seconds a user whose sockets all dropped stays in their calls before leaving.
     #[arg(long, env = "CONNECTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
     pub connection_timeout: u32,
+    /// Seconds a shutdown (SIGTERM) waits for requests and events in flight before
+    /// closing connections regardless.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub drain_timeout: u32,
+    /// Seconds an HTTP connection may go without sending a complete request head
+    /// (fresh, idle between requests, or dribbling headers) before it is closed.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub http_idle_timeout: u32,
+    /// Connections (HTTP and Socket.IO WebSockets) one client address may hold open.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections_per_ip: u32,
     /// Log filter: a level (`info`) or per-target levels (`huddle=debug,sqlx=warn`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: Targets,
@@ -208,7 +220,21 @@ impl Config {
             max_participants: self.max_call_participants,
             ringing_timeout: Duration::seconds(self.ringing_timeout.into()),
             max_duration: Duration::seconds(self.max_call_duration.into()),
+            away_grace: Duration::seconds(self.connection_timeout.into()),
         }
+    }
+
+    /// Limits of the HTTP port.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_per_ip: self.http_max_connections_per_ip as usize,
+            idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout.into()),
+        }
+    }
+
+    /// How long a shutdown waits for work in flight.
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.drain_timeout.into())
     }
 
     /// LiveKit's settings, when LIVEKIT_URL (with its key and secret) is set.

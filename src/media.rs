@@ -22,6 +22,7 @@ use crate::calls::model::{CallId, MediaMode, MetricSource, Participant, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallService, ServiceError};
 use crate::config::{Config, outbound_ip};
+use crate::live::LiveCalls;
 
 /// The SFU, bound to its port, and what it needs to reach the call service.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct MediaPlane {
     pub sfu: Sfu,
     service: Arc<CallService>,
     signaling: Signaling,
+    /// Who may reach a room, without a database read per message.
+    live: Arc<LiveCalls>,
 }
 
 impl MediaPlane {
@@ -37,6 +40,7 @@ impl MediaPlane {
         config: &Config,
         service: Arc<CallService>,
         signaling: Signaling,
+        live: Arc<LiveCalls>,
     ) -> std::io::Result<Arc<Self>> {
         let sfu_config = SfuConfig {
             listen: SocketAddr::new(config.sfu_host, config.sfu_port),
@@ -51,6 +55,7 @@ impl MediaPlane {
             sfu,
             service,
             signaling,
+            live,
         });
         tokio::spawn(pump(Arc::downgrade(&plane), events));
         Ok(plane)
@@ -60,11 +65,10 @@ impl MediaPlane {
     pub async fn handle(&self, user: &User, message: SfuMessage) -> Result<Value, ApiError> {
         let id = call_id(&message.call_id)?;
         let me = UserId(user.id.clone());
-        let call = self.service.get_active(&me, id).await?;
+        let call = self.live.joined(&self.service, &me, id).await?;
         let member = call
             .member(&me)
-            .filter(|p| p.is_joined())
-            .ok_or(ServiceError::Call(CallError::NotJoined))?;
+            .ok_or(ServiceError::Call(CallError::NotMember))?;
         if call.call.media_mode != MediaMode::Sfu {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -3,9 +3,10 @@
 //! [`Notifier`] turns every stored change ([`CallEvent`]s, whoever caused them)
 //! into notices for the call's members.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use signaling::events::{Invite, Media, Notice, Request, SfuMessage};
@@ -16,10 +17,11 @@ use crate::api::calls::{call_id, end_reason, with_outcome};
 use crate::api::views::{MediaAccess, ParticipantView, call_data};
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
-use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
+use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
+use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
-use crate::calls::service::{CallObserver, CallService, ServiceError};
+use crate::calls::service::{CallObserver, CallService};
+use crate::live::LiveCalls;
 use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
 
@@ -29,42 +31,8 @@ pub struct Realtime {
     pub service: Arc<CallService>,
     pub jwt: Arc<JwtKey>,
     pub access: Arc<MediaAccess>,
-    pub members: Arc<LiveMembers>,
+    pub live: Arc<LiveCalls>,
     pub media: Arc<MediaPlane>,
-}
-
-/// Members of the live calls this process has seen, so that relaying a `webrtc:*`
-/// message (dozens per call setup) needs no database read. The [`Notifier`] keeps it
-/// current: every change stored by this process passes through it. A call not in it
-/// is read from the store once. (Changes made by another node sharing the database
-/// are not seen: with several nodes, relays must move to a shared adapter.)
-#[derive(Debug, Default)]
-pub struct LiveMembers {
-    // A std mutex: held for a map lookup or update, never across an await.
-    calls: Mutex<HashMap<CallId, HashSet<UserId>>>,
-}
-
-impl LiveMembers {
-    fn update(&self, call: &CallSnapshot) {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        if call.call.state.is_active() {
-            let members = call
-                .participants
-                .iter()
-                .map(|p| p.user_id.clone())
-                .collect();
-            calls.insert(call.call.id, members);
-        } else {
-            calls.remove(&call.call.id);
-        }
-    }
-
-    /// Whether `a` and `b` are both members of live call `id`; `None` if the call is
-    /// not known here.
-    fn both_members(&self, id: CallId, a: &UserId, b: &UserId) -> Option<(bool, bool)> {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.get(&id).map(|m| (m.contains(a), m.contains(b)))
-    }
 }
 
 impl From<ApiError> for SignalError {
@@ -174,42 +142,53 @@ impl Realtime {
         Ok(self.access.connect_data(&call, &me.id)?)
     }
 
+    /// `webrtc:*` messages go only between members who have both joined the call: a
+    /// ringing invitee neither sends nor receives them until they answer.
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {
-        let id = call_id(call)?;
-        let (sender, target) = (UserId(user.id.clone()), UserId(target.to_owned()));
-        let (sender_in, target_in) = match self.members.both_members(id, &sender, &target) {
-            Some(membership) => membership,
-            None => {
-                let call = self.service.get_active(&sender, id).await?;
-                self.members.update(&call);
-                (true, call.member(&target).is_some())
-            }
-        };
-        if !sender_in {
-            return Err(ServiceError::Call(CallError::NotMember).into());
-        }
-        if !target_in {
-            let message = "the target is not a member of this call";
-            return Err(ApiError::new(
+        let sender = UserId(user.id.clone());
+        let call = self
+            .live
+            .joined(&self.service, &sender, call_id(call)?)
+            .await?;
+        match call.member(&UserId(target.to_owned())) {
+            Some(p) if p.is_joined() => Ok(()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "TARGET_NOT_IN_CALL",
+                "the target has not joined this call (yet)",
+            )),
+            None => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "NOT_A_MEMBER",
-                message,
-            ));
+                "the target is not a member of this call",
+            )),
         }
-        Ok(())
     }
 }
 
 impl CallDomain for Realtime {
-    fn authenticate(&self, token: &str) -> Result<User, String> {
+    fn authenticate(
+        &self,
+        token: &str,
+        request: &axum::http::request::Parts,
+    ) -> Result<User, String> {
         let identity = self
             .jwt
             .verify(token, self.service.now().timestamp())
             .map_err(|e| e.to_string())?;
+        let ip = request
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
         Ok(User {
             id: identity.id.0,
             name: identity.name,
+            ip,
         })
+    }
+
+    fn admit(&self, _user: &User) -> Result<(), SignalError> {
+        Ok(())
     }
 
     fn handle<'a>(
@@ -246,21 +225,27 @@ impl CallDomain for Realtime {
         })
     }
 
-    fn user_gone<'a>(&'a self, user: &'a User) -> BoxFuture<'a, ()> {
+    fn user_away<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            if let Err(e) = self.service.drop_out(&UserId(user.id.clone())).await {
-                tracing::error!(user = %user.id, error = %e, "could not take a disconnected user out of their calls");
-            }
+            let user = UserId(user.id.clone());
+            self.service.away(&user).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let user = UserId(user.id.clone());
+            self.service.back(&user).await.map_err(|e| e.to_string())
         })
     }
 }
 
 /// Announces call changes to their members over Socket.IO, and keeps
-/// [`LiveMembers`] current.
+/// [`LiveCalls`] current.
 #[derive(Debug)]
 pub struct Notifier {
     pub signaling: Signaling,
-    pub members: Arc<LiveMembers>,
+    pub live: Arc<LiveCalls>,
     /// The SFU, set once it is bound (it needs the call service this observes).
     pub media: OnceLock<Arc<MediaPlane>>,
     /// LiveKit, when configured: rooms follow their calls.
@@ -269,7 +254,7 @@ pub struct Notifier {
 
 impl CallObserver for Notifier {
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
-        self.members.update(call);
+        self.live.update(call);
         if let Some(media) = self.media.get() {
             media.call_changed(call, events);
         }

@@ -6,29 +6,34 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::middleware;
 use base64::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use huddle_turn::{Secret, TurnServer};
-use signaling::{Signaling, SignalingConfig};
+use signaling::Signaling;
 
 use crate::api::views::MediaAccess;
 use crate::api::{self, AppState, MetricsRoute};
 use crate::auth::JwtKey;
-use crate::calls::service::{CallService, MediaSetup, RoomHost};
+use crate::calls::service::{CallService, MediaSetup, RoomHost, ServiceError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::{self, Drain};
 use crate::ice::IceServers;
+use crate::live::LiveCalls;
 use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
 use crate::metrics::Metrics;
-use crate::realtime::{LiveMembers, Notifier, Realtime};
+use crate::realtime::{Notifier, Realtime};
 use crate::store::{Store, StoreError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long closing HTTP connections may take to send what they have in flight.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] StoreError),
+    #[error("cannot recover the calls in progress: {0}")]
+    Recovery(#[from] ServiceError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -56,7 +63,13 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     signaling: Signaling,
-    /// Flipped to `true` to ask every task to stop.
+    /// Refuses new HTTP requests at shutdown and counts those in flight.
+    drain: Arc<Drain>,
+    drain_timeout: Duration,
+    /// Flipped to `true` to stop the timeout sweeper (first thing at shutdown).
+    stop_sweeper: watch::Sender<bool>,
+    sweeper: JoinHandle<()>,
+    /// Flipped to `true` to close the HTTP listeners (last thing before the rest).
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -76,14 +89,12 @@ impl Server {
                 JwtKey::new(random_secret().as_bytes())
             }
         };
-        let (socket_layer, signaling) = Signaling::new(SignalingConfig {
-            grace: Duration::from_secs(config.connection_timeout.into()),
-        });
-        let members = Arc::new(LiveMembers::default());
+        let (socket_layer, signaling) = Signaling::new();
+        let live = Arc::new(LiveCalls::default());
         let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
-            members: members.clone(),
+            live: live.clone(),
             media: OnceLock::new(),
             livekit: livekit.clone(),
         });
@@ -98,7 +109,16 @@ impl Server {
                 room_host: livekit.clone().map(|l| l as Arc<dyn RoomHost>),
             },
         ));
-        let media = MediaPlane::start(config, service.clone(), signaling.clone())
+        // Nobody is connected to a process that just started: everyone still in a
+        // call gets CONNECTION_TIMEOUT from now to come back (crash or not).
+        let recovered = service.restarted().await?;
+        if recovered > 0 {
+            tracing::info!(
+                calls = recovered,
+                "live calls found at start-up: their members have CONNECTION_TIMEOUT to reconnect"
+            );
+        }
+        let media = MediaPlane::start(config, service.clone(), signaling.clone(), live.clone())
             .await
             .map_err(StartError::Media)?;
         let _ = notifier.media.set(media.clone());
@@ -115,7 +135,7 @@ impl Server {
             service: state.service.clone(),
             jwt: state.jwt.clone(),
             access: state.access.clone(),
-            members,
+            live,
             media,
         }));
 
@@ -133,22 +153,31 @@ impl Server {
         } else {
             MetricsRoute::Main
         };
-        let mut tasks = vec![serve(
-            listener,
-            api::app(state.clone(), route).layer(socket_layer),
-            stop.subscribe(),
-        )];
-        if let Some(listener) = metrics_listener {
-            tasks.push(serve(
+        let drain = Arc::new(Drain::default());
+        // Socket.IO's own transport (long polls included) stays outside the drain
+        // layer: signaling drains its sockets itself.
+        let app = api::app(state.clone(), route)
+            .layer(middleware::from_fn_with_state(
+                drain.clone(),
+                http::drain_layer,
+            ))
+            .layer(socket_layer);
+        let serve = |listener, app| {
+            tokio::spawn(http::serve(
                 listener,
-                api::metrics_app(state.clone()),
+                app,
+                config.http_limits(),
+                drain.clone(),
                 stop.subscribe(),
-            ));
+                LINGER,
+            ))
+        };
+        let mut tasks = vec![serve(listener, app)];
+        if let Some(listener) = metrics_listener {
+            tasks.push(serve(listener, api::metrics_app(state.clone())));
         }
-        tasks.push(tokio::spawn(sweep_until_stopped(
-            state.service.clone(),
-            stop.subscribe(),
-        )));
+        let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(sweep_until_stopped(state.service.clone(), sweeper_stopped));
         tracing::info!(
             %addr,
             ?metrics_addr,
@@ -163,22 +192,45 @@ impl Server {
             metrics_addr,
             signaling,
             state,
+            drain,
+            drain_timeout: config.drain_timeout(),
+            stop_sweeper,
+            sweeper,
             stop,
             tasks,
         })
     }
 
-    /// Closes every socket, stops accepting connections, lets requests in flight
-    /// finish, stops the sweeper, then closes the database.
+    /// Stops in order, within DRAIN_TIMEOUT: new HTTP requests (503), sockets and
+    /// events are refused and the sweeper stops; requests and events in flight
+    /// finish and the notices they produce are delivered; then every socket is
+    /// closed (its user is not counted as gone: after a restart everyone has
+    /// CONNECTION_TIMEOUT to come back), the listeners close, and the media, TURN
+    /// and the database stop.
     pub async fn stop(self) {
-        self.signaling.close().await;
-        self.state.media.sfu.shutdown();
-        if let Some(turn) = &self.state.turn {
-            turn.shutdown().await;
+        let until = tokio::time::Instant::now() + self.drain_timeout;
+        self.drain.begin();
+        self.signaling.refuse_new();
+        let _ = self.stop_sweeper.send(true);
+        let _ = self.sweeper.await;
+        while self.drain.in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if self.drain.in_flight() > 0 {
+            tracing::warn!(
+                requests = self.drain.in_flight(),
+                "requests still in flight at the drain deadline"
+            );
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        self.signaling.drain(left).await;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        self.state.media.sfu.shutdown();
+        if let Some(turn) = &self.state.turn {
+            turn.shutdown().await;
         }
         self.state.service.store().close().await;
     }
@@ -234,24 +286,6 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
     listener.local_addr().map_err(|source| StartError::Listen {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
-    })
-}
-
-fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
     })
 }
 

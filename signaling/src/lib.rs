@@ -14,8 +14,12 @@
 //! - Every request answers its acknowledgement callback with `{ ok: true, ... }` or
 //!   `{ ok: false, error: { code, message, field? } }`; sent without a callback, a
 //!   failure arrives as `call:error` with the same `error` and the `event` it was for.
-//! - When a user's last socket drops, they have the grace period to come back before
-//!   [`CallDomain::user_gone`] is called; nobody else notices a quick reconnect.
+//! - Each socket's events are carried out one at a time, in the order sent, and every
+//!   one is answered; a client that does not read its answers is disconnected rather
+//!   than left to miss them (see [`server`](crate::Signaling)).
+//! - When a user's last socket drops, [`CallDomain::user_away`] is told; when their
+//!   first socket opens, [`CallDomain::user_back`]. What being away means (a grace
+//!   period before leaving their calls) is the domain's to decide and to store.
 
 pub mod events;
 mod presence;
@@ -27,7 +31,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use server::{Signaling, SignalingConfig};
+pub use server::{SEND_WAIT, Signaling};
 
 /// A boxed future, for the object-safe [`CallDomain`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -37,6 +41,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct User {
     pub id: String,
     pub name: Option<String>,
+    /// Where the socket connected from, when known (for per-address limits).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// A refused request, as the client sees it.
@@ -76,8 +82,13 @@ impl std::fmt::Display for SignalError {
 /// What signaling needs from the call domain. The server implements it over its
 /// call service, so REST and Socket.IO share one lifecycle.
 pub trait CallDomain: Send + Sync + 'static {
-    /// Checks a connecting socket's token; the error text goes to the client.
-    fn authenticate(&self, token: &str) -> Result<User, String>;
+    /// Checks a connecting socket's token (`request` is its HTTP request, for the
+    /// client's address); the error text goes to the client.
+    fn authenticate(&self, token: &str, request: &http::request::Parts) -> Result<User, String>;
+
+    /// Whether `user` may have one more event carried out now (rate limits); the
+    /// refusal is the event's answer.
+    fn admit(&self, user: &User) -> Result<(), SignalError>;
 
     /// Carries out `request` for `user`; the object is merged into the `{ ok: true }`
     /// acknowledgement.
@@ -96,8 +107,11 @@ pub trait CallDomain: Send + Sync + 'static {
         target: &'a str,
     ) -> BoxFuture<'a, Result<(), SignalError>>;
 
-    /// Every socket of `user` has been gone for the whole grace period.
-    fn user_gone<'a>(&'a self, user: &'a User) -> BoxFuture<'a, ()>;
+    /// The last socket of `user` closed. An error is retried.
+    fn user_away<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>>;
+
+    /// The first socket of `user` opened (after they were away). An error is retried.
+    fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>>;
 
     /// A `webrtc:*` message for the built-in SFU. Its replies (the answer to an
     /// offer, and the SFU's own offers) go out as [`events::Notice`]s.

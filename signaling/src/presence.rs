@@ -1,53 +1,158 @@
-//! Who is connected: a count of sockets per user, and an epoch that tells a grace
-//! timer whether the user came back (and maybe left again) while it waited.
+//! Who is connected: a count of sockets per user, and the feed that tells the call
+//! domain when a user goes away (their last socket closed) or comes back (their
+//! first socket opened).
+//!
+//! The domain, not this process's memory, decides what being away means (it stores a
+//! deadline with each call, so a crash or restart cannot lose it). Changes reach it
+//! through a few worker tasks, each owning a share of the users: a user's changes
+//! are applied one at a time, and each worker re-reads the user's current socket
+//! count before acting, so however fast a user flaps the last word matches the
+//! sockets they really have.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-#[derive(Debug, Default)]
-struct UserPresence {
-    sockets: usize,
-    /// Bumped each time the count drops to zero.
-    epoch: u64,
-}
+use tokio::sync::mpsc;
 
-/// Socket counts per user id.
-#[derive(Debug, Default)]
+use crate::{CallDomain, User};
+
+/// Workers applying presence changes; a user always goes to the same one.
+const WORKERS: usize = 8;
+/// How long a failed change waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Socket counts per user id, and the feed to the domain.
+#[derive(Default)]
 pub(crate) struct Presence {
     // A std mutex: held only for a map update, never across an await.
-    users: Mutex<HashMap<String, UserPresence>>,
+    sockets: Mutex<HashMap<String, usize>>,
+    /// Set once shutdown begins: sockets closing then are not users going away.
+    closing: AtomicBool,
+    /// One queue per worker, made when the domain is known.
+    feed: OnceLock<Vec<mpsc::UnboundedSender<User>>>,
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").finish_non_exhaustive()
+    }
 }
 
 impl Presence {
-    pub fn connected(&self, user: &str) {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.entry(user.to_owned()).or_default().sockets += 1;
+    /// Starts the workers that report changes to `domain`.
+    pub fn start<D: CallDomain>(self: &Arc<Self>, domain: Arc<D>) {
+        let senders = (0..WORKERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(apply(self.clone(), domain.clone(), tx.clone(), rx));
+                tx
+            })
+            .collect();
+        let _ = self.feed.set(senders);
     }
 
-    /// A socket of `user` closed. If it was their last, returns the epoch a grace
-    /// timer must find unchanged to count them as gone.
-    pub fn disconnected(&self, user: &str) -> Option<u64> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = users.get_mut(user)?;
-        entry.sockets = entry.sockets.saturating_sub(1);
-        if entry.sockets > 0 {
-            return None;
+    /// A socket of `user` opened.
+    pub fn connected(&self, user: &User) {
+        let first = {
+            let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let count = sockets.entry(user.id.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            self.report(user);
         }
-        entry.epoch += 1;
-        Some(entry.epoch)
     }
 
-    /// After the grace period: whether `user` is still away since `epoch` (and then
-    /// forgets them).
-    pub fn still_gone(&self, user: &str, epoch: u64) -> bool {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = users
-            .get(user)
-            .is_some_and(|p| p.sockets == 0 && p.epoch == epoch);
-        if gone {
-            users.remove(user);
+    /// A socket of `user` closed.
+    pub fn disconnected(&self, user: &User) {
+        let last = {
+            let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            match sockets.get_mut(&user.id) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    sockets.remove(&user.id);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last && !self.closing.load(Ordering::SeqCst) {
+            self.report(user);
         }
-        gone
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.contains_key(user)
+    }
+
+    /// From now on, sockets that close are the server closing them.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn report(&self, user: &User) {
+        if let Some(feed) = self.feed.get() {
+            let _ = feed[worker_of(&user.id)].send(user.clone());
+        }
+    }
+}
+
+fn worker_of(user: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    user.hash(&mut hasher);
+    (hasher.finish() % WORKERS as u64) as usize
+}
+
+/// One worker: for each user it hears about, tells the domain whether they are
+/// online now, unless it already said so. A change that fails is retried.
+async fn apply<D: CallDomain>(
+    presence: Arc<Presence>,
+    domain: Arc<D>,
+    retry: mpsc::UnboundedSender<User>,
+    mut queue: mpsc::UnboundedReceiver<User>,
+) {
+    // What the domain was last told, for users it was told are online. Anyone
+    // absent is away as far as the domain knows (that is what a restart means too).
+    let mut told_online: HashMap<String, bool> = HashMap::new();
+    while let Some(user) = queue.recv().await {
+        if presence.closing.load(Ordering::SeqCst) {
+            continue;
+        }
+        let online = presence.is_online(&user.id);
+        if told_online.contains_key(&user.id) == online {
+            continue;
+        }
+        let result = if online {
+            domain.user_back(&user).await
+        } else {
+            domain.user_away(&user).await
+        };
+        match result {
+            Ok(()) if online => {
+                told_online.insert(user.id.clone(), true);
+            }
+            Ok(()) => {
+                told_online.remove(&user.id);
+            }
+            Err(e) => {
+                tracing::error!(user = %user.id, online, error = %e, "presence change not stored; retrying");
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    let _ = retry.send(user);
+                });
+            }
+        }
     }
 }
 
@@ -55,33 +160,24 @@ impl Presence {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_user_is_gone_only_when_their_last_socket_closed_and_stayed_closed() {
-        let presence = Presence::default();
-        presence.connected("alice");
-        presence.connected("alice");
-        assert_eq!(
-            presence.disconnected("alice"),
-            None,
-            "one device is still on"
-        );
-        let epoch = presence.disconnected("alice").expect("last socket");
-        assert!(presence.still_gone("alice", epoch));
-        assert!(!presence.still_gone("alice", epoch), "reported once");
+    fn user(id: &str) -> User {
+        User {
+            id: id.to_owned(),
+            name: None,
+            ip: None,
+        }
     }
 
     #[test]
-    fn coming_back_within_the_grace_period_cancels_the_departure() {
+    fn a_user_is_online_while_any_of_their_sockets_is() {
         let presence = Presence::default();
-        presence.connected("bob");
-        let first = presence.disconnected("bob").expect("last socket");
-        presence.connected("bob");
-        assert!(!presence.still_gone("bob", first), "back online");
-        let second = presence.disconnected("bob").expect("last socket again");
-        assert!(
-            !presence.still_gone("bob", first),
-            "the first timer is stale"
-        );
-        assert!(presence.still_gone("bob", second));
+        presence.connected(&user("alice"));
+        presence.connected(&user("alice"));
+        presence.disconnected(&user("alice"));
+        assert!(presence.is_online("alice"), "one device is still on");
+        presence.disconnected(&user("alice"));
+        assert!(!presence.is_online("alice"));
+        presence.disconnected(&user("alice"));
+        assert!(!presence.is_online("alice"), "never below zero");
     }
 }

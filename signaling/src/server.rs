@@ -1,19 +1,33 @@
 //! The Socket.IO server: authentication, dispatch of client events, `webrtc:*`
-//! relay, ordered delivery of notices, presence.
+//! relay, ordered delivery of notices, presence, and draining at shutdown.
+//!
+//! ## Nothing lost
+//! socketioxide runs every event handler as a task of its own, and its sends fail
+//! at once when a client's outgoing buffer is full. So that a client always learns
+//! what happened to what it sent:
+//! - each socket's events go into a queue of its own *as they come off the wire*
+//!   (the [`Queued`] extractor runs in the connection's read loop) and one task per
+//!   socket carries them out in that order: a user's own updates apply in order;
+//! - every event is answered (its ack, or `call:error`); an answer waits for room in
+//!   the client's buffer, and a client that does not read for [`SEND_WAIT`] is
+//!   disconnected, so it reconnects and resyncs instead of missing answers;
+//! - a notice or relay that finds a socket's buffer full disconnects that socket
+//!   (a slow consumer) for the same reason, rather than skipping it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
-use tokio::sync::mpsc;
+use socketioxide::{SendError, SocketError, SocketIo};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{self, Notice, Relay, SfuMessage};
 use crate::presence::Presence;
@@ -21,31 +35,52 @@ use crate::{CallDomain, SignalError, User};
 
 /// Largest Socket.IO message accepted from a client, with room for a maximal relay.
 const MAX_MESSAGE_BYTES: usize = 2 * events::MAX_RELAY_BYTES;
-
-/// Settings of the signaling server.
-#[derive(Debug, Clone, Copy)]
-pub struct SignalingConfig {
-    /// How long a user whose sockets all dropped stays in their calls (CONNECTION_TIMEOUT).
-    pub grace: Duration,
-}
+/// Packets a socket's outgoing buffer holds (socketioxide allocates them as used).
+const OUTGOING_PACKETS: usize = 1024;
+/// Bytes of a socket's events waiting to be carried out; beyond it, events are
+/// refused (answered `OVERLOADED`) without being kept.
+const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// Events (refused ones included) waiting on one socket; beyond it the client is
+/// not reading its answers and is disconnected.
+const MAX_QUEUED_EVENTS: usize = 20_000;
+/// How long an answer waits for room in a client's outgoing buffer.
+pub const SEND_WAIT: Duration = Duration::from_secs(10);
+/// How often a full outgoing buffer is looked at again.
+const SEND_RETRY: Duration = Duration::from_millis(2);
 
 /// Handle to the Socket.IO server: attach handlers with [`Signaling::start`], send
-/// notices with [`Signaling::notify`]. Cheap to clone.
+/// notices with [`Signaling::notify`], stop with [`Signaling::drain`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Signaling {
     io: SocketIo,
     /// Notices waiting to be broadcast, in the order they were produced.
-    outbox: mpsc::UnboundedSender<(Vec<String>, Notice)>,
+    outbox: mpsc::UnboundedSender<Delivery>,
     presence: Arc<Presence>,
-    /// Set once shutdown begins: sockets closing then are not users leaving.
-    closing: Arc<AtomicBool>,
-    config: SignalingConfig,
+    state: Arc<State>,
+}
+
+/// What every socket's tasks share.
+#[derive(Debug, Default)]
+struct State {
+    /// Set once shutdown begins: new sockets and events are refused.
+    draining: AtomicBool,
+    /// Events taken off the wire and not answered yet, over all sockets.
+    pending: AtomicUsize,
+    /// Sockets disconnected because they did not read what was sent to them.
+    slow_consumers: AtomicU64,
+}
+
+/// Work for the delivery task.
+enum Delivery {
+    Notice(Vec<String>, Notice),
+    /// Everything before this has been delivered: say so and stop.
+    Stop(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for Signaling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signaling")
-            .field("config", &self.config)
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -58,62 +93,89 @@ fn user_room(user: &str) -> String {
 impl Signaling {
     /// A Socket.IO server, and the tower layer that serves it at `/socket.io/`.
     /// Must be called within a Tokio runtime (it starts the delivery task).
-    pub fn new(config: SignalingConfig) -> (SocketIoLayer, Self) {
+    pub fn new() -> (SocketIoLayer, Self) {
         // Client messages are small (relays are capped at 64 KiB): refuse anything
-        // larger at the transport, and keep per-connection buffers small so that idle
-        // connections are cheap.
+        // larger at the transport, and keep per-connection read buffers small so that
+        // idle connections are cheap.
         let (layer, io) = SocketIo::builder()
             .max_payload(MAX_MESSAGE_BYTES as u64)
             .ws_max_message_size(MAX_MESSAGE_BYTES)
             .ws_max_frame_size(MAX_MESSAGE_BYTES)
             .ws_read_buffer_size(1024)
-            .max_buffer_size(64)
+            .max_buffer_size(OUTGOING_PACKETS)
             .build_layer();
-        let (outbox, mut queue) = mpsc::unbounded_channel::<(Vec<String>, Notice)>();
-        let delivery_io = io.clone();
-        tokio::spawn(async move {
-            while let Some((users, notice)) = queue.recv().await {
-                let rooms: Vec<String> = users.iter().map(|u| user_room(u)).collect();
-                if let Err(e) = delivery_io.to(rooms).emit(notice.event(), &notice).await {
-                    tracing::warn!(event = notice.event(), error = %e, "notice not delivered");
-                }
-            }
-        });
+        let (outbox, queue) = mpsc::unbounded_channel();
+        let state = Arc::new(State::default());
+        tokio::spawn(deliver(io.clone(), queue, state.clone()));
         let signaling = Signaling {
             io,
             outbox,
             presence: Arc::default(),
-            closing: Arc::default(),
-            config,
+            state,
         };
         (layer, signaling)
     }
 
     /// Starts accepting sockets on the default namespace, served by `domain`.
     pub fn start<D: CallDomain>(&self, domain: Arc<D>) {
+        self.presence.start(domain.clone());
         let auth_domain = domain.clone();
         let this = self.clone();
         let on_connect = move |socket: SocketRef| {
             let (this, domain) = (this.clone(), domain.clone());
             async move { this.connected(socket, domain) }
         };
+        let state = self.state.clone();
         let authenticate = move |socket: SocketRef, auth: TryData<Value>| {
-            let domain = auth_domain.clone();
-            async move { authenticate(&*domain, &socket, auth.0.ok()) }
+            let (domain, state) = (auth_domain.clone(), state.clone());
+            async move {
+                if state.draining.load(Ordering::SeqCst) {
+                    return Err("the server is shutting down: connect again".to_owned());
+                }
+                authenticate(&*domain, &socket, auth.0.ok())
+            }
         };
         self.io.ns("/", on_connect.with(authenticate));
     }
 
     /// Sends `notice` to every socket of each of `users`, after the notices sent before it.
     pub fn notify(&self, users: Vec<String>, notice: Notice) {
-        if self.outbox.send((users, notice)).is_err() {
-            tracing::warn!("notice dropped: the delivery task has stopped");
+        if self.outbox.send(Delivery::Notice(users, notice)).is_err() {
+            tracing::debug!("notice not sent: signaling has stopped");
         }
     }
 
-    /// Disconnects every socket (without counting their users as gone).
-    pub async fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
+    /// Sockets disconnected so far because they did not read what was sent to them.
+    pub fn slow_consumers(&self) -> u64 {
+        self.state.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    /// Whether `user` has a socket connected here.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.presence.is_online(user)
+    }
+
+    /// From now on, new sockets are refused and new events answered
+    /// `SHUTTING_DOWN`; sockets that close are not users going away.
+    pub fn refuse_new(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+        self.presence.close();
+    }
+
+    /// Stops in order: refuses new sockets and events, answers the events already
+    /// taken (for at most `deadline`), delivers the notices already produced, then
+    /// disconnects every socket (without counting their users as gone).
+    pub async fn drain(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        self.refuse_new();
+        while self.state.pending.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (done, delivered) = oneshot::channel();
+        if self.outbox.send(Delivery::Stop(done)).is_ok() {
+            let left = until.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left.max(Duration::from_secs(1)), delivered).await;
+        }
         self.io.close().await;
     }
 
@@ -122,45 +184,167 @@ impl Signaling {
             return;
         };
         socket.join(user_room(&user.id));
-        self.presence.connected(&user.id);
-        let handler_user = user.clone();
-        let handler_domain = domain.clone();
-        socket.on_fallback(
-            move |socket: SocketRef, Event(event): Event, data: TryData<Value>, reply: Reply| {
-                let (user, domain) = (handler_user.clone(), handler_domain.clone());
-                async move {
-                    let data = data.0.unwrap_or(Value::Null);
-                    let call_id = data
-                        .get("callId")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                    let result = dispatch(&*domain, &socket, &user, &event, data).await;
-                    reply.answer(&socket, &event, call_id.as_deref(), result);
-                }
-            },
-        );
-        let this = self.clone();
-        socket.on_disconnect(move || {
-            let (this, user, domain) = (this.clone(), user.clone(), domain.clone());
-            async move { this.disconnected(user, domain) }
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let load = Arc::new(Load {
+            bytes: AtomicUsize::new(0),
+            events: AtomicUsize::new(0),
+            state: self.state.clone(),
+        });
+        socket.extensions.insert(Inbox {
+            jobs,
+            load: load.clone(),
+        });
+        tokio::spawn(serve_socket(
+            socket.clone(),
+            user.clone(),
+            domain,
+            queue,
+            load,
+        ));
+        socket.on_fallback(|_: Queued| async {});
+        self.presence.connected(&user);
+        let presence = self.presence.clone();
+        socket.on_disconnect(move |socket: SocketRef| {
+            // The socket's task answers what is queued (into the void) and ends.
+            socket.extensions.remove::<Inbox>();
+            presence.disconnected(&user);
+            async {}
         });
     }
+}
 
-    fn disconnected<D: CallDomain>(&self, user: User, domain: Arc<D>) {
-        let Some(epoch) = self.presence.disconnected(&user.id) else {
-            return;
+/// A socket's queue of events to carry out, in arrival order. Kept in the socket's
+/// extensions: when the socket goes, so does the queue's only lasting sender, and
+/// the socket's task ends once it has emptied the queue.
+#[derive(Clone)]
+struct Inbox {
+    jobs: mpsc::UnboundedSender<Job>,
+    load: Arc<Load>,
+}
+
+/// What is waiting in a socket's queue.
+struct Load {
+    bytes: AtomicUsize,
+    events: AtomicUsize,
+    state: Arc<State>,
+}
+
+/// One client event waiting its turn.
+struct Job {
+    event: String,
+    data: Value,
+    ack: Option<i64>,
+    /// Its size as received, counted against [`MAX_QUEUED_BYTES`].
+    bytes: usize,
+    /// Refused before its turn (shutting down, overloaded): answered with this.
+    refused: Option<SignalError>,
+    /// The socket, as the acknowledgement sender needs it.
+    socket: Arc<Socket<LocalAdapter>>,
+}
+
+/// The extractor that puts an event into its socket's queue. socketioxide runs
+/// extractors in the connection's read loop, so events are queued in the order the
+/// client sent them; the handler itself has nothing left to do.
+struct Queued;
+
+impl FromMessageParts<LocalAdapter> for Queued {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<LocalAdapter>>,
+        value: &mut socketioxide::handler::Value,
+        ack: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let Some(Inbox { jobs, load }) = socket.extensions.get::<Inbox>() else {
+            return Ok(Queued);
         };
-        let (presence, closing, grace) = (
-            self.presence.clone(),
-            self.closing.clone(),
-            self.config.grace,
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            if presence.still_gone(&user.id, epoch) && !closing.load(Ordering::SeqCst) {
-                domain.user_gone(&user).await;
+        let Ok(Event(event)) = Event::from_message_parts(socket, value, ack) else {
+            return Ok(Queued);
+        };
+        let bytes = match &*value {
+            socketioxide::handler::Value::Str(text, binary) => {
+                text.len() + binary.iter().flatten().map(|b| b.len()).sum::<usize>()
             }
-        });
+            socketioxide::handler::Value::Bytes(b) => b.len(),
+        };
+        if load.events.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_EVENTS {
+            load.events.fetch_sub(1, Ordering::SeqCst);
+            drop_slow_consumer(socket.clone().into(), &load.state);
+            return Ok(Queued);
+        }
+        let refused = if load.state.draining.load(Ordering::SeqCst) {
+            Some(SignalError::new(
+                "SHUTTING_DOWN",
+                "the server is shutting down: reconnect and try again",
+            ))
+        } else if load.bytes.load(Ordering::SeqCst) + bytes > MAX_QUEUED_BYTES {
+            Some(SignalError::new(
+                "OVERLOADED",
+                "too much is waiting on this connection: slow down",
+            ))
+        } else {
+            None
+        };
+        let (data, bytes) = if refused.is_some() {
+            (Value::Null, 0)
+        } else {
+            let TryData(data) = TryData::<Value>::from_message_parts(socket, value, ack)
+                .unwrap_or_else(|never| match never {});
+            (data.unwrap_or(Value::Null), bytes)
+        };
+        load.bytes.fetch_add(bytes, Ordering::SeqCst);
+        load.state.pending.fetch_add(1, Ordering::SeqCst);
+        let job = Job {
+            event,
+            data,
+            ack: *ack,
+            bytes,
+            refused,
+            socket: socket.clone(),
+        };
+        if jobs.send(job).is_err() {
+            load.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            load.events.fetch_sub(1, Ordering::SeqCst);
+            load.state.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(Queued)
+    }
+}
+
+/// Carries out one socket's events, one at a time, in order, answering each. Once
+/// the socket is gone, what is still queued is dropped uncarried (nobody could hear
+/// the answer), and the task ends.
+async fn serve_socket<D: CallDomain>(
+    socket: SocketRef,
+    user: User,
+    domain: Arc<D>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    load: Arc<Load>,
+) {
+    while let Some(job) = queue.recv().await {
+        load.bytes.fetch_sub(job.bytes, Ordering::SeqCst);
+        load.events.fetch_sub(1, Ordering::SeqCst);
+        if socket.connected() {
+            let call_id = job
+                .data
+                .get("callId")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let result = match job.refused {
+                Some(refusal) => Err(refusal),
+                None => match domain.admit(&user) {
+                    Ok(()) => dispatch(&*domain, &socket, &user, &job.event, job.data).await,
+                    Err(refusal) => Err(refusal),
+                },
+            };
+            let answer = Answer {
+                event: &job.event,
+                ack: job.ack,
+                call_id: call_id.as_deref(),
+            };
+            answer.send(&job.socket, result, &load.state).await;
+        }
+        load.state.pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -188,7 +372,7 @@ fn authenticate<D: CallDomain>(
     let Some(token) = from_auth.or_else(from_header) else {
         return Err("missing token: connect with auth: { token }".to_owned());
     };
-    let user = domain.authenticate(&token)?;
+    let user = domain.authenticate(&token, socket.req_parts())?;
     socket.extensions.insert(user);
     Ok(())
 }
@@ -235,61 +419,125 @@ async fn relay_to_member<D: CallDomain>(
         .await?;
     let mut payload = json!({ "callId": relay.call_id, "fromUserId": user.id });
     payload[relay.field] = relay.body;
-    socket
-        .to(user_room(&relay.target_user_id))
-        .emit(event, &payload)
-        .await
-        .map_err(|e| SignalError::new("DELIVERY_FAILED", e.to_string()))?;
+    let state = socket
+        .extensions
+        .get::<Inbox>()
+        .map(|inbox| inbox.load.state.clone())
+        .unwrap_or_default();
+    for target in socket.to(user_room(&relay.target_user_id)).sockets() {
+        send_or_drop(&target, event, &payload, &state);
+    }
     Ok(json!({}))
 }
 
-/// How to answer a client event: through its acknowledgement callback if it sent
-/// one, else failures as `call:error`.
-pub struct Reply {
-    ack: AckSender,
-    wants_ack: bool,
-}
-
-impl FromMessageParts<LocalAdapter> for Reply {
-    type Error = Infallible;
-
-    fn from_message_parts(
-        socket: &Arc<Socket<LocalAdapter>>,
-        value: &mut socketioxide::handler::Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Infallible> {
-        Ok(Reply {
-            ack: AckSender::from_message_parts(socket, value, ack_id)?,
-            wants_ack: ack_id.is_some(),
-        })
+/// Delivers notices in the order they were produced until told to stop.
+async fn deliver(io: SocketIo, mut queue: mpsc::UnboundedReceiver<Delivery>, state: Arc<State>) {
+    while let Some(delivery) = queue.recv().await {
+        match delivery {
+            Delivery::Notice(users, notice) => {
+                let rooms: Vec<String> = users.iter().map(|u| user_room(u)).collect();
+                for socket in io.to(rooms).sockets() {
+                    send_or_drop(&socket, notice.event(), &notice, &state);
+                }
+            }
+            Delivery::Stop(done) => {
+                let _ = done.send(());
+                return;
+            }
+        }
     }
 }
 
-impl Reply {
-    fn answer(
+/// Sends an event to one socket now; a socket whose buffer is full is disconnected
+/// (it reconnects and resyncs) rather than silently missing it.
+fn send_or_drop<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T, state: &State) {
+    match socket.emit(event, data) {
+        Ok(()) | Err(SendError::Socket(SocketError::Closed)) => {}
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            drop_slow_consumer(socket.clone(), state);
+        }
+        Err(e) => tracing::error!(event, error = %e, "could not encode an event"),
+    }
+}
+
+/// Disconnects a socket that does not read what is sent to it. The disconnect
+/// packet itself needs room in its buffer: retried until it fits or the socket is
+/// gone (the transport's heartbeat ends a client that reads nothing at all).
+fn drop_slow_consumer(socket: SocketRef, state: &State) {
+    state.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(socket = %socket.id, "disconnecting a socket that does not read");
+    tokio::spawn(async move {
+        let until = Instant::now() + SEND_WAIT;
+        while Instant::now() < until {
+            match socket.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => return,
+            }
+        }
+    });
+}
+
+/// How to answer one client event.
+struct Answer<'a> {
+    event: &'a str,
+    /// The acknowledgement the client asked for, if any.
+    ack: Option<i64>,
+    call_id: Option<&'a str>,
+}
+
+impl Answer<'_> {
+    /// Answers through the acknowledgement callback if the client sent one, else
+    /// failures as `call:error`. Waits up to [`SEND_WAIT`] for room in the client's
+    /// buffer; a client that never makes room is disconnected.
+    async fn send(
         self,
-        socket: &SocketRef,
-        event: &str,
-        call_id: Option<&str>,
+        socket: &Arc<Socket<LocalAdapter>>,
         result: Result<Value, SignalError>,
+        state: &State,
     ) {
-        let sent = match (result, self.wants_ack) {
-            (Ok(value), true) => {
+        let body = match (result, self.ack) {
+            (Ok(value), Some(_)) => {
                 let mut body = json!({ "ok": true });
                 if let (Value::Object(body), Value::Object(fields)) = (&mut body, value) {
                     body.extend(fields);
                 }
-                self.ack.send(&body)
+                body
             }
-            (Ok(_), false) => Ok(()),
-            (Err(error), true) => self.ack.send(&json!({ "ok": false, "error": error })),
-            (Err(error), false) => socket.emit(
-                events::CALL_ERROR,
-                &json!({ "error": error, "event": event, "callId": call_id }),
-            ),
+            (Ok(_), None) => return,
+            (Err(error), Some(_)) => json!({ "ok": false, "error": error }),
+            (Err(error), None) => {
+                json!({ "error": error, "event": self.event, "callId": self.call_id })
+            }
         };
-        if let Err(e) = sent {
-            tracing::debug!(event, error = %e, "could not answer a client event");
+        let until = Instant::now() + SEND_WAIT;
+        loop {
+            let sent = match self.ack {
+                Some(id) => {
+                    let mut none = socketioxide::handler::Value::Bytes(Default::default());
+                    AckSender::from_message_parts(socket, &mut none, &Some(id))
+                        .unwrap_or_else(|never| match never {})
+                        .send(&body)
+                }
+                None => socket.emit(events::CALL_ERROR, &body),
+            };
+            match sent {
+                Err(SendError::Socket(SocketError::InternalChannelFull))
+                    if Instant::now() < until =>
+                {
+                    tokio::time::sleep(SEND_RETRY).await;
+                }
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    drop_slow_consumer(socket.clone().into(), state);
+                    return;
+                }
+                Ok(()) | Err(SendError::Socket(SocketError::Closed)) => return,
+                Err(e) => {
+                    tracing::error!(event = self.event, error = %e, "could not encode an answer");
+                    return;
+                }
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! is announced the same way by the one function that sees them all.
 
 use super::lifecycle::CallSnapshot;
-use super::model::{CallState, ConnectionState, EndReason, UserId};
+use super::model::{CallState, ConnectionState, EndReason, Participant, UserId};
 
 /// One thing members of a call should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub fn diff(
             (Some(ConnectionState::Invited), ConnectionState::Missed) => {
                 events.push(CallEvent::Updated { user: user() })
             }
-            (Some(_), _) if old != Some(p) && p.is_joined() => {
+            (Some(_), _) if old.is_some_and(|o| announced_change(o, p)) && p.is_joined() => {
                 events.push(CallEvent::Updated { user: user() })
             }
             _ => {}
@@ -99,6 +99,16 @@ pub fn diff(
         events.push(CallEvent::Ended { by, reason });
     }
     events
+}
+
+/// Whether a participant record changed in a way members hear about: being away
+/// (no connection, within the grace period) is not announced.
+fn announced_change(before: &Participant, after: &Participant) -> bool {
+    let unannounced = Participant {
+        away_until: before.away_until,
+        ..after.clone()
+    };
+    *before != unannounced
 }
 
 #[cfg(test)]

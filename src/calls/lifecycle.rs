@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_participants: u32,
     pub ringing_timeout: Duration,
     pub max_duration: Duration,
+    /// How long a participant with no connection stays in their calls
+    /// (CONNECTION_TIMEOUT).
+    pub away_grace: Duration,
 }
 
 /// A rule refused a change. Nothing was changed.
@@ -206,6 +209,7 @@ impl CallSnapshot {
             audio_enabled: request.media.audio,
             video_enabled: request.media.video && video_allowed,
             screen_share_enabled: false,
+            away_until: None,
         });
         participants.extend(
             request
@@ -275,6 +279,7 @@ impl CallSnapshot {
         participant.audio_enabled = media.audio;
         participant.video_enabled = media.video && video_allowed;
         participant.screen_share_enabled = false;
+        participant.away_until = None;
         if caller.name.is_some() {
             participant.display_name = caller.name.clone();
         }
@@ -471,6 +476,48 @@ impl CallSnapshot {
         true
     }
 
+    /// `user` has no connection any more: unless [`CallSnapshot::back`] comes first,
+    /// they leave the call at `until` (applied by [`CallSnapshot::expire`]). Only a
+    /// joined participant can be away; a later deadline never replaces an earlier one
+    /// unless `restart` says the server was down (everyone gets the full grace from
+    /// the moment it is back). Returns whether anything changed.
+    pub fn away(
+        &mut self,
+        user: &UserId,
+        until: DateTime<Utc>,
+        restart: bool,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> bool {
+        if !self.call.state.is_active() {
+            return false;
+        }
+        let Some(participant) = self.participants.iter_mut().find(|p| p.user_id == *user) else {
+            return false;
+        };
+        if !participant.is_joined() || (participant.away_until.is_some() && !restart) {
+            return false;
+        }
+        if participant.away_until == Some(until) {
+            return false;
+        }
+        participant.away_until = Some(until);
+        self.settle(limits, now);
+        true
+    }
+
+    /// `user` is connected again: they stay. Returns whether anything changed.
+    pub fn back(&mut self, user: &UserId, limits: &Limits, now: DateTime<Utc>) -> bool {
+        let Some(participant) = self.participants.iter_mut().find(|p| p.user_id == *user) else {
+            return false;
+        };
+        if participant.away_until.take().is_none() {
+            return false;
+        }
+        self.settle(limits, now);
+        true
+    }
+
     /// Applies the timeout rules as of `now`. Returns whether anything changed.
     pub fn expire(&mut self, limits: &Limits, now: DateTime<Utc>) -> bool {
         if !self.call.state.is_active() {
@@ -487,6 +534,9 @@ impl CallSnapshot {
                 && participant.invited_at + limits.ringing_timeout <= now
             {
                 participant.connection_state = ConnectionState::Missed;
+            }
+            if participant.is_joined() && participant.away_until.is_some_and(|t| t <= now) {
+                leave(participant, now);
             }
         }
         self.settle(limits, now);
@@ -536,14 +586,16 @@ impl CallSnapshot {
         }
         let max_duration_at =
             self.call.started_at.unwrap_or(self.call.created_at) + limits.max_duration;
-        let first_ring_timeout = self
+        let ring_timeouts = self
             .participants
             .iter()
             .filter(|p| p.connection_state == ConnectionState::Invited)
-            .map(|p| p.invited_at + limits.ringing_timeout)
+            .map(|p| p.invited_at + limits.ringing_timeout);
+        let away_deadlines = self.participants.iter().filter_map(|p| p.away_until);
+        self.call.next_deadline = ring_timeouts
+            .chain(away_deadlines)
+            .chain([max_duration_at])
             .min();
-        self.call.next_deadline =
-            Some(first_ring_timeout.map_or(max_duration_at, |t| t.min(max_duration_at)));
     }
 }
 
@@ -563,6 +615,7 @@ fn invited(call_id: CallId, user_id: UserId, now: DateTime<Utc>) -> Participant 
         audio_enabled: false,
         video_enabled: false,
         screen_share_enabled: false,
+        away_until: None,
     }
 }
 
@@ -574,6 +627,7 @@ fn leave(participant: &mut Participant, now: DateTime<Utc>) {
     participant.connection_state = ConnectionState::Left;
     participant.left_at = Some(now);
     participant.screen_share_enabled = false;
+    participant.away_until = None;
 }
 
 #[cfg(test)]
@@ -585,6 +639,7 @@ pub(crate) mod tests {
         max_participants: 4,
         ringing_timeout: Duration::seconds(60),
         max_duration: Duration::seconds(3600),
+        away_grace: Duration::seconds(30),
     };
 
     pub(crate) fn t(seconds: i64) -> DateTime<Utc> {

@@ -263,6 +263,11 @@ pub struct Participant {
     pub audio_enabled: bool,
     pub video_enabled: bool,
     pub screen_share_enabled: bool,
+    /// Set while a joined participant has no connection: all their sockets dropped,
+    /// or the server restarted. If they are not back by then they leave the call.
+    /// Stored with the call (not in memory) so that a crash or restart cannot leave
+    /// them in it for ever; members are not told (a quick reconnect goes unnoticed).
+    pub away_until: Option<DateTime<Utc>>,
 }
 
 impl Participant {

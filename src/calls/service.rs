@@ -4,6 +4,7 @@
 //! under optimistic concurrency (retrying if another writer got there first), and
 //! then tells its [`CallObserver`] what changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -65,6 +66,53 @@ pub struct CallService {
     metrics: Arc<Metrics>,
     observer: Arc<dyn CallObserver>,
     media: MediaSetup,
+    /// One writer per call at a time in this process, so a user's own updates queue
+    /// up in order instead of losing optimistic-concurrency races to each other.
+    writers: CallLocks,
+}
+
+/// A lock per call, made on first use and forgotten when nobody holds or awaits it.
+#[derive(Debug, Default)]
+struct CallLocks {
+    // A std mutex: held to find or drop a call's lock, never across an await.
+    locks: std::sync::Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a call is being changed.
+struct CallGuard<'a> {
+    locks: &'a CallLocks,
+    id: CallId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl CallLocks {
+    async fn lock(&self, id: CallId) -> CallGuard<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        CallGuard {
+            locks: self,
+            id,
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.id);
+        }
+    }
 }
 
 /// How calls get their media plane.
@@ -92,6 +140,7 @@ impl CallService {
             metrics,
             observer,
             media,
+            writers: CallLocks::default(),
         }
     }
 
@@ -226,6 +275,62 @@ impl CallService {
         Ok(snapshot)
     }
 
+    /// `user` has no connection left (their last socket dropped): in every call they
+    /// are in, they leave when the grace period (CONNECTION_TIMEOUT) runs out unless
+    /// [`CallService::back`] comes first. The deadline is stored with the call and
+    /// applied by the sweeper, so a restart cannot lose it.
+    pub async fn away(&self, user: &UserId) -> Result<(), ServiceError> {
+        let until = self.clock.now() + self.limits.away_grace;
+        for call in self.store.active_for(user).await? {
+            self.mutate(call.call.id, None, |call, now| {
+                Ok(call.away(user, until, false, &self.limits, now))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `user` is connected again: they stay in the calls they were away from.
+    pub async fn back(&self, user: &UserId) -> Result<(), ServiceError> {
+        for call in self.store.active_for(user).await? {
+            if call.member(user).is_some_and(|p| p.away_until.is_some()) {
+                self.mutate(call.call.id, None, |call, now| {
+                    Ok(call.back(user, &self.limits, now))
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server (re)started: nobody is connected to it yet, so everyone in a live
+    /// call gets the grace period from now to come back, as if their last socket had
+    /// just dropped (whatever deadline they had before the restart). Run it before
+    /// accepting connections. Returns how many calls it touched.
+    pub async fn restarted(&self) -> Result<usize, ServiceError> {
+        let until = self.clock.now() + self.limits.away_grace;
+        let mut touched = 0;
+        for id in self.store.active_ids().await? {
+            let (_, changed) = self
+                .mutate(id, None, |call, now| {
+                    let joined: Vec<UserId> = call
+                        .participants
+                        .iter()
+                        .filter(|p| p.is_joined())
+                        .map(|p| p.user_id.clone())
+                        .collect();
+                    let mut changed = false;
+                    for user in &joined {
+                        changed |= call.away(user, until, true, &self.limits, now);
+                    }
+                    Ok(changed)
+                })
+                .await?;
+            touched += usize::from(changed);
+        }
+        Ok(touched)
+    }
+
     /// `user`'s connection is gone for good: they leave every call they are in.
     /// Returns how many calls they left.
     pub async fn drop_out(&self, user: &UserId) -> Result<usize, ServiceError> {
@@ -338,6 +443,7 @@ impl CallService {
         actor: Option<&UserId>,
         mut change: impl FnMut(&mut CallSnapshot, DateTime<Utc>) -> Result<T, CallError>,
     ) -> Result<(CallSnapshot, T), ServiceError> {
+        let _writer = self.writers.lock(id).await;
         for _ in 0..MAX_ATTEMPTS {
             let before = self.store.load(id).await?.ok_or(ServiceError::NotFound)?;
             let mut after = before.clone();

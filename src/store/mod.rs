@@ -81,6 +81,7 @@ macro_rules! bind_participant {
             .bind($p.audio_enabled)
             .bind($p.video_enabled)
             .bind($p.screen_share_enabled)
+            .bind($p.away_until)
     };
 }
 
@@ -91,8 +92,8 @@ const INSERT_CALL: &str = "INSERT INTO calls (id, room_id, type, state, initiato
 
 const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, user_id, \
      display_name, role, invited_at, joined_at, left_at, duration, connection_state, \
-     audio_enabled, video_enabled, screen_share_enabled) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     audio_enabled, video_enabled, screen_share_enabled, away_until) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_at = $3, \
      duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, is_group = $8, \
@@ -100,7 +101,8 @@ const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_a
 
 const UPDATE_PARTICIPANT: &str = "UPDATE call_participants SET display_name = $1, \
      joined_at = $2, left_at = $3, duration = $4, connection_state = $5, audio_enabled = $6, \
-     video_enabled = $7, screen_share_enabled = $8, invited_at = $9 WHERE id = $10";
+     video_enabled = $7, screen_share_enabled = $8, invited_at = $9, away_until = $10 \
+     WHERE id = $11";
 
 /// Participants of a set of calls, initiator first, then in invitation order.
 const PARTICIPANT_ORDER: &str = "ORDER BY role, invited_at, user_id";
@@ -300,6 +302,7 @@ impl Store {
                     .bind(p.video_enabled)
                     .bind(p.screen_share_enabled)
                     .bind(p.invited_at)
+                    .bind(p.away_until)
                     .bind(p.id.to_string())
                     .execute(&mut *tx)
                     .await?;
@@ -443,6 +446,16 @@ impl Store {
         group(calls, participants)
     }
 
+    /// Ids of every call that has not ended.
+    pub async fn active_ids(&self) -> Result<Vec<CallId>, StoreError> {
+        let ids: Vec<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT id FROM calls WHERE state <> 'ended'")
+                .fetch_all(pool)
+                .await?
+        });
+        call_ids(&ids)
+    }
+
     /// Ids of active calls whose next deadline is at or before `now`, earliest first.
     pub async fn due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<CallId>, StoreError> {
         let ids: Vec<String> = with_pool!(self, |pool| {
@@ -455,12 +468,7 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        ids.iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("calls.id = {id:?}: {e}")))
-            })
-            .collect()
+        call_ids(&ids)
     }
 
     /// Call counts over everyone's calls (`None`) or one user's.
@@ -539,4 +547,14 @@ fn group(
             call,
         })
         .collect())
+}
+
+/// Parses ids read from `calls.id`.
+fn call_ids(ids: &[String]) -> Result<Vec<CallId>, StoreError> {
+    ids.iter()
+        .map(|id| {
+            id.parse()
+                .map_err(|e| StoreError::Corrupt(format!("calls.id = {id:?}: {e}")))
+        })
+        .collect()
 }

@@ -50,6 +50,7 @@ pub(super) struct ParticipantRow {
     audio_enabled: bool,
     video_enabled: bool,
     screen_share_enabled: bool,
+    away_until: Option<DateTime<Utc>>,
 }
 
 fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError>
@@ -114,6 +115,7 @@ impl TryFrom<ParticipantRow> for Participant {
             audio_enabled: row.audio_enabled,
             video_enabled: row.video_enabled,
             screen_share_enabled: row.screen_share_enabled,
+            away_until: row.away_until,
         })
     }
 }

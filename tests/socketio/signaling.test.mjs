@@ -208,6 +208,7 @@ describe('presence', () => {
 describe('webrtc relay', () => {
   test('offer, answer and candidates reach the target member with fromUserId', async () => {
     const { alice, sockets: { bob }, ids, callId } = await callBetween(['bob']);
+    assert.equal((await request(bob, 'call:accept', { callId })).ok, true);
     const aliceId = userOf(alice);
     for (const [event, field, from, to, target] of [
       ['webrtc:offer', 'offer', alice, bob, ids.bob],
@@ -223,6 +224,22 @@ describe('webrtc relay', () => {
       assert.equal(got.fromUserId, from === alice ? aliceId : ids.bob);
       assert.deepEqual(got[field], body);
     }
+  });
+
+  test('a ringing invitee neither sends nor receives relays until they answer', async () => {
+    const { alice, sockets: { bob }, ids, callId } = await callBetween(['bob']);
+    const aliceId = userOf(alice);
+    const aliceInbox = collect(alice, 'webrtc:offer', 1000);
+    const bobInbox = collect(bob, 'webrtc:offer', 1000);
+    const offer = { type: 'offer', sdp: 'v=0' };
+    const toBob = await request(alice, 'webrtc:offer', { callId, targetUserId: ids.bob, offer });
+    assert.equal(toBob.error?.code, 'TARGET_NOT_IN_CALL', JSON.stringify(toBob));
+    const fromBob = await request(bob, 'webrtc:offer', { callId, targetUserId: aliceId, offer });
+    assert.equal(fromBob.error?.code, 'NOT_IN_CALL', JSON.stringify(fromBob));
+    const toSfu = await request(bob, 'webrtc:offer', { callId, targetUserId: 'sfu', offer });
+    assert.equal(toSfu.error?.code, 'NOT_IN_CALL', JSON.stringify(toSfu));
+    assert.deepEqual(await aliceInbox, []);
+    assert.deepEqual(await bobInbox, []);
   });
 
   test('relays to or from non-members and oversized ones are refused and delivered to nobody', async () => {

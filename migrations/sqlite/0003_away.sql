@@ -1,0 +1,3 @@
+-- When a joined participant with no connection leaves the call unless they come
+-- back (CONNECTION_TIMEOUT after their last socket dropped, or after a restart).
+ALTER TABLE call_participants ADD COLUMN away_until TEXT;
