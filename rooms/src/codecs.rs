@@ -125,8 +125,10 @@ pub fn single_stream_track(
     )
 }
 
-/// Checks an offer before it touches a connection: it must parse and have at least
-/// one audio or video section with a codec the SFU forwards.
+/// Checks an offer before it touches a connection: it must parse, carry the ICE
+/// credentials and DTLS fingerprint a session needs, and have at least one audio or
+/// video section with a codec the SFU forwards. What `rtc` would only find out half
+/// way through applying it is refused here, with a clear reason.
 pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
     let offer =
         RTCSessionDescription::offer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
@@ -148,11 +150,22 @@ pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomErro
                 })
         })
     });
-    if usable {
-        Ok(offer)
-    } else {
-        Err(RoomError::NoUsableCodecs)
+    if !usable {
+        return Err(RoomError::NoUsableCodecs);
     }
+    for attribute in ["ice-ufrag", "ice-pwd", "fingerprint"] {
+        let present = parsed.attribute(attribute).is_some()
+            || parsed
+                .media_descriptions
+                .iter()
+                .any(|m| m.attribute(attribute).flatten().is_some());
+        if !present {
+            return Err(RoomError::InvalidSdp(format!(
+                "the offer has no {attribute}"
+            )));
+        }
+    }
+    Ok(offer)
 }
 
 /// `sdp` (a description the server made) with its ICE candidates and

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
@@ -253,23 +254,38 @@ impl Room {
             None => (self.join(now, peer)?, true),
         };
         let p = &mut self.peers[index];
-        p.sources.extend(sources);
         let pc = &mut p.publish.pc;
-        if let Err(e) = pc.set_remote_description(now, offer) {
-            // A refused first offer leaves nobody half-joined (though `join` already
-            // subscribed them to the tracks in the room).
-            if joined {
-                self.remove(now, index);
-            }
-            return Err(RoomError::InvalidSdp(e.to_string()));
-        }
-        let answer = pc
-            .create_answer(None)
-            .and_then(|answer| {
+        let answered = pc
+            .set_remote_description(now, offer)
+            .and_then(|()| {
+                let answer = pc.create_answer(None)?;
                 pc.set_local_description(now, answer.clone())?;
                 Ok(answer)
             })
-            .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
+            .map_err(|e| RoomError::InvalidSdp(e.to_string()));
+        let answer = match answered {
+            Ok(answer) => answer,
+            // A refused first offer leaves nobody half-joined (though `join` already
+            // subscribed them to the tracks in the room).
+            Err(e) if joined => {
+                self.remove(now, index);
+                self.drain(now);
+                return Err(e);
+            }
+            // `rtc` moves to have-remote-offer before it finishes checking an offer:
+            // without a rollback every later offer would be refused as an invalid
+            // signaling state transition, and the participant could never publish
+            // again.
+            Err(e) => {
+                let rollback = RTCSessionDescription::rollback(None)
+                    .and_then(|rollback| pc.set_remote_description(now, rollback));
+                if let Err(r) = rollback {
+                    tracing::warn!(peer = %p.id, error = %r, "could not roll back a refused offer");
+                }
+                return Err(e);
+            }
+        };
+        p.sources.extend(sources);
         self.dirty |= 1 << index;
         self.drain(now);
         Ok(codecs::candidates_in_every_section(&answer.sdp))

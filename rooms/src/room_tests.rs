@@ -343,3 +343,107 @@ fn every_m_section_of_a_subscribe_offer_carries_the_host_candidate() {
         assert!(has_host_candidate(section), "m={section}");
     }
 }
+
+/// Alice's last offer, each line kept, changed or dropped by `edit`.
+fn alice_offer_edited(sim: &Sim, edit: impl FnMut(&str) -> Option<String>) -> String {
+    sim.clients[0]
+        .last_offer
+        .lines()
+        .filter_map(edit)
+        .map(|l| l + "\r\n")
+        .collect()
+}
+
+/// Packets bob has received from alice.
+fn bob_from_alice(sim: &Sim) -> usize {
+    sim.clients[1]
+        .receiving_from()
+        .get("alice")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Alice and bob in a room, each receiving the other.
+fn alice_and_bob(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.join("alice", &AV).unwrap();
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    assert!(
+        bob_from_alice(&sim) > 100,
+        "{:?}",
+        sim.clients[1].receiving_from()
+    );
+    sim
+}
+
+/// A re-offer without `a=ice-ufrag`, which the room must refuse.
+fn without_ice_ufrag(sim: &Sim) -> String {
+    alice_offer_edited(sim, |l| {
+        (!l.starts_with("a=ice-ufrag:")).then(|| l.to_owned())
+    })
+}
+
+/// A re-offer whose sections name different ICE ufrags: it passes the room's own
+/// checks and fails only while being applied to the connection.
+fn with_conflicting_ice_ufrags(sim: &Sim) -> String {
+    let mut seen = 0;
+    alice_offer_edited(sim, |l| {
+        Some(if l.starts_with("a=ice-ufrag:") {
+            seen += 1;
+            format!("a=ice-ufrag:conflict{seen}")
+        } else {
+            l.to_owned()
+        })
+    })
+}
+
+#[test]
+fn a_re_offer_without_an_ice_ufrag_is_refused_and_media_keeps_flowing() {
+    let mut sim = alice_and_bob(15);
+    let alice = PeerId("alice".into());
+    let refused = sim
+        .room
+        .publish(sim.now, &alice, without_ice_ufrag(&sim), HashMap::new());
+    assert!(
+        matches!(refused, Err(RoomError::InvalidSdp(_))),
+        "{refused:?}"
+    );
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn a_valid_re_offer_after_one_without_an_ice_ufrag_is_answered() {
+    let mut sim = alice_and_bob(16);
+    let alice = PeerId("alice".into());
+    let offer = without_ice_ufrag(&sim);
+    assert!(
+        sim.room
+            .publish(sim.now, &alice, offer, HashMap::new())
+            .is_err()
+    );
+    sim.now += Duration::from_secs(1);
+    assert_eq!(sim.republish(0), Ok(()));
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn a_re_offer_that_fails_to_apply_is_rolled_back_and_the_next_one_is_answered() {
+    let mut sim = alice_and_bob(17);
+    let alice = PeerId("alice".into());
+    let offer = with_conflicting_ice_ufrags(&sim);
+    let refused = sim.room.publish(sim.now, &alice, offer, HashMap::new());
+    assert!(
+        matches!(refused, Err(RoomError::InvalidSdp(_))),
+        "{refused:?}"
+    );
+    sim.now += Duration::from_secs(1);
+    assert_eq!(sim.republish(0), Ok(()));
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}

@@ -203,6 +203,30 @@ impl Sim {
         }
     }
 
+    /// Participant `index` renegotiates their publish connection with a fresh offer
+    /// (tracks unchanged) and applies the room's answer.
+    pub fn republish(&mut self, index: usize) -> Result<(), RoomError> {
+        let now = self.now;
+        let client = &mut self.clients[index];
+        let offer = client.publish.create_offer(None).expect("offer");
+        client
+            .publish
+            .set_local_description(now, offer.clone())
+            .expect("local offer");
+        client.last_offer = offer.sdp.clone();
+        let peer = client.id.clone();
+        let answer = self.room.publish(now, &peer, offer.sdp, HashMap::new())?;
+        let client = &mut self.clients[index];
+        client.publish_answer = answer.clone();
+        let answer = RTCSessionDescription::answer(answer).expect("answer parses");
+        client
+            .publish
+            .set_remote_description(now, answer)
+            .expect("answer applies");
+        self.pump();
+        Ok(())
+    }
+
     /// Every connection the room has routed so far.
     pub fn conns(&self) -> Vec<ConnId> {
         self.routes.values().copied().collect()
