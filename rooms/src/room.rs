@@ -126,7 +126,7 @@ pub struct Room {
     next_id: u32,
     outputs: VecDeque<Output>,
     /// Peers (by index) whose connections were written to since they were drained.
-    dirty: u64,
+    dirty: PeerSet,
     next_stats: Option<Instant>,
 }
 
@@ -214,14 +214,14 @@ impl Room {
     pub fn new(config: RoomConfig) -> Self {
         Self {
             config: RoomConfig {
-                max_peers: config.max_peers.min(64),
+                max_peers: config.max_peers.min(PeerSet::CAPACITY),
                 ..config
             },
             peers: Vec::new(),
             tracks: Vec::new(),
             next_id: 1,
             outputs: VecDeque::new(),
-            dirty: 0,
+            dirty: PeerSet::default(),
             next_stats: None,
         }
     }
@@ -286,7 +286,7 @@ impl Room {
             }
         };
         p.sources.extend(sources);
-        self.dirty |= 1 << index;
+        self.dirty.insert(index);
         self.drain(now);
         Ok(codecs::candidates_in_every_section(&answer.sdp))
     }
@@ -307,7 +307,7 @@ impl Room {
         for down in &mut p.downtracks {
             down.payload_type = None;
         }
-        self.dirty |= 1 << index;
+        self.dirty.insert(index);
         if self.peers[index].needs_offer {
             self.offer(now, index);
         }
@@ -384,7 +384,7 @@ impl Room {
         if let Err(e) = read {
             tracing::trace!(peer = %peer.id, error = %e, "dropped a datagram");
         }
-        self.dirty |= 1 << index;
+        self.dirty.insert(index);
         self.drain(now);
     }
 
@@ -409,7 +409,7 @@ impl Room {
                     if let Err(e) = pc.handle_timeout(now) {
                         tracing::debug!(peer = %p.id, error = %e, "connection timer failed");
                     }
-                    self.dirty |= 1 << i;
+                    self.dirty.insert(i);
                 }
             }
         }
@@ -509,8 +509,7 @@ impl Room {
             }));
         }
         // Indices above `index` moved down by one.
-        let low = self.dirty & ((1u64 << index) - 1);
-        self.dirty = low | ((self.dirty >> (index + 1)) << index);
+        self.dirty.remove_index(index);
         let gone: Vec<u32> = self
             .tracks
             .iter()
@@ -621,7 +620,7 @@ impl Room {
                         tracks,
                     },
                 });
-                self.dirty |= 1 << index;
+                self.dirty.insert(index);
             }
             Err(e) => tracing::warn!(peer = %peer.id, error = %e, "could not make an offer"),
         }
@@ -653,16 +652,14 @@ impl Room {
             if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 tracing::debug!(error = %e, "could not request a keyframe");
             }
-            self.dirty |= 1 << index;
+            self.dirty.insert(index);
         }
     }
 
     /// Drains every connection written to since the last drain: their datagrams,
     /// events and received media, which may write to more connections.
     fn drain(&mut self, now: Instant) {
-        while self.dirty != 0 {
-            let index = self.dirty.trailing_zeros() as usize;
-            self.dirty &= !(1 << index);
+        while let Some(index) = self.dirty.pop_first() {
             if index >= self.peers.len() {
                 continue;
             }
@@ -865,7 +862,7 @@ impl Room {
             if let Err(e) = sender.write_rtp(now, copy) {
                 tracing::trace!(peer = %peer.id, error = %e, "could not forward a packet");
             }
-            self.dirty |= 1 << index;
+            self.dirty.insert(index);
         }
         for key in keyframes {
             self.request_keyframe(now, key);
@@ -966,6 +963,51 @@ pub(crate) fn sections(sdp: &str) -> impl Iterator<Item = (&str, &str)> {
         }
         Some((mid?, track?))
     })
+}
+
+/// A set of peer indices, one bit each: the reason a room holds at most
+/// [`PeerSet::CAPACITY`] participants. Marking and draining peers happens per
+/// packet, so it is a word, not a collection.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerSet(u64);
+
+impl PeerSet {
+    /// Indices `0..CAPACITY` fit.
+    const CAPACITY: usize = u64::BITS as usize;
+
+    fn insert(&mut self, index: usize) {
+        self.0 |= Self::bit(index);
+    }
+
+    /// Takes out and returns the lowest index in the set.
+    fn pop_first(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let index = self.0.trailing_zeros() as usize;
+            self.0 &= !Self::bit(index);
+            index
+        })
+    }
+
+    /// Peer `index` is gone: forgets it, and every index above it moves down one, as
+    /// the peers after it do in the room's list.
+    fn remove_index(&mut self, index: usize) {
+        let below = Self::bit(index).wrapping_sub(1);
+        let low = self.0 & below;
+        // Shifts of the full width are spelt out: `u64 >> 64` overflows.
+        let above = u32::try_from(index + 1)
+            .ok()
+            .and_then(|shift| self.0.checked_shr(shift))
+            .unwrap_or(0);
+        self.0 = low | above.checked_shl(index as u32).unwrap_or(0);
+    }
+
+    /// The bit of `index`; none for an index beyond the capacity.
+    fn bit(index: usize) -> u64 {
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| 1u64.checked_shl(i))
+            .unwrap_or(0)
+    }
 }
 
 const MUTE_SWITCHES: [MediaSwitch; 3] = [

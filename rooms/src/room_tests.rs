@@ -7,7 +7,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 use std::collections::{BTreeSet, HashMap};
 
 use crate::sim::{self, Link, Sim};
-use crate::{MediaSwitch, PeerId, RoomError};
+use crate::{MediaSwitch, PeerId, Room, RoomConfig, RoomError};
 
 const AV: [rtc::rtp_transceiver::rtp_sender::RtpCodecKind; 2] = [Audio, Video];
 
@@ -446,4 +446,32 @@ fn a_re_offer_that_fails_to_apply_is_rolled_back_and_the_next_one_is_answered() 
     let before = bob_from_alice(&sim);
     sim.run(Duration::from_secs(1));
     assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn everyone_in_a_64_party_room_receives_everyone_else_and_the_64th_can_leave() {
+    let mut sim = Sim::new(18);
+    sim.room = Room::new(RoomConfig {
+        max_peers: 64,
+        ..RoomConfig::new(sim::SERVER)
+    });
+    let names: Vec<String> = (1..=64).map(|i| format!("p{i}")).collect();
+    // Audio only: 64 × 63 forwarded tracks are enough to fill every peer index, and
+    // the test stays quick.
+    for name in &names {
+        sim.join(name, &[Audio]).unwrap();
+    }
+    sim.run(Duration::from_secs(1));
+    for c in &sim.clients {
+        let from = c.receiving_from();
+        let silent: Vec<&String> = names
+            .iter()
+            .filter(|n| **n != c.id.0 && from.get(n.as_str()).is_none_or(|n| *n < 10))
+            .collect();
+        assert!(silent.is_empty(), "{} hears too little of {silent:?}", c.id);
+    }
+    // The last to join leaves: peer index 63, the highest, is taken out.
+    sim.leave(63);
+    sim.run(Duration::from_millis(100));
+    assert_eq!(sim.room.peers().count(), 63);
 }
