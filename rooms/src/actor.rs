@@ -168,9 +168,10 @@ fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Se
                 // A full socket buffer drops the datagram, as the network would.
                 let _ = wiring.socket.try_send_to(&data, to);
             }
-            Output::Route(Route::Add { ufrag, conn }) => {
+            Output::Route(Route::Add { ufrag, pwd, conn }) => {
                 let _ = wiring.port.send(Control::Add {
                     ufrag,
+                    pwd,
                     conn,
                     room: datagrams.clone(),
                 });

@@ -33,11 +33,12 @@ const MAX_NACKS_PER_PACKET: u16 = 5;
 const FORWARDED: [&str; 4] = [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_H264];
 
 /// A new server-side peer connection announcing `local` as its only candidate, with
-/// ICE username fragment `ufrag`.
+/// ICE credentials `ufrag` and `pwd`.
 pub(crate) fn peer_connection(
     now: Instant,
     local: SocketAddr,
     ufrag: &str,
+    pwd: &str,
 ) -> Result<RTCPeerConnection, RoomError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(internal)?;
@@ -55,8 +56,9 @@ pub(crate) fn peer_connection(
         );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
-        // Our own username fragment, so the UDP port can route the first STUN request.
-        .with_ice_credentials(ufrag.to_owned(), rtc::ice::rand::generate_pwd())
+        // Our own credentials, so the UDP port can route the first STUN request by
+        // its username and check its integrity with the password.
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         // GCM first: cheaper per packet and authenticated encryption in one pass.
         .with_srtp_protection_profiles(vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,

@@ -97,8 +97,13 @@ pub struct ConnId(pub u32);
 /// A change to how the UDP port routes datagrams to this room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// STUN requests naming `ufrag` (and, after, their source address) go to `conn`.
-    Add { ufrag: String, conn: ConnId },
+    /// STUN requests naming `ufrag` and signed with `pwd` (the connection's ICE
+    /// credentials), and after them datagrams from their source address, go to `conn`.
+    Add {
+        ufrag: String,
+        pwd: String,
+        conn: ConnId,
+    },
     /// `conn` is closed: forget `ufrag` and every address learnt for it.
     Remove { ufrag: String, conn: ConnId },
 }
@@ -448,10 +453,12 @@ impl Room {
 
     fn new_conn(&mut self, now: Instant) -> Result<Conn, RoomError> {
         let ufrag = rtc::ice::rand::generate_ufrag();
-        let pc = codecs::peer_connection(now, self.config.announce, &ufrag)?;
+        let pwd = rtc::ice::rand::generate_pwd();
+        let pc = codecs::peer_connection(now, self.config.announce, &ufrag, &pwd)?;
         let id = ConnId(self.id());
         self.outputs.push_back(Output::Route(Route::Add {
             ufrag: ufrag.clone(),
+            pwd,
             conn: id,
         }));
         Ok(Conn { id, pc, ufrag })

@@ -22,8 +22,9 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use crate::port::Routes;
 use crate::room::{ConnId, Output, Route, Signal};
-use crate::{PeerId, Room, RoomConfig, RoomError, Source, stun};
+use crate::{PeerId, Room, RoomConfig, RoomError, Source};
 
 pub(crate) const SERVER: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
@@ -81,8 +82,10 @@ pub(crate) struct Sim {
     pub now: Instant,
     pub room: Room,
     pub clients: Vec<Client>,
-    routes: HashMap<String, ConnId>,
-    addrs: HashMap<SocketAddr, ConnId>,
+    /// Routed as the UDP port routes: by address, learnt from signed STUN requests.
+    routes: Routes<()>,
+    /// Every connection the room has routed so far.
+    conns: Vec<ConnId>,
     /// Datagrams in flight: (arrival, sequence for stable order) -> (from, to, bytes).
     wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, BytesMut)>,
     wire_seq: u64,
@@ -104,8 +107,8 @@ impl Sim {
             now,
             room: Room::new(RoomConfig::new(SERVER)),
             clients: Vec::new(),
-            routes: HashMap::new(),
-            addrs: HashMap::new(),
+            routes: Routes::new(Default::default()),
+            conns: Vec::new(),
             wire: BTreeMap::new(),
             wire_seq: 0,
             link: Link::default(),
@@ -229,7 +232,7 @@ impl Sim {
 
     /// Every connection the room has routed so far.
     pub fn conns(&self) -> Vec<ConnId> {
-        self.routes.values().copied().collect()
+        self.conns.clone()
     }
 
     /// Participant `index` leaves the room.
@@ -336,13 +339,7 @@ impl Sim {
             }
             let (from, to, data) = entry.remove();
             if to == SERVER {
-                let conn = stun::request_ufrag(&data)
-                    .and_then(|u| self.routes.get(u).copied())
-                    .inspect(|c| {
-                        self.addrs.insert(from, *c);
-                    })
-                    .or_else(|| self.addrs.get(&from).copied());
-                if let Some(conn) = conn {
+                if let Some((conn, ())) = self.routes.route(&data, from) {
                     self.room.handle_datagram(self.now, conn, from, data);
                 }
             } else {
@@ -381,13 +378,11 @@ impl Sim {
                 moved = true;
                 match output {
                     Output::Transmit { to, data } => self.put_on_wire(SERVER, to, data),
-                    Output::Route(Route::Add { ufrag, conn }) => {
-                        self.routes.insert(ufrag, conn);
+                    Output::Route(Route::Add { ufrag, pwd, conn }) => {
+                        self.routes.add(ufrag, pwd, conn, ());
+                        self.conns.push(conn);
                     }
-                    Output::Route(Route::Remove { ufrag, conn }) => {
-                        self.routes.remove(&ufrag);
-                        self.addrs.retain(|_, c| *c != conn);
-                    }
+                    Output::Route(Route::Remove { ufrag, .. }) => self.routes.remove(&ufrag),
                     Output::Signal {
                         peer,
                         signal: Signal::Offer { sdp, tracks },
