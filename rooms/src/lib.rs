@@ -30,6 +30,10 @@
 //!   datagrams, so a leave never overtakes the mute sent before it.
 //! - **Closed means closed.** [`Sfu`] remembers the rooms it closed: a publish that
 //!   arrives after its call ended is refused instead of starting a room again.
+//! - **Connections are visible.** Each connection's ICE and connection state changes
+//!   are logged at `debug` with the call, the participant and which connection;
+//!   whether it came up or failed (ICE never connected, ICE lost, DTLS) is counted
+//!   in [`ConnectionCounters`], which [`Sfu::connection_counters`] exposes.
 //! - **No clock inside.** [`Room`] takes `now` with every input and says when it
 //!   next needs [`Room::handle_timeout`]; only the actor reads the clock.
 
@@ -42,7 +46,7 @@ mod sfu;
 mod stun;
 
 pub use codecs::{host_candidate, single_stream_track};
-pub use room::{Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
+pub use room::{ConnectionCounters, Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
 pub use sfu::{Sfu, SfuConfig, SfuEvent};
 
 use std::fmt;

@@ -1,5 +1,6 @@
 //! Room behaviour in simulated time: synthetic participants against the room core.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
@@ -7,7 +8,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 use std::collections::{BTreeSet, HashMap};
 
 use crate::sim::{self, Link, Sim};
-use crate::{MediaSwitch, PeerId, Room, RoomConfig, RoomError};
+use crate::{MediaSwitch, PeerId, Room, RoomConfig, RoomError, RoomId};
 
 const AV: [rtc::rtp_transceiver::rtp_sender::RtpCodecKind; 2] = [Audio, Video];
 
@@ -86,6 +87,7 @@ fn nacks_recover_what_a_lossy_reordering_link_drops() {
         delay: Duration::from_millis(10),
         jitter: Duration::from_millis(15),
         loss: 0.05,
+        ..Link::default()
     };
     sim.run(Duration::from_secs(4));
     // A calm second for the last retransmissions.
@@ -451,10 +453,13 @@ fn a_re_offer_that_fails_to_apply_is_rolled_back_and_the_next_one_is_answered() 
 #[test]
 fn everyone_in_a_64_party_room_receives_everyone_else_and_the_64th_can_leave() {
     let mut sim = Sim::new(18);
-    sim.room = Room::new(RoomConfig {
-        max_peers: 64,
-        ..RoomConfig::new(sim::SERVER)
-    });
+    sim.room = Room::new(
+        RoomId("call-64".into()),
+        RoomConfig {
+            max_peers: 64,
+            ..RoomConfig::new(sim::SERVER)
+        },
+    );
     let names: Vec<String> = (1..=64).map(|i| format!("p{i}")).collect();
     // Audio only: 64 × 63 forwarded tracks are enough to fill every peer index, and
     // the test stays quick.
@@ -474,4 +479,62 @@ fn everyone_in_a_64_party_room_receives_everyone_else_and_the_64th_can_leave() {
     sim.leave(63);
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.room.peers().count(), 63);
+}
+
+/// The room's connection counters: (connected, connect timeouts, ICE failed, DTLS
+/// failed).
+fn connection_counts(sim: &Sim) -> (u64, u64, u64, u64) {
+    let c = &sim.counters;
+    let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    (
+        get(&c.connected),
+        get(&c.connect_timeouts),
+        get(&c.ice_failed),
+        get(&c.dtls_failed),
+    )
+}
+
+#[test]
+fn connections_that_come_up_are_counted_once_each() {
+    let mut sim = alice_and_bob(19);
+    sim.run(Duration::from_secs(1));
+    assert_eq!(connection_counts(&sim), (4, 0, 0, 0));
+}
+
+#[test]
+fn a_connection_whose_client_never_gets_through_is_counted_as_a_connect_timeout() {
+    let mut sim = Sim::new(20);
+    sim.link.down = true;
+    sim.join("alice", &AV).unwrap();
+    sim.run(Duration::from_secs(25));
+    // Only the publish connection was negotiated: nobody publishes to alice.
+    assert_eq!(connection_counts(&sim), (0, 1, 0, 0));
+}
+
+#[test]
+fn connections_lost_after_coming_up_are_counted_as_ice_failures() {
+    let mut sim = alice_and_bob(21);
+    sim.link.down = true;
+    sim.run(Duration::from_secs(40));
+    assert_eq!(connection_counts(&sim), (4, 0, 4, 0));
+}
+
+#[test]
+fn a_client_whose_certificate_does_not_match_its_fingerprint_is_counted_as_a_dtls_failure() {
+    let mut sim = Sim::new(22);
+    // Another certificate's fingerprint, as good as: a 2^-256 chance to be hers.
+    let wrong = |sdp: String| -> String {
+        sdp.lines()
+            .map(|l| {
+                if l.starts_with("a=fingerprint:sha-256 ") {
+                    format!("a=fingerprint:sha-256 {}\r\n", ["AB"; 32].join(":"))
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect()
+    };
+    sim.join_offering("alice", &AV, wrong).unwrap();
+    sim.run(Duration::from_secs(25));
+    assert_eq!(connection_counts(&sim), (0, 0, 0, 1));
 }

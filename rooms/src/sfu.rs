@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actor::{self, Command, RoomHandle, Wiring};
 use crate::port::{self, PortCounters};
 use crate::{
-    MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId, Source, TrackInfo,
+    ConnectionCounters, MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId,
+    Source, TrackInfo,
 };
 
 /// Bytes of kernel buffer asked for the media socket, each way (the kernel caps it at
@@ -135,6 +136,11 @@ impl Sfu {
         self.rooms().running.len()
     }
 
+    /// How the peer connections of every room fared: came up, or failed and why.
+    pub fn connection_counters(&self) -> &ConnectionCounters {
+        &self.inner.room_config.counters
+    }
+
     /// Datagrams dropped at the port: unroutable, and for a room that was too busy.
     pub fn dropped(&self) -> (u64, u64) {
         let c = &self.inner.counters;
@@ -235,7 +241,7 @@ impl Sfu {
         if !start || rooms.is_closed(id) {
             return None;
         }
-        let room = Room::new(self.inner.room_config.clone());
+        let room = Room::new(id.clone(), self.inner.room_config.clone());
         let handle = actor::spawn(id.clone(), room, self.inner.wiring.clone());
         rooms.running.insert(id.clone(), handle.clone());
         Some(handle)

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +25,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::port::Routes;
 use crate::room::{ConnId, Output, Route, Signal};
-use crate::{PeerId, Room, RoomConfig, RoomError, Source};
+use crate::{ConnectionCounters, PeerId, Room, RoomConfig, RoomError, RoomId, Source};
 
 pub(crate) const SERVER: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
@@ -40,6 +41,8 @@ pub(crate) struct Link {
     pub jitter: Duration,
     /// Share of media datagrams (RTP and RTCP, never the handshake) dropped.
     pub loss: f64,
+    /// Nothing gets through, either way: a network outage.
+    pub down: bool,
 }
 
 impl Default for Link {
@@ -48,6 +51,7 @@ impl Default for Link {
             delay: Duration::from_millis(5),
             jitter: Duration::ZERO,
             loss: 0.0,
+            down: false,
         }
     }
 }
@@ -98,14 +102,18 @@ pub(crate) struct Sim {
     pub last_tracks: HashMap<PeerId, Vec<crate::TrackInfo>>,
     /// The SDP of the last offer each participant got.
     pub last_offer_sdp: HashMap<PeerId, String>,
+    /// How the room's connections fared.
+    pub counters: Arc<ConnectionCounters>,
 }
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
         let now = Instant::now();
+        let config = RoomConfig::new(SERVER);
+        let counters = config.counters.clone();
         Sim {
             now,
-            room: Room::new(RoomConfig::new(SERVER)),
+            room: Room::new(RoomId("call-1".into()), config),
             clients: Vec::new(),
             routes: Routes::new(Default::default()),
             conns: Vec::new(),
@@ -118,6 +126,7 @@ impl Sim {
             media_dropped: 0,
             last_tracks: HashMap::new(),
             last_offer_sdp: HashMap::new(),
+            counters,
         }
     }
 
@@ -131,6 +140,17 @@ impl Sim {
 
     /// A participant who publishes audio and video (or what `kinds` says) and joins.
     pub fn join(&mut self, name: &str, kinds: &[RtpCodecKind]) -> Result<usize, RoomError> {
+        self.join_offering(name, kinds, |sdp| sdp)
+    }
+
+    /// A participant who joins as [`Sim::join`] does, but sends the room their offer
+    /// as `edit` rewrites it (their own connection keeps the original).
+    pub fn join_offering(
+        &mut self,
+        name: &str,
+        kinds: &[RtpCodecKind],
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<usize, RoomError> {
         let n = self.clients.len() as u8 + 1;
         let publish_addr = SocketAddr::from(([192, 168, 0, n], 40000));
         let subscribe_addr = SocketAddr::from(([192, 168, 0, n], 40001));
@@ -186,7 +206,7 @@ impl Sim {
         let sources = HashMap::from([(format!("{name}-1"), Source::Camera)]);
         match self
             .room
-            .publish(self.now, &PeerId(name.to_owned()), offer.sdp, sources)
+            .publish(self.now, &PeerId(name.to_owned()), edit(offer.sdp), sources)
         {
             Ok(answer) => {
                 self.clients[index].publish_answer = answer.clone();
@@ -315,6 +335,9 @@ impl Sim {
     }
 
     fn put_on_wire(&mut self, from: SocketAddr, to: SocketAddr, data: BytesMut) {
+        if self.link.down {
+            return;
+        }
         let media = data.first().is_some_and(|b| (128..192).contains(b));
         // Payload-specific feedback (PLI, FIR) has RTCP packet type 206, in the clear.
         if from == SERVER && data.get(1) == Some(&206) {
