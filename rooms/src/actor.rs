@@ -13,8 +13,6 @@ use crate::port::{Control, Datagram};
 use crate::room::{Output, Route, Signal};
 use crate::{MediaSwitch, PeerId, Room, RoomError, RoomId, SfuEvent, Source};
 
-/// Commands a room may queue before senders wait.
-const COMMAND_QUEUE: usize = 256;
 /// Datagrams a room may queue before the port drops them.
 const DATAGRAM_QUEUE: usize = 4096;
 /// Datagrams handled in one go before the room looks at commands and timers again.
@@ -45,9 +43,46 @@ pub(crate) enum Command {
 }
 
 /// The way into a running room.
+///
+/// Its commands travel one unbounded, ordered queue: a mute, an unmute and a leave
+/// must reach the room in the order the call produced them, and the server issues
+/// them from synchronous code that cannot wait for room in a bounded queue (a
+/// bounded queue with a fallback for when it is full let later commands overtake
+/// earlier ones). The queue stays small without a bound: publish and answer
+/// callers wait for their reply, so each has at most one command queued, and the
+/// others follow the call's membership changes, not the network.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomHandle {
-    pub commands: mpsc::Sender<Command>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RoomHandle {
+    /// A handle and the queue its commands arrive on.
+    fn channel() -> (Self, mpsc::UnboundedReceiver<Command>) {
+        let (commands, queue) = mpsc::unbounded_channel();
+        (Self { commands }, queue)
+    }
+
+    /// Queues `command` behind every command sent before it. `Err` when the room's
+    /// task has ended.
+    pub fn tell(&self, command: Command) -> Result<(), RoomError> {
+        self.commands.send(command).map_err(|_| RoomError::Closed)
+    }
+
+    /// Queues `command` and waits for the room's `reply` to it.
+    pub async fn ask<T>(
+        &self,
+        command: Command,
+        reply: oneshot::Receiver<T>,
+    ) -> Result<T, RoomError> {
+        self.tell(command)?;
+        reply.await.map_err(|_| RoomError::Closed)
+    }
+
+    /// Whether the room's task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
+    }
 }
 
 /// What a room's task needs from the server around it.
@@ -60,17 +95,17 @@ pub(crate) struct Wiring {
 
 /// Starts `room`'s task. It ends, closing every connection, when all handles are gone.
 pub(crate) fn spawn(id: RoomId, room: Room, wiring: Wiring) -> RoomHandle {
-    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (handle, commands) = RoomHandle::channel();
     let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    tokio::spawn(run(id, room, wiring, commands_rx, datagrams, datagrams_rx));
-    RoomHandle { commands }
+    tokio::spawn(run(id, room, wiring, commands, datagrams, datagrams_rx));
+    handle
 }
 
 async fn run(
     id: RoomId,
     mut room: Room,
     wiring: Wiring,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     datagrams: mpsc::Sender<Datagram>,
     mut inbox: mpsc::Receiver<Datagram>,
 ) {
@@ -133,9 +168,10 @@ fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Se
                 // A full socket buffer drops the datagram, as the network would.
                 let _ = wiring.socket.try_send_to(&data, to);
             }
-            Output::Route(Route::Add { ufrag, conn }) => {
+            Output::Route(Route::Add { ufrag, pwd, conn }) => {
                 let _ = wiring.port.send(Control::Add {
                     ufrag,
+                    pwd,
                     conn,
                     room: datagrams.clone(),
                 });
@@ -162,5 +198,49 @@ fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Se
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mute(peer: &str) -> Command {
+        Command::Mute {
+            peer: PeerId(peer.to_owned()),
+            media: MediaSwitch::Audio,
+            muted: true,
+        }
+    }
+
+    fn leave(peer: &str) -> Command {
+        Command::Leave {
+            peer: PeerId(peer.to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn mute_then_leave_arrive_in_order_behind_a_long_queue() {
+        let (handle, mut queue) = RoomHandle::channel();
+        // More than any queue bound a room ever had, so the queue is "full" for one.
+        for _ in 0..1000 {
+            handle.tell(mute("bob")).unwrap();
+        }
+        handle.tell(mute("alice")).unwrap();
+        // The room takes one command: room in the queue again just before the leave.
+        queue.recv().await.unwrap();
+        handle.tell(leave("alice")).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut alices = Vec::new();
+        while let Ok(command) = queue.try_recv() {
+            match command {
+                Command::Mute { peer, .. } if peer.0 == "alice" => alices.push("mute"),
+                Command::Leave { peer } if peer.0 == "alice" => alices.push("leave"),
+                _ => {}
+            }
+        }
+        assert_eq!(alices, ["mute", "leave"]);
     }
 }

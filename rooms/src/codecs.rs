@@ -33,11 +33,12 @@ const MAX_NACKS_PER_PACKET: u16 = 5;
 const FORWARDED: [&str; 4] = [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_H264];
 
 /// A new server-side peer connection announcing `local` as its only candidate, with
-/// ICE username fragment `ufrag`.
+/// ICE credentials `ufrag` and `pwd`.
 pub(crate) fn peer_connection(
     now: Instant,
     local: SocketAddr,
     ufrag: &str,
+    pwd: &str,
 ) -> Result<RTCPeerConnection, RoomError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(internal)?;
@@ -55,8 +56,9 @@ pub(crate) fn peer_connection(
         );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
-        // Our own username fragment, so the UDP port can route the first STUN request.
-        .with_ice_credentials(ufrag.to_owned(), rtc::ice::rand::generate_pwd())
+        // Our own credentials, so the UDP port can route the first STUN request by
+        // its username and check its integrity with the password.
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         // GCM first: cheaper per packet and authenticated encryption in one pass.
         .with_srtp_protection_profiles(vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
@@ -125,8 +127,10 @@ pub fn single_stream_track(
     )
 }
 
-/// Checks an offer before it touches a connection: it must parse and have at least
-/// one audio or video section with a codec the SFU forwards.
+/// Checks an offer before it touches a connection: it must parse, carry the ICE
+/// credentials and DTLS fingerprint a session needs, and have at least one audio or
+/// video section with a codec the SFU forwards. What `rtc` would only find out half
+/// way through applying it is refused here, with a clear reason.
 pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
     let offer =
         RTCSessionDescription::offer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
@@ -148,11 +152,84 @@ pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomErro
                 })
         })
     });
-    if usable {
-        Ok(offer)
-    } else {
-        Err(RoomError::NoUsableCodecs)
+    if !usable {
+        return Err(RoomError::NoUsableCodecs);
     }
+    for attribute in ["ice-ufrag", "ice-pwd", "fingerprint"] {
+        let present = parsed.attribute(attribute).is_some()
+            || parsed
+                .media_descriptions
+                .iter()
+                .any(|m| m.attribute(attribute).flatten().is_some());
+        if !present {
+            return Err(RoomError::InvalidSdp(format!(
+                "the offer has no {attribute}"
+            )));
+        }
+    }
+    Ok(offer)
+}
+
+/// `sdp` (a description the server made) with its ICE candidates and
+/// `a=end-of-candidates` in every m-section that is not rejected. `rtc` writes the
+/// candidates into the first section only, which is all BUNDLE needs, but stacks that
+/// gather remote candidates per section (aiortc, its issue #1437) then have none for
+/// the others and never connect. The server gathers nothing (ICE-lite, one host
+/// candidate), so every description it makes is complete: `end-of-candidates` tells
+/// the client to stop waiting for more.
+pub(crate) fn candidates_in_every_section(sdp: &str) -> String {
+    const END: &str = "a=end-of-candidates";
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        if let Some(section) = sections.last_mut() {
+            section.push(line);
+        }
+    }
+    let is_candidate = |line: &&str| line.starts_with("a=candidate:");
+    let candidates: Vec<&str> = sections
+        .iter()
+        .skip(1)
+        .map(|s| s.iter().copied().filter(is_candidate).collect::<Vec<_>>())
+        .find(|c| !c.is_empty())
+        .unwrap_or_default();
+    if candidates.is_empty() {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + sections.len() * 160);
+    let push_line = |out: &mut String, line: &str| {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+        out.push_str(line);
+        if !line.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+    };
+    for (i, section) in sections.iter().enumerate() {
+        for line in section {
+            out.push_str(line);
+        }
+        // A rejected section (port 0) carries no transport at all.
+        let rejected = section
+            .first()
+            .and_then(|m| m.split_whitespace().nth(1))
+            .is_some_and(|port| port == "0");
+        if i == 0 || rejected {
+            continue;
+        }
+        if !section.iter().any(is_candidate) {
+            for line in &candidates {
+                push_line(&mut out, line);
+            }
+        }
+        if !section.iter().any(|l| l.trim_end() == END) {
+            push_line(&mut out, END);
+        }
+    }
+    out
 }
 
 /// Parses an answer from a client.

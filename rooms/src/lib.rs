@@ -9,9 +9,12 @@
 //!
 //! ## Design
 //! - **One UDP port.** Every peer connection of the server shares it. A datagram from
-//!   an address seen before goes to that address's connection; otherwise only a STUN
-//!   binding request is accepted, routed by the server's ICE username fragment in its
-//!   `USERNAME` (each connection has its own). Anything else is dropped.
+//!   an address learnt before goes to that address's connection. An address is learnt
+//!   only from a STUN binding request that names a connection by the server's ICE
+//!   username fragment in its `USERNAME` (each connection has its own) *and* carries a
+//!   `MESSAGE-INTEGRITY` made with that connection's ICE password: a ufrag travels in
+//!   the clear, the password only in the SDP. Each connection keeps its four latest
+//!   addresses. Anything else is dropped and counted ([`port::Routes`]).
 //! - **ICE-lite, DTLS-SRTP.** The server never sends connectivity checks; it answers
 //!   the client's and learns its address from them. AES-GCM SRTP profiles are
 //!   preferred when the client offers them.
@@ -22,7 +25,15 @@
 //!   and the server keeps at most one offer outstanding per subscriber, folding
 //!   changes that happen meanwhile into the next one.
 //! - **One task per room.** The room owns its connections, so forwarding is plain
-//!   `&mut` code: no locks between a packet's arrival and its copies leaving.
+//!   `&mut` code: no locks between a packet's arrival and its copies leaving. Its
+//!   commands (publish, answer, mute, leave) arrive in one ordered queue, apart from
+//!   datagrams, so a leave never overtakes the mute sent before it.
+//! - **Closed means closed.** [`Sfu`] remembers the rooms it closed: a publish that
+//!   arrives after its call ended is refused instead of starting a room again.
+//! - **Connections are visible.** Each connection's ICE and connection state changes
+//!   are logged at `debug` with the call, the participant and which connection;
+//!   whether it came up or failed (ICE never connected, ICE lost, DTLS) is counted
+//!   in [`ConnectionCounters`], which [`Sfu::connection_counters`] exposes.
 //! - **No clock inside.** [`Room`] takes `now` with every input and says when it
 //!   next needs [`Room::handle_timeout`]; only the actor reads the clock.
 
@@ -35,7 +46,7 @@ mod sfu;
 mod stun;
 
 pub use codecs::{host_candidate, single_stream_track};
-pub use room::{Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
+pub use room::{ConnectionCounters, Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
 pub use sfu::{Sfu, SfuConfig, SfuEvent};
 
 use std::fmt;

@@ -4,13 +4,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
@@ -19,7 +22,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use crate::{MediaSwitch, PeerId, QualityStats, Source};
+use crate::{MediaSwitch, PeerId, QualityStats, RoomId, Source};
 use crate::{codecs, feedback};
 
 /// How a room behaves; the same for every room of a server.
@@ -36,6 +39,29 @@ pub struct RoomConfig {
     pub stats_interval: Duration,
     /// Offers a participant may send in a burst, and then one per second.
     pub offer_burst: u32,
+    /// Where the rooms count how their connections fare; shared by every room of a
+    /// server, and read by its metrics.
+    pub counters: Arc<ConnectionCounters>,
+}
+
+/// How the peer connections of every room fared since the server started, for
+/// metrics: comparing the failures with [`ConnectionCounters::connected`] tells
+/// whether clients cannot reach the media port (TURN, firewalls) or fail later.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Connections that came up (ICE and DTLS connected), each counted once.
+    pub connected: AtomicU64,
+    /// Connections whose ICE did not connect within 20 s of being negotiated: the
+    /// client's connectivity checks never arrived, or never passed. Typically a
+    /// client that cannot reach the media port (no TURN, a firewall).
+    pub connect_timeouts: AtomicU64,
+    /// Connections whose ICE, once connected, failed: the client stopped answering
+    /// (network lost, or gone without leaving).
+    pub ice_failed: AtomicU64,
+    /// Connections that failed while their ICE was up: the DTLS handshake failed or
+    /// did not complete within 20 s of negotiation (say, a certificate that does not
+    /// match the SDP's fingerprint), or DTLS failed later.
+    pub dtls_failed: AtomicU64,
 }
 
 impl RoomConfig {
@@ -47,6 +73,7 @@ impl RoomConfig {
             keyframe_interval: Duration::from_millis(500),
             stats_interval: Duration::from_secs(5),
             offer_burst: 10,
+            counters: Arc::default(),
         }
     }
 }
@@ -96,8 +123,13 @@ pub struct ConnId(pub u32);
 /// A change to how the UDP port routes datagrams to this room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// STUN requests naming `ufrag` (and, after, their source address) go to `conn`.
-    Add { ufrag: String, conn: ConnId },
+    /// STUN requests naming `ufrag` and signed with `pwd` (the connection's ICE
+    /// credentials), and after them datagrams from their source address, go to `conn`.
+    Add {
+        ufrag: String,
+        pwd: String,
+        conn: ConnId,
+    },
     /// `conn` is closed: forget `ufrag` and every address learnt for it.
     Remove { ufrag: String, conn: ConnId },
 }
@@ -118,6 +150,8 @@ pub enum Output {
 /// One call's media: its participants' connections and the tracks between them.
 #[derive(Debug)]
 pub struct Room {
+    /// The call, named in what the room logs.
+    id: RoomId,
     config: RoomConfig,
     peers: Vec<Peer>,
     tracks: Vec<TrackIn>,
@@ -125,7 +159,7 @@ pub struct Room {
     next_id: u32,
     outputs: VecDeque<Output>,
     /// Peers (by index) whose connections were written to since they were drained.
-    dirty: u64,
+    dirty: PeerSet,
     next_stats: Option<Instant>,
 }
 
@@ -166,6 +200,42 @@ struct Conn {
     id: ConnId,
     pc: RTCPeerConnection,
     ufrag: String,
+    /// Its last ICE connection state reported: a connection that fails with ICE
+    /// still up failed in DTLS.
+    ice: RTCIceConnectionState,
+    /// ICE connected at least once: tells a lost connection from one that never
+    /// came up.
+    ice_was_connected: bool,
+    /// The connection came up at least once (counted then).
+    was_connected: bool,
+    /// It failed (counted then; a connection's failure is counted once).
+    failed: bool,
+    /// When it must have come up, since it was negotiated; `None` before, and once it
+    /// came up or failed.
+    connect_by: Option<Instant>,
+}
+
+impl Conn {
+    /// Negotiation started (its first offer and answer are applied): the connection
+    /// has [`CONNECT_TIMEOUT`] to come up.
+    fn negotiated(&mut self, now: Instant) {
+        if !self.was_connected && !self.failed && self.connect_by.is_none() {
+            self.connect_by = Some(now + CONNECT_TIMEOUT);
+        }
+    }
+}
+
+/// How long a connection may take from its negotiation to coming up before it
+/// counts as failed: longer than any working ICE and DTLS handshake, shorter than
+/// ICE's own 30 s, so one that never connects is counted here and not twice.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a connection failed, as counted in [`ConnectionCounters`].
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    NeverConnected,
+    IceLost,
+    Dtls,
 }
 
 /// A track a participant publishes.
@@ -210,17 +280,19 @@ struct Counters {
 }
 
 impl Room {
-    pub fn new(config: RoomConfig) -> Self {
+    /// An empty room for call `id`.
+    pub fn new(id: RoomId, config: RoomConfig) -> Self {
         Self {
+            id,
             config: RoomConfig {
-                max_peers: config.max_peers.min(64),
+                max_peers: config.max_peers.min(PeerSet::CAPACITY),
                 ..config
             },
             peers: Vec::new(),
             tracks: Vec::new(),
             next_id: 1,
             outputs: VecDeque::new(),
-            dirty: 0,
+            dirty: PeerSet::default(),
             next_stats: None,
         }
     }
@@ -253,26 +325,42 @@ impl Room {
             None => (self.join(now, peer)?, true),
         };
         let p = &mut self.peers[index];
-        p.sources.extend(sources);
         let pc = &mut p.publish.pc;
-        if let Err(e) = pc.set_remote_description(now, offer) {
-            // A refused first offer leaves nobody half-joined (though `join` already
-            // subscribed them to the tracks in the room).
-            if joined {
-                self.remove(now, index);
-            }
-            return Err(RoomError::InvalidSdp(e.to_string()));
-        }
-        let answer = pc
-            .create_answer(None)
-            .and_then(|answer| {
+        let answered = pc
+            .set_remote_description(now, offer)
+            .and_then(|()| {
+                let answer = pc.create_answer(None)?;
                 pc.set_local_description(now, answer.clone())?;
                 Ok(answer)
             })
-            .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
-        self.dirty |= 1 << index;
+            .map_err(|e| RoomError::InvalidSdp(e.to_string()));
+        let answer = match answered {
+            Ok(answer) => answer,
+            // A refused first offer leaves nobody half-joined (though `join` already
+            // subscribed them to the tracks in the room).
+            Err(e) if joined => {
+                self.remove(now, index);
+                self.drain(now);
+                return Err(e);
+            }
+            // `rtc` moves to have-remote-offer before it finishes checking an offer:
+            // without a rollback every later offer would be refused as an invalid
+            // signaling state transition, and the participant could never publish
+            // again.
+            Err(e) => {
+                let rollback = RTCSessionDescription::rollback(None)
+                    .and_then(|rollback| pc.set_remote_description(now, rollback));
+                if let Err(r) = rollback {
+                    tracing::warn!(peer = %p.id, error = %r, "could not roll back a refused offer");
+                }
+                return Err(e);
+            }
+        };
+        p.sources.extend(sources);
+        p.publish.negotiated(now);
+        self.dirty.insert(index);
         self.drain(now);
-        Ok(answer.sdp)
+        Ok(codecs::candidates_in_every_section(&answer.sdp))
     }
 
     /// `peer`'s client answers the server's last offer on their subscribe connection.
@@ -288,10 +376,11 @@ impl Room {
             .set_remote_description(now, answer)
             .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
         p.awaiting_answer = false;
+        p.subscribe.negotiated(now);
         for down in &mut p.downtracks {
             down.payload_type = None;
         }
-        self.dirty |= 1 << index;
+        self.dirty.insert(index);
         if self.peers[index].needs_offer {
             self.offer(now, index);
         }
@@ -368,7 +457,7 @@ impl Room {
         if let Err(e) = read {
             tracing::trace!(peer = %peer.id, error = %e, "dropped a datagram");
         }
-        self.dirty |= 1 << index;
+        self.dirty.insert(index);
         self.drain(now);
     }
 
@@ -376,8 +465,11 @@ impl Room {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut next = self.next_stats;
         for p in &mut self.peers {
-            for pc in [&mut p.publish.pc, &mut p.subscribe.pc] {
-                if let Some(t) = pc.poll_timeout() {
+            for conn in [&mut p.publish, &mut p.subscribe] {
+                for t in [conn.pc.poll_timeout(), conn.connect_by]
+                    .into_iter()
+                    .flatten()
+                {
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }
             }
@@ -391,12 +483,13 @@ impl Room {
             for pc in [&mut p.publish.pc, &mut p.subscribe.pc] {
                 if pc.poll_timeout().is_some_and(|t| t <= now) {
                     if let Err(e) = pc.handle_timeout(now) {
-                        tracing::debug!(peer = %p.id, error = %e, "connection timer failed");
+                        tracing::debug!(call = %self.id, peer = %p.id, error = %e, "connection timer failed");
                     }
-                    self.dirty |= 1 << i;
+                    self.dirty.insert(i);
                 }
             }
         }
+        self.check_connect_deadlines(now);
         if self.next_stats.is_some_and(|t| t <= now) {
             self.report_quality(now);
         }
@@ -432,13 +525,24 @@ impl Room {
 
     fn new_conn(&mut self, now: Instant) -> Result<Conn, RoomError> {
         let ufrag = rtc::ice::rand::generate_ufrag();
-        let pc = codecs::peer_connection(now, self.config.announce, &ufrag)?;
+        let pwd = rtc::ice::rand::generate_pwd();
+        let pc = codecs::peer_connection(now, self.config.announce, &ufrag, &pwd)?;
         let id = ConnId(self.id());
         self.outputs.push_back(Output::Route(Route::Add {
             ufrag: ufrag.clone(),
+            pwd,
             conn: id,
         }));
-        Ok(Conn { id, pc, ufrag })
+        Ok(Conn {
+            id,
+            pc,
+            ufrag,
+            ice: RTCIceConnectionState::New,
+            ice_was_connected: false,
+            was_connected: false,
+            failed: false,
+            connect_by: None,
+        })
     }
 
     fn join(&mut self, now: Instant, peer: &PeerId) -> Result<usize, RoomError> {
@@ -493,8 +597,7 @@ impl Room {
             }));
         }
         // Indices above `index` moved down by one.
-        let low = self.dirty & ((1u64 << index) - 1);
-        self.dirty = low | ((self.dirty >> (index + 1)) << index);
+        self.dirty.remove_index(index);
         let gone: Vec<u32> = self
             .tracks
             .iter()
@@ -601,11 +704,11 @@ impl Room {
                 self.outputs.push_back(Output::Signal {
                     peer: peer.id.clone(),
                     signal: Signal::Offer {
-                        sdp: offer.sdp,
+                        sdp: codecs::candidates_in_every_section(&offer.sdp),
                         tracks,
                     },
                 });
-                self.dirty |= 1 << index;
+                self.dirty.insert(index);
             }
             Err(e) => tracing::warn!(peer = %peer.id, error = %e, "could not make an offer"),
         }
@@ -637,16 +740,14 @@ impl Room {
             if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 tracing::debug!(error = %e, "could not request a keyframe");
             }
-            self.dirty |= 1 << index;
+            self.dirty.insert(index);
         }
     }
 
     /// Drains every connection written to since the last drain: their datagrams,
     /// events and received media, which may write to more connections.
     fn drain(&mut self, now: Instant) {
-        while self.dirty != 0 {
-            let index = self.dirty.trailing_zeros() as usize;
-            self.dirty &= !(1 << index);
+        while let Some(index) = self.dirty.pop_first() {
             if index >= self.peers.len() {
                 continue;
             }
@@ -740,8 +841,11 @@ impl Room {
                     self.end_tracks(now, &[key]);
                 }
             }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                self.on_ice_state(index, publish, state);
+            }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                tracing::debug!(peer = %self.peers[index].id, publish, %state, "connection state");
+                self.on_connection_state(index, publish, state);
                 if !publish && state == RTCPeerConnectionState::Connected {
                     // Whatever was requested while the subscriber could not yet decrypt
                     // is lost: they need a fresh keyframe of every video they receive.
@@ -759,6 +863,97 @@ impl Room {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Logs an ICE state change of peer `index`'s publish or subscribe connection,
+    /// and counts its failure: the only record of why a client never connected.
+    fn on_ice_state(&mut self, index: usize, publish: bool, state: RTCIceConnectionState) {
+        let (peer, conn) = self.peers[index].conn_mut(publish);
+        conn.ice = state;
+        let which = Peer::conn_name(publish);
+        tracing::debug!(call = %self.id, %peer, conn = which, %state, "ICE state");
+        match state {
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                conn.ice_was_connected = true;
+            }
+            RTCIceConnectionState::Failed => {
+                let failure = if conn.ice_was_connected {
+                    Failure::IceLost
+                } else {
+                    Failure::NeverConnected
+                };
+                self.fail(index, publish, failure);
+            }
+            _ => {}
+        }
+    }
+
+    /// Logs a state change of peer `index`'s publish or subscribe connection as a
+    /// whole (ICE and DTLS), and counts it coming up or failing in DTLS.
+    fn on_connection_state(&mut self, index: usize, publish: bool, state: RTCPeerConnectionState) {
+        let (peer, conn) = self.peers[index].conn_mut(publish);
+        let which = Peer::conn_name(publish);
+        tracing::debug!(call = %self.id, %peer, conn = which, %state, "connection state");
+        match state {
+            RTCPeerConnectionState::Connected => {
+                conn.connect_by = None;
+                if !std::mem::replace(&mut conn.was_connected, true) {
+                    self.config
+                        .counters
+                        .connected
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // `rtc` reports the connection failed before it reports why: with ICE
+            // still up, DTLS failed; otherwise ICE's own event counts the failure.
+            RTCPeerConnectionState::Failed
+                if matches!(
+                    conn.ice,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                ) =>
+            {
+                self.fail(index, publish, Failure::Dtls);
+            }
+            _ => {}
+        }
+    }
+
+    /// Peer `index`'s publish or subscribe connection failed: logged and counted,
+    /// once per connection.
+    fn fail(&mut self, index: usize, publish: bool, failure: Failure) {
+        let (peer, conn) = self.peers[index].conn_mut(publish);
+        conn.connect_by = None;
+        if std::mem::replace(&mut conn.failed, true) {
+            return;
+        }
+        let counters = &self.config.counters;
+        let (counter, why) = match failure {
+            Failure::NeverConnected => (&counters.connect_timeouts, "ICE never connected"),
+            Failure::IceLost => (&counters.ice_failed, "ICE failed after connecting"),
+            Failure::Dtls => (&counters.dtls_failed, "DTLS failed"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let which = Peer::conn_name(publish);
+        tracing::debug!(call = %self.id, %peer, conn = which, ice = %conn.ice, "connection failed: {why}");
+    }
+
+    /// Connections negotiated [`CONNECT_TIMEOUT`] ago that have not come up have
+    /// failed, though `rtc` may never say so (a DTLS handshake that never completes
+    /// stays "connecting").
+    fn check_connect_deadlines(&mut self, now: Instant) {
+        for index in 0..self.peers.len() {
+            for publish in [true, false] {
+                let (_, conn) = self.peers[index].conn_mut(publish);
+                if conn.connect_by.is_some_and(|by| by <= now) {
+                    let failure = if conn.ice_was_connected {
+                        Failure::Dtls
+                    } else {
+                        Failure::NeverConnected
+                    };
+                    self.fail(index, publish, failure);
+                }
+            }
         }
     }
 
@@ -849,7 +1044,7 @@ impl Room {
             if let Err(e) = sender.write_rtp(now, copy) {
                 tracing::trace!(peer = %peer.id, error = %e, "could not forward a packet");
             }
-            self.dirty |= 1 << index;
+            self.dirty.insert(index);
         }
         for key in keyframes {
             self.request_keyframe(now, key);
@@ -952,6 +1147,51 @@ pub(crate) fn sections(sdp: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// A set of peer indices, one bit each: the reason a room holds at most
+/// [`PeerSet::CAPACITY`] participants. Marking and draining peers happens per
+/// packet, so it is a word, not a collection.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerSet(u64);
+
+impl PeerSet {
+    /// Indices `0..CAPACITY` fit.
+    const CAPACITY: usize = u64::BITS as usize;
+
+    fn insert(&mut self, index: usize) {
+        self.0 |= Self::bit(index);
+    }
+
+    /// Takes out and returns the lowest index in the set.
+    fn pop_first(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let index = self.0.trailing_zeros() as usize;
+            self.0 &= !Self::bit(index);
+            index
+        })
+    }
+
+    /// Peer `index` is gone: forgets it, and every index above it moves down one, as
+    /// the peers after it do in the room's list.
+    fn remove_index(&mut self, index: usize) {
+        let below = Self::bit(index).wrapping_sub(1);
+        let low = self.0 & below;
+        // Shifts of the full width are spelt out: `u64 >> 64` overflows.
+        let above = u32::try_from(index + 1)
+            .ok()
+            .and_then(|shift| self.0.checked_shr(shift))
+            .unwrap_or(0);
+        self.0 = low | above.checked_shl(index as u32).unwrap_or(0);
+    }
+
+    /// The bit of `index`; none for an index beyond the capacity.
+    fn bit(index: usize) -> u64 {
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| 1u64.checked_shl(i))
+            .unwrap_or(0)
+    }
+}
+
 const MUTE_SWITCHES: [MediaSwitch; 3] = [
     MediaSwitch::Audio,
     MediaSwitch::Video,
@@ -959,6 +1199,21 @@ const MUTE_SWITCHES: [MediaSwitch; 3] = [
 ];
 
 impl Peer {
+    /// Their id, and their publish or subscribe connection.
+    fn conn_mut(&mut self, publish: bool) -> (&PeerId, &mut Conn) {
+        let conn = if publish {
+            &mut self.publish
+        } else {
+            &mut self.subscribe
+        };
+        (&self.id, conn)
+    }
+
+    /// How the logs name a participant's publish or subscribe connection.
+    fn conn_name(publish: bool) -> &'static str {
+        if publish { "publish" } else { "subscribe" }
+    }
+
     fn take_offer_token(&mut self, now: Instant, burst: u32) -> Result<(), RoomError> {
         let refill = now.saturating_duration_since(self.last_offer).as_secs_f64();
         self.last_offer = now;

@@ -1,5 +1,6 @@
 //! Room behaviour in simulated time: synthetic participants against the room core.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
@@ -7,7 +8,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 use std::collections::{BTreeSet, HashMap};
 
 use crate::sim::{self, Link, Sim};
-use crate::{MediaSwitch, PeerId, RoomError};
+use crate::{MediaSwitch, PeerId, Room, RoomConfig, RoomError, RoomId};
 
 const AV: [rtc::rtp_transceiver::rtp_sender::RtpCodecKind; 2] = [Audio, Video];
 
@@ -86,6 +87,7 @@ fn nacks_recover_what_a_lossy_reordering_link_drops() {
         delay: Duration::from_millis(10),
         jitter: Duration::from_millis(15),
         loss: 0.05,
+        ..Link::default()
     };
     sim.run(Duration::from_secs(4));
     // A calm second for the last retransmissions.
@@ -299,4 +301,240 @@ fn garbage_datagrams_are_dropped_without_harm() {
     let before = sim.clients[1].receiving_from()["alice"];
     sim.run(Duration::from_secs(1));
     assert!(sim.clients[1].receiving_from()["alice"] > before + 100);
+}
+
+/// The m-sections of `sdp` that are not rejected (port 0), without the session part.
+fn live_sections(sdp: &str) -> Vec<&str> {
+    sdp.split("\r\nm=")
+        .skip(1)
+        .filter(|s| s.split_whitespace().nth(1) != Some("0"))
+        .collect()
+}
+
+/// Whether an m-section announces the server's host candidate and that there are no more.
+fn has_host_candidate(section: &str) -> bool {
+    let candidate = format!(" {} {} typ host", sim::SERVER.ip(), sim::SERVER.port());
+    section
+        .lines()
+        .any(|l| l.starts_with("a=candidate:") && l.contains(&candidate))
+        && section.lines().any(|l| l == "a=end-of-candidates")
+}
+
+#[test]
+fn every_m_section_of_a_publish_answer_carries_the_host_candidate() {
+    let mut sim = Sim::new(13);
+    sim.join("alice", &AV).unwrap();
+    let answer = &sim.clients[0].publish_answer;
+    let sections = live_sections(answer);
+    assert_eq!(sections.len(), 2, "{answer}");
+    for section in sections {
+        assert!(has_host_candidate(section), "m={section}");
+    }
+}
+
+#[test]
+fn every_m_section_of_a_subscribe_offer_carries_the_host_candidate() {
+    let mut sim = Sim::new(14);
+    sim.join("alice", &AV).unwrap();
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(1));
+    let offer = &sim.last_offer_sdp[&PeerId("bob".into())];
+    let sections = live_sections(offer);
+    assert_eq!(sections.len(), 2, "alice's audio and video: {offer}");
+    for section in sections {
+        assert!(has_host_candidate(section), "m={section}");
+    }
+}
+
+/// Alice's last offer, each line kept, changed or dropped by `edit`.
+fn alice_offer_edited(sim: &Sim, edit: impl FnMut(&str) -> Option<String>) -> String {
+    sim.clients[0]
+        .last_offer
+        .lines()
+        .filter_map(edit)
+        .map(|l| l + "\r\n")
+        .collect()
+}
+
+/// Packets bob has received from alice.
+fn bob_from_alice(sim: &Sim) -> usize {
+    sim.clients[1]
+        .receiving_from()
+        .get("alice")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Alice and bob in a room, each receiving the other.
+fn alice_and_bob(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed);
+    sim.join("alice", &AV).unwrap();
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    assert!(
+        bob_from_alice(&sim) > 100,
+        "{:?}",
+        sim.clients[1].receiving_from()
+    );
+    sim
+}
+
+/// A re-offer without `a=ice-ufrag`, which the room must refuse.
+fn without_ice_ufrag(sim: &Sim) -> String {
+    alice_offer_edited(sim, |l| {
+        (!l.starts_with("a=ice-ufrag:")).then(|| l.to_owned())
+    })
+}
+
+/// A re-offer whose sections name different ICE ufrags: it passes the room's own
+/// checks and fails only while being applied to the connection.
+fn with_conflicting_ice_ufrags(sim: &Sim) -> String {
+    let mut seen = 0;
+    alice_offer_edited(sim, |l| {
+        Some(if l.starts_with("a=ice-ufrag:") {
+            seen += 1;
+            format!("a=ice-ufrag:conflict{seen}")
+        } else {
+            l.to_owned()
+        })
+    })
+}
+
+#[test]
+fn a_re_offer_without_an_ice_ufrag_is_refused_and_media_keeps_flowing() {
+    let mut sim = alice_and_bob(15);
+    let alice = PeerId("alice".into());
+    let refused = sim
+        .room
+        .publish(sim.now, &alice, without_ice_ufrag(&sim), HashMap::new());
+    assert!(
+        matches!(refused, Err(RoomError::InvalidSdp(_))),
+        "{refused:?}"
+    );
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn a_valid_re_offer_after_one_without_an_ice_ufrag_is_answered() {
+    let mut sim = alice_and_bob(16);
+    let alice = PeerId("alice".into());
+    let offer = without_ice_ufrag(&sim);
+    assert!(
+        sim.room
+            .publish(sim.now, &alice, offer, HashMap::new())
+            .is_err()
+    );
+    sim.now += Duration::from_secs(1);
+    assert_eq!(sim.republish(0), Ok(()));
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn a_re_offer_that_fails_to_apply_is_rolled_back_and_the_next_one_is_answered() {
+    let mut sim = alice_and_bob(17);
+    let alice = PeerId("alice".into());
+    let offer = with_conflicting_ice_ufrags(&sim);
+    let refused = sim.room.publish(sim.now, &alice, offer, HashMap::new());
+    assert!(
+        matches!(refused, Err(RoomError::InvalidSdp(_))),
+        "{refused:?}"
+    );
+    sim.now += Duration::from_secs(1);
+    assert_eq!(sim.republish(0), Ok(()));
+    let before = bob_from_alice(&sim);
+    sim.run(Duration::from_secs(1));
+    assert!(bob_from_alice(&sim) > before + 100);
+}
+
+#[test]
+fn everyone_in_a_64_party_room_receives_everyone_else_and_the_64th_can_leave() {
+    let mut sim = Sim::new(18);
+    sim.room = Room::new(
+        RoomId("call-64".into()),
+        RoomConfig {
+            max_peers: 64,
+            ..RoomConfig::new(sim::SERVER)
+        },
+    );
+    let names: Vec<String> = (1..=64).map(|i| format!("p{i}")).collect();
+    // Audio only: 64 × 63 forwarded tracks are enough to fill every peer index, and
+    // the test stays quick.
+    for name in &names {
+        sim.join(name, &[Audio]).unwrap();
+    }
+    sim.run(Duration::from_secs(1));
+    for c in &sim.clients {
+        let from = c.receiving_from();
+        let silent: Vec<&String> = names
+            .iter()
+            .filter(|n| **n != c.id.0 && from.get(n.as_str()).is_none_or(|n| *n < 10))
+            .collect();
+        assert!(silent.is_empty(), "{} hears too little of {silent:?}", c.id);
+    }
+    // The last to join leaves: peer index 63, the highest, is taken out.
+    sim.leave(63);
+    sim.run(Duration::from_millis(100));
+    assert_eq!(sim.room.peers().count(), 63);
+}
+
+/// The room's connection counters: (connected, connect timeouts, ICE failed, DTLS
+/// failed).
+fn connection_counts(sim: &Sim) -> (u64, u64, u64, u64) {
+    let c = &sim.counters;
+    let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    (
+        get(&c.connected),
+        get(&c.connect_timeouts),
+        get(&c.ice_failed),
+        get(&c.dtls_failed),
+    )
+}
+
+#[test]
+fn connections_that_come_up_are_counted_once_each() {
+    let mut sim = alice_and_bob(19);
+    sim.run(Duration::from_secs(1));
+    assert_eq!(connection_counts(&sim), (4, 0, 0, 0));
+}
+
+#[test]
+fn a_connection_whose_client_never_gets_through_is_counted_as_a_connect_timeout() {
+    let mut sim = Sim::new(20);
+    sim.link.down = true;
+    sim.join("alice", &AV).unwrap();
+    sim.run(Duration::from_secs(25));
+    // Only the publish connection was negotiated: nobody publishes to alice.
+    assert_eq!(connection_counts(&sim), (0, 1, 0, 0));
+}
+
+#[test]
+fn connections_lost_after_coming_up_are_counted_as_ice_failures() {
+    let mut sim = alice_and_bob(21);
+    sim.link.down = true;
+    sim.run(Duration::from_secs(40));
+    assert_eq!(connection_counts(&sim), (4, 0, 4, 0));
+}
+
+#[test]
+fn a_client_whose_certificate_does_not_match_its_fingerprint_is_counted_as_a_dtls_failure() {
+    let mut sim = Sim::new(22);
+    // Another certificate's fingerprint, as good as: a 2^-256 chance to be hers.
+    let wrong = |sdp: String| -> String {
+        sdp.lines()
+            .map(|l| {
+                if l.starts_with("a=fingerprint:sha-256 ") {
+                    format!("a=fingerprint:sha-256 {}\r\n", ["AB"; 32].join(":"))
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect()
+    };
+    sim.join_offering("alice", &AV, wrong).unwrap();
+    sim.run(Duration::from_secs(25));
+    assert_eq!(connection_counts(&sim), (0, 0, 0, 1));
 }

@@ -1,7 +1,7 @@
 //! [`Sfu`]: the media server as the rest of Huddle sees it. It owns the UDP port and
 //! a registry of running rooms, and turns calls into room commands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actor::{self, Command, RoomHandle, Wiring};
 use crate::port::{self, PortCounters};
 use crate::{
-    MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId, Source, TrackInfo,
+    ConnectionCounters, MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId,
+    Source, TrackInfo,
 };
 
 /// Bytes of kernel buffer asked for the media socket, each way (the kernel caps it at
@@ -60,11 +61,16 @@ pub struct Sfu {
     inner: Arc<Inner>,
 }
 
+/// Closed rooms remembered, so that a late publish cannot start one again; the
+/// oldest is forgotten first. Far more than the calls that end while their last
+/// messages are in flight, and a few MB at most.
+const CLOSED_ROOMS: usize = 16_384;
+
 #[derive(Debug)]
 struct Inner {
     // A std mutex: held to find, add or remove a room handle, never across an await
     // and never per packet.
-    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    rooms: Mutex<Registry>,
     wiring: Wiring,
     room_config: RoomConfig,
     local_addr: SocketAddr,
@@ -97,7 +103,7 @@ impl Sfu {
         ));
         room_config.max_peers = config.max_peers;
         let inner = Inner {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Registry::default()),
             wiring: Wiring {
                 socket,
                 port,
@@ -127,7 +133,12 @@ impl Sfu {
 
     /// Rooms running now.
     pub fn room_count(&self) -> usize {
-        self.rooms().len()
+        self.rooms().running.len()
+    }
+
+    /// How the peer connections of every room fared: came up, or failed and why.
+    pub fn connection_counters(&self) -> &ConnectionCounters {
+        &self.inner.room_config.counters
     }
 
     /// Datagrams dropped at the port: unroutable, and for a room that was too busy.
@@ -140,6 +151,7 @@ impl Sfu {
     }
 
     /// `peer` publishes in `room` (started if it is not running); returns the answer.
+    /// A room that was closed is not started again: [`RoomError::Closed`].
     pub async fn publish(
         &self,
         room: &RoomId,
@@ -155,7 +167,7 @@ impl Sfu {
             sources,
             reply,
         };
-        Self::ask(&handle, command, answer).await?
+        handle.ask(command, answer).await?
     }
 
     /// `peer`'s answer to the SFU's last offer in `room`.
@@ -165,14 +177,20 @@ impl Sfu {
         peer: &PeerId,
         answer: String,
     ) -> Result<(), RoomError> {
-        let handle = self.room(room, false).ok_or(RoomError::NotInRoom)?;
+        let handle = self.room(room, false).ok_or_else(|| {
+            if self.rooms().is_closed(room) {
+                RoomError::Closed
+            } else {
+                RoomError::NotInRoom
+            }
+        })?;
         let (reply, done) = oneshot::channel();
         let command = Command::Answer {
             peer: peer.clone(),
             answer,
             reply,
         };
-        Self::ask(&handle, command, done).await?
+        handle.ask(command, done).await?
     }
 
     /// Stops (or resumes) forwarding `peer`'s `media` in `room`.
@@ -192,56 +210,125 @@ impl Sfu {
         self.tell(room, Command::Leave { peer: peer.clone() });
     }
 
-    /// Ends `room`: every connection in it closes.
+    /// Ends `room`: every connection in it closes, and it is never started again
+    /// (a publish or answer for it gets [`RoomError::Closed`]).
     pub fn close(&self, room: &RoomId) {
-        self.rooms().remove(room);
+        let mut rooms = self.rooms();
+        rooms.running.remove(room);
+        rooms.bury(room.clone());
     }
 
-    /// Ends every room.
+    /// Ends every room, as [`Sfu::close`] does.
     pub fn shutdown(&self) {
-        self.rooms().clear();
+        let mut rooms = self.rooms();
+        let running: Vec<RoomId> = rooms.running.drain().map(|(id, _)| id).collect();
+        for id in running {
+            rooms.bury(id);
+        }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomHandle>> {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The running room `id`; with `start`, started if it has never run or its task
+    /// ended on its own, but never once it was closed.
     fn room(&self, id: &RoomId, start: bool) -> Option<RoomHandle> {
         let mut rooms = self.rooms();
-        if let Some(handle) = rooms.get(id).filter(|h| !h.commands.is_closed()) {
+        if let Some(handle) = rooms.running.get(id).filter(|h| !h.is_closed()) {
             return Some(handle.clone());
         }
-        if !start {
+        if !start || rooms.is_closed(id) {
             return None;
         }
-        let room = Room::new(self.inner.room_config.clone());
+        let room = Room::new(id.clone(), self.inner.room_config.clone());
         let handle = actor::spawn(id.clone(), room, self.inner.wiring.clone());
-        rooms.insert(id.clone(), handle.clone());
+        rooms.running.insert(id.clone(), handle.clone());
         Some(handle)
     }
 
-    async fn ask<T>(
-        handle: &RoomHandle,
-        command: Command,
-        reply: oneshot::Receiver<T>,
-    ) -> Result<T, RoomError> {
-        handle
-            .commands
-            .send(command)
-            .await
-            .map_err(|_| RoomError::Closed)?;
-        reply.await.map_err(|_| RoomError::Closed)
+    /// Queues a command that needs no reply, in order behind every earlier one.
+    fn tell(&self, room: &RoomId, command: Command) {
+        if let Some(handle) = self.room(room, false) {
+            // A room that has just ended needs no more commands.
+            let _ = handle.tell(command);
+        }
+    }
+}
+
+/// The rooms the SFU runs, and those it closed.
+#[derive(Debug, Default)]
+struct Registry {
+    running: HashMap<RoomId, RoomHandle>,
+    /// Rooms closed, the most recent [`CLOSED_ROOMS`] of them, in the order they
+    /// closed: a publish arriving just after its call ended would otherwise start a
+    /// room that nothing closes again.
+    closed: VecDeque<RoomId>,
+    /// The same rooms, to look them up.
+    closed_set: HashSet<RoomId>,
+}
+
+impl Registry {
+    fn bury(&mut self, id: RoomId) {
+        if !self.closed_set.insert(id.clone()) {
+            return;
+        }
+        self.closed.push_back(id);
+        if self.closed.len() > CLOSED_ROOMS
+            && let Some(oldest) = self.closed.pop_front()
+        {
+            self.closed_set.remove(&oldest);
+        }
     }
 
-    /// Queues a command that needs no reply; a full queue waits in a task of its own.
-    fn tell(&self, room: &RoomId, command: Command) {
-        let Some(handle) = self.room(room, false) else {
-            return;
-        };
-        if let Err(mpsc::error::TrySendError::Full(command)) = handle.commands.try_send(command) {
-            tokio::spawn(async move {
-                let _ = handle.commands.send(command).await;
-            });
-        }
+    fn is_closed(&self, id: &RoomId) -> bool {
+        self.closed_set.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sfu() -> Sfu {
+        let (sfu, _events) = Sfu::bind(SfuConfig {
+            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+            announce_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            announce_port: None,
+            max_peers: 8,
+        })
+        .await
+        .expect("the SFU binds");
+        sfu
+    }
+
+    fn ids() -> (RoomId, PeerId) {
+        (RoomId("call-1".into()), PeerId("alice".into()))
+    }
+
+    #[tokio::test]
+    async fn a_publish_after_the_room_closed_is_refused_and_starts_nothing() {
+        let sfu = sfu().await;
+        let (room, alice) = ids();
+        let _ = sfu
+            .publish(&room, &alice, "v=0".into(), HashMap::new())
+            .await;
+        assert_eq!(sfu.room_count(), 1);
+        sfu.close(&room);
+        let late = sfu
+            .publish(&room, &alice, "v=0".into(), HashMap::new())
+            .await;
+        assert_eq!(late, Err(RoomError::Closed));
+        assert_eq!(sfu.room_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_the_room_closed_is_refused_as_closed() {
+        let sfu = sfu().await;
+        let (room, alice) = ids();
+        sfu.close(&room);
+        let late = sfu.answer(&room, &alice, "v=0".into()).await;
+        assert_eq!(late, Err(RoomError::Closed));
+        assert_eq!(sfu.room_count(), 0);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,8 +23,9 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use crate::port::Routes;
 use crate::room::{ConnId, Output, Route, Signal};
-use crate::{PeerId, Room, RoomConfig, RoomError, Source, stun};
+use crate::{ConnectionCounters, PeerId, Room, RoomConfig, RoomError, RoomId, Source};
 
 pub(crate) const SERVER: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
@@ -39,6 +41,8 @@ pub(crate) struct Link {
     pub jitter: Duration,
     /// Share of media datagrams (RTP and RTCP, never the handshake) dropped.
     pub loss: f64,
+    /// Nothing gets through, either way: a network outage.
+    pub down: bool,
 }
 
 impl Default for Link {
@@ -47,6 +51,7 @@ impl Default for Link {
             delay: Duration::from_millis(5),
             jitter: Duration::ZERO,
             loss: 0.0,
+            down: false,
         }
     }
 }
@@ -73,14 +78,18 @@ pub(crate) struct Client {
     pub keyframe_requests: usize,
     /// The offer this client last published with.
     pub last_offer: String,
+    /// The room's answer to it.
+    pub publish_answer: String,
 }
 
 pub(crate) struct Sim {
     pub now: Instant,
     pub room: Room,
     pub clients: Vec<Client>,
-    routes: HashMap<String, ConnId>,
-    addrs: HashMap<SocketAddr, ConnId>,
+    /// Routed as the UDP port routes: by address, learnt from signed STUN requests.
+    routes: Routes<()>,
+    /// Every connection the room has routed so far.
+    conns: Vec<ConnId>,
     /// Datagrams in flight: (arrival, sequence for stable order) -> (from, to, bytes).
     wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, BytesMut)>,
     wire_seq: u64,
@@ -91,17 +100,23 @@ pub(crate) struct Sim {
     pub media_dropped: usize,
     /// The track list of the last offer each participant got.
     pub last_tracks: HashMap<PeerId, Vec<crate::TrackInfo>>,
+    /// The SDP of the last offer each participant got.
+    pub last_offer_sdp: HashMap<PeerId, String>,
+    /// How the room's connections fared.
+    pub counters: Arc<ConnectionCounters>,
 }
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
         let now = Instant::now();
+        let config = RoomConfig::new(SERVER);
+        let counters = config.counters.clone();
         Sim {
             now,
-            room: Room::new(RoomConfig::new(SERVER)),
+            room: Room::new(RoomId("call-1".into()), config),
             clients: Vec::new(),
-            routes: HashMap::new(),
-            addrs: HashMap::new(),
+            routes: Routes::new(Default::default()),
+            conns: Vec::new(),
             wire: BTreeMap::new(),
             wire_seq: 0,
             link: Link::default(),
@@ -110,6 +125,8 @@ impl Sim {
             quality: Vec::new(),
             media_dropped: 0,
             last_tracks: HashMap::new(),
+            last_offer_sdp: HashMap::new(),
+            counters,
         }
     }
 
@@ -123,6 +140,17 @@ impl Sim {
 
     /// A participant who publishes audio and video (or what `kinds` says) and joins.
     pub fn join(&mut self, name: &str, kinds: &[RtpCodecKind]) -> Result<usize, RoomError> {
+        self.join_offering(name, kinds, |sdp| sdp)
+    }
+
+    /// A participant who joins as [`Sim::join`] does, but sends the room their offer
+    /// as `edit` rewrites it (their own connection keeps the original).
+    pub fn join_offering(
+        &mut self,
+        name: &str,
+        kinds: &[RtpCodecKind],
+        edit: impl FnOnce(String) -> String,
+    ) -> Result<usize, RoomError> {
         let n = self.clients.len() as u8 + 1;
         let publish_addr = SocketAddr::from(([192, 168, 0, n], 40000));
         let subscribe_addr = SocketAddr::from(([192, 168, 0, n], 40001));
@@ -172,14 +200,16 @@ impl Sim {
             closed_tracks: Vec::new(),
             keyframe_requests: 0,
             last_offer: offer.sdp.clone(),
+            publish_answer: String::new(),
         });
         let index = self.clients.len() - 1;
         let sources = HashMap::from([(format!("{name}-1"), Source::Camera)]);
         match self
             .room
-            .publish(self.now, &PeerId(name.to_owned()), offer.sdp, sources)
+            .publish(self.now, &PeerId(name.to_owned()), edit(offer.sdp), sources)
         {
             Ok(answer) => {
+                self.clients[index].publish_answer = answer.clone();
                 let answer = RTCSessionDescription::answer(answer).expect("answer parses");
                 self.clients[index]
                     .publish
@@ -196,9 +226,33 @@ impl Sim {
         }
     }
 
+    /// Participant `index` renegotiates their publish connection with a fresh offer
+    /// (tracks unchanged) and applies the room's answer.
+    pub fn republish(&mut self, index: usize) -> Result<(), RoomError> {
+        let now = self.now;
+        let client = &mut self.clients[index];
+        let offer = client.publish.create_offer(None).expect("offer");
+        client
+            .publish
+            .set_local_description(now, offer.clone())
+            .expect("local offer");
+        client.last_offer = offer.sdp.clone();
+        let peer = client.id.clone();
+        let answer = self.room.publish(now, &peer, offer.sdp, HashMap::new())?;
+        let client = &mut self.clients[index];
+        client.publish_answer = answer.clone();
+        let answer = RTCSessionDescription::answer(answer).expect("answer parses");
+        client
+            .publish
+            .set_remote_description(now, answer)
+            .expect("answer applies");
+        self.pump();
+        Ok(())
+    }
+
     /// Every connection the room has routed so far.
     pub fn conns(&self) -> Vec<ConnId> {
-        self.routes.values().copied().collect()
+        self.conns.clone()
     }
 
     /// Participant `index` leaves the room.
@@ -281,6 +335,9 @@ impl Sim {
     }
 
     fn put_on_wire(&mut self, from: SocketAddr, to: SocketAddr, data: BytesMut) {
+        if self.link.down {
+            return;
+        }
         let media = data.first().is_some_and(|b| (128..192).contains(b));
         // Payload-specific feedback (PLI, FIR) has RTCP packet type 206, in the clear.
         if from == SERVER && data.get(1) == Some(&206) {
@@ -305,13 +362,7 @@ impl Sim {
             }
             let (from, to, data) = entry.remove();
             if to == SERVER {
-                let conn = stun::request_ufrag(&data)
-                    .and_then(|u| self.routes.get(u).copied())
-                    .inspect(|c| {
-                        self.addrs.insert(from, *c);
-                    })
-                    .or_else(|| self.addrs.get(&from).copied());
-                if let Some(conn) = conn {
+                if let Some((conn, ())) = self.routes.route(&data, from) {
                     self.room.handle_datagram(self.now, conn, from, data);
                 }
             } else {
@@ -350,18 +401,17 @@ impl Sim {
                 moved = true;
                 match output {
                     Output::Transmit { to, data } => self.put_on_wire(SERVER, to, data),
-                    Output::Route(Route::Add { ufrag, conn }) => {
-                        self.routes.insert(ufrag, conn);
+                    Output::Route(Route::Add { ufrag, pwd, conn }) => {
+                        self.routes.add(ufrag, pwd, conn, ());
+                        self.conns.push(conn);
                     }
-                    Output::Route(Route::Remove { ufrag, conn }) => {
-                        self.routes.remove(&ufrag);
-                        self.addrs.retain(|_, c| *c != conn);
-                    }
+                    Output::Route(Route::Remove { ufrag, .. }) => self.routes.remove(&ufrag),
                     Output::Signal {
                         peer,
                         signal: Signal::Offer { sdp, tracks },
                     } => {
                         self.last_tracks.insert(peer.clone(), tracks);
+                        self.last_offer_sdp.insert(peer.clone(), sdp.clone());
                         self.offers.push((peer, sdp));
                     }
                     Output::Quality { peer, stats } => self.quality.push((peer, stats)),

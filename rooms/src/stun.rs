@@ -1,15 +1,59 @@
 //! Just enough STUN to route a datagram from an unknown address: is it a binding
-//! request, and which of our username fragments does it name? Everything else about
-//! STUN (integrity, fingerprint, the response) is the peer connection's business.
+//! request, which of our username fragments does it name, and does its
+//! MESSAGE-INTEGRITY prove that the sender knows that connection's ICE password?
+//! Everything else about STUN (fingerprint, roles, the response) is the peer
+//! connection's business.
+
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 const BINDING_REQUEST: u16 = 0x0001;
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const USERNAME: u16 = 0x0006;
+const MESSAGE_INTEGRITY: u16 = 0x0008;
 const HEADER: usize = 20;
+/// An attribute's type and length.
+const ATTRIBUTE_HEADER: usize = 4;
+/// An HMAC-SHA1.
+const INTEGRITY_LEN: usize = 20;
 
 /// The server's username fragment from a STUN binding request (`USERNAME` is
 /// `<server ufrag>:<client ufrag>`), or `None` if `datagram` is anything else.
 pub(crate) fn request_ufrag(datagram: &[u8]) -> Option<&str> {
+    let (_, _, username) = attributes(datagram)?.find(|(kind, _, _)| *kind == USERNAME)?;
+    std::str::from_utf8(username).ok()?.split(':').next()
+}
+
+/// Whether binding request `datagram` carries a MESSAGE-INTEGRITY made with `key`
+/// (the short-term credential: the ICE password of the connection it names). The
+/// HMAC-SHA1 covers the message up to the attribute, with the header's length
+/// field counting up to the end of the attribute (RFC 8489, section 14.5).
+pub(crate) fn verify_integrity(datagram: &[u8], key: &[u8]) -> bool {
+    let Some((_, at, value)) = attributes(datagram)
+        .and_then(|mut attributes| attributes.find(|(kind, _, _)| *kind == MESSAGE_INTEGRITY))
+    else {
+        return false;
+    };
+    let (Ok(tag), Some(covered)) = (<[u8; INTEGRITY_LEN]>::try_from(value), datagram.get(..at))
+    else {
+        return false;
+    };
+    let Ok(length) = u16::try_from(at + ATTRIBUTE_HEADER + INTEGRITY_LEN - HEADER) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(&covered[..2]);
+    mac.update(&length.to_be_bytes());
+    mac.update(&covered[4..]);
+    mac.verify_slice(&tag).is_ok()
+}
+
+/// The attributes of binding request `datagram` as (type, offset of the attribute
+/// in the datagram, value), up to the first that does not fit; `None` if it is not
+/// a binding request.
+fn attributes(datagram: &[u8]) -> Option<impl Iterator<Item = (u16, usize, &[u8])>> {
     if datagram.len() < HEADER
         || u16::from_be_bytes([datagram[0], datagram[1]]) != BINDING_REQUEST
         || datagram[4..8] != MAGIC_COOKIE
@@ -17,24 +61,87 @@ pub(crate) fn request_ufrag(datagram: &[u8]) -> Option<&str> {
         return None;
     }
     let length = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
-    let mut attributes = datagram.get(HEADER..HEADER + length)?;
-    while attributes.len() >= 4 {
-        let kind = u16::from_be_bytes([attributes[0], attributes[1]]);
-        let len = usize::from(u16::from_be_bytes([attributes[2], attributes[3]]));
-        let value = attributes.get(4..4 + len)?;
-        if kind == USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next();
-        }
+    let body = datagram.get(HEADER..HEADER + length)?;
+    let mut at = 0;
+    Some(std::iter::from_fn(move || {
+        let header = body.get(at..at + ATTRIBUTE_HEADER)?;
+        let kind = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let value = body.get(at + ATTRIBUTE_HEADER..at + ATTRIBUTE_HEADER + len)?;
+        let offset = HEADER + at;
         // Attributes are padded to four bytes.
-        attributes = attributes.get(4 + len.next_multiple_of(4)..)?;
-    }
-    None
+        at += ATTRIBUTE_HEADER + len.next_multiple_of(4);
+        Some((kind, offset, value))
+    }))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A binding request naming `username`, with a MESSAGE-INTEGRITY made with `pwd`.
+    pub(crate) fn signed_request(username: &str, pwd: &str) -> Vec<u8> {
+        let mut packet = request(&[(USERNAME, username.as_bytes())]);
+        let length = packet.len() - HEADER + ATTRIBUTE_HEADER + INTEGRITY_LEN;
+        packet[2..4].copy_from_slice(&(length as u16).to_be_bytes());
+        let mut mac = Hmac::<Sha1>::new_from_slice(pwd.as_bytes()).unwrap();
+        mac.update(&packet);
+        packet.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
+        packet.extend_from_slice(&(INTEGRITY_LEN as u16).to_be_bytes());
+        packet.extend_from_slice(&mac.finalize().into_bytes());
+        packet
+    }
+
+    /// The sample request of RFC 5769, section 2.1: short-term credentials, with a
+    /// FINGERPRINT after the MESSAGE-INTEGRITY.
+    const RFC_5769_REQUEST: [u8; 108] = [
+        0x00, 0x01, 0x00, 0x58, 0x21, 0x12, 0xa4, 0x42, 0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6,
+        0x86, 0xfa, 0x87, 0xdf, 0xae, 0x80, 0x22, 0x00, 0x10, 0x53, 0x54, 0x55, 0x4e, 0x20, 0x74,
+        0x65, 0x73, 0x74, 0x20, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x00, 0x24, 0x00, 0x04, 0x6e,
+        0x00, 0x01, 0xff, 0x80, 0x29, 0x00, 0x08, 0x93, 0x2f, 0xf9, 0xb1, 0x51, 0x26, 0x3b, 0x36,
+        0x00, 0x06, 0x00, 0x09, 0x65, 0x76, 0x74, 0x6a, 0x3a, 0x68, 0x36, 0x76, 0x59, 0x20, 0x20,
+        0x20, 0x00, 0x08, 0x00, 0x14, 0x9a, 0xea, 0xa7, 0x0c, 0xbf, 0xd8, 0xcb, 0x56, 0x78, 0x1e,
+        0xf2, 0xb5, 0xb2, 0xd3, 0xf2, 0x49, 0xc1, 0xb5, 0x71, 0xa2, 0x80, 0x28, 0x00, 0x04, 0xe5,
+        0x7a, 0x3b, 0xcf,
+    ];
+    const RFC_5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
+
+    #[test]
+    fn verifies_the_integrity_of_the_rfc_5769_sample_request() {
+        assert_eq!(request_ufrag(&RFC_5769_REQUEST), Some("evtj"));
+        assert!(verify_integrity(&RFC_5769_REQUEST, RFC_5769_PASSWORD));
+    }
+
+    #[test]
+    fn refuses_integrity_made_with_another_password() {
+        assert!(!verify_integrity(
+            &RFC_5769_REQUEST,
+            b"VOkJxbRl1RmTxUk/WvJxBu"
+        ));
+        let signed = signed_request("srv1:cli", "secret");
+        assert!(verify_integrity(&signed, b"secret"));
+        assert!(!verify_integrity(&signed, b"other"));
+    }
+
+    #[test]
+    fn refuses_a_request_changed_after_it_was_signed() {
+        let mut changed = RFC_5769_REQUEST;
+        changed[70] ^= 1; // in USERNAME
+        assert!(!verify_integrity(&changed, RFC_5769_PASSWORD));
+    }
+
+    #[test]
+    fn refuses_a_request_without_integrity_or_with_a_short_one() {
+        assert!(!verify_integrity(&request(&[(USERNAME, b"a:b")]), b""));
+        let short = request(&[(USERNAME, b"a:b"), (MESSAGE_INTEGRITY, &[0; 19])]);
+        assert!(!verify_integrity(&short, b""));
+        for len in 0..RFC_5769_REQUEST.len() {
+            assert!(!verify_integrity(
+                &RFC_5769_REQUEST[..len],
+                RFC_5769_PASSWORD
+            ));
+        }
+    }
 
     fn request(attributes: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
