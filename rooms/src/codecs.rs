@@ -155,6 +155,68 @@ pub(crate) fn check_offer(sdp: String) -> Result<RTCSessionDescription, RoomErro
     }
 }
 
+/// `sdp` (a description the server made) with its ICE candidates and
+/// `a=end-of-candidates` in every m-section that is not rejected. `rtc` writes the
+/// candidates into the first section only, which is all BUNDLE needs, but stacks that
+/// gather remote candidates per section (aiortc, its issue #1437) then have none for
+/// the others and never connect. The server gathers nothing (ICE-lite, one host
+/// candidate), so every description it makes is complete: `end-of-candidates` tells
+/// the client to stop waiting for more.
+pub(crate) fn candidates_in_every_section(sdp: &str) -> String {
+    const END: &str = "a=end-of-candidates";
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        if let Some(section) = sections.last_mut() {
+            section.push(line);
+        }
+    }
+    let is_candidate = |line: &&str| line.starts_with("a=candidate:");
+    let candidates: Vec<&str> = sections
+        .iter()
+        .skip(1)
+        .map(|s| s.iter().copied().filter(is_candidate).collect::<Vec<_>>())
+        .find(|c| !c.is_empty())
+        .unwrap_or_default();
+    if candidates.is_empty() {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + sections.len() * 160);
+    let push_line = |out: &mut String, line: &str| {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+        out.push_str(line);
+        if !line.ends_with('\n') {
+            out.push_str("\r\n");
+        }
+    };
+    for (i, section) in sections.iter().enumerate() {
+        for line in section {
+            out.push_str(line);
+        }
+        // A rejected section (port 0) carries no transport at all.
+        let rejected = section
+            .first()
+            .and_then(|m| m.split_whitespace().nth(1))
+            .is_some_and(|port| port == "0");
+        if i == 0 || rejected {
+            continue;
+        }
+        if !section.iter().any(is_candidate) {
+            for line in &candidates {
+                push_line(&mut out, line);
+            }
+        }
+        if !section.iter().any(|l| l.trim_end() == END) {
+            push_line(&mut out, END);
+        }
+    }
+    out
+}
+
 /// Parses an answer from a client.
 pub(crate) fn parse_answer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
     RTCSessionDescription::answer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))

@@ -272,7 +272,7 @@ impl Room {
             .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
         self.dirty |= 1 << index;
         self.drain(now);
-        Ok(answer.sdp)
+        Ok(codecs::candidates_in_every_section(&answer.sdp))
     }
 
     /// `peer`'s client answers the server's last offer on their subscribe connection.
@@ -601,7 +601,7 @@ impl Room {
                 self.outputs.push_back(Output::Signal {
                     peer: peer.id.clone(),
                     signal: Signal::Offer {
-                        sdp: offer.sdp,
+                        sdp: codecs::candidates_in_every_section(&offer.sdp),
                         tracks,
                     },
                 });

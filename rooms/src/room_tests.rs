@@ -300,3 +300,46 @@ fn garbage_datagrams_are_dropped_without_harm() {
     sim.run(Duration::from_secs(1));
     assert!(sim.clients[1].receiving_from()["alice"] > before + 100);
 }
+
+/// The m-sections of `sdp` that are not rejected (port 0), without the session part.
+fn live_sections(sdp: &str) -> Vec<&str> {
+    sdp.split("\r\nm=")
+        .skip(1)
+        .filter(|s| s.split_whitespace().nth(1) != Some("0"))
+        .collect()
+}
+
+/// Whether an m-section announces the server's host candidate and that there are no more.
+fn has_host_candidate(section: &str) -> bool {
+    let candidate = format!(" {} {} typ host", sim::SERVER.ip(), sim::SERVER.port());
+    section
+        .lines()
+        .any(|l| l.starts_with("a=candidate:") && l.contains(&candidate))
+        && section.lines().any(|l| l == "a=end-of-candidates")
+}
+
+#[test]
+fn every_m_section_of_a_publish_answer_carries_the_host_candidate() {
+    let mut sim = Sim::new(13);
+    sim.join("alice", &AV).unwrap();
+    let answer = &sim.clients[0].publish_answer;
+    let sections = live_sections(answer);
+    assert_eq!(sections.len(), 2, "{answer}");
+    for section in sections {
+        assert!(has_host_candidate(section), "m={section}");
+    }
+}
+
+#[test]
+fn every_m_section_of_a_subscribe_offer_carries_the_host_candidate() {
+    let mut sim = Sim::new(14);
+    sim.join("alice", &AV).unwrap();
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(1));
+    let offer = &sim.last_offer_sdp[&PeerId("bob".into())];
+    let sections = live_sections(offer);
+    assert_eq!(sections.len(), 2, "alice's audio and video: {offer}");
+    for section in sections {
+        assert!(has_host_candidate(section), "m={section}");
+    }
+}

@@ -73,6 +73,8 @@ pub(crate) struct Client {
     pub keyframe_requests: usize,
     /// The offer this client last published with.
     pub last_offer: String,
+    /// The room's answer to it.
+    pub publish_answer: String,
 }
 
 pub(crate) struct Sim {
@@ -91,6 +93,8 @@ pub(crate) struct Sim {
     pub media_dropped: usize,
     /// The track list of the last offer each participant got.
     pub last_tracks: HashMap<PeerId, Vec<crate::TrackInfo>>,
+    /// The SDP of the last offer each participant got.
+    pub last_offer_sdp: HashMap<PeerId, String>,
 }
 
 impl Sim {
@@ -110,6 +114,7 @@ impl Sim {
             quality: Vec::new(),
             media_dropped: 0,
             last_tracks: HashMap::new(),
+            last_offer_sdp: HashMap::new(),
         }
     }
 
@@ -172,6 +177,7 @@ impl Sim {
             closed_tracks: Vec::new(),
             keyframe_requests: 0,
             last_offer: offer.sdp.clone(),
+            publish_answer: String::new(),
         });
         let index = self.clients.len() - 1;
         let sources = HashMap::from([(format!("{name}-1"), Source::Camera)]);
@@ -180,6 +186,7 @@ impl Sim {
             .publish(self.now, &PeerId(name.to_owned()), offer.sdp, sources)
         {
             Ok(answer) => {
+                self.clients[index].publish_answer = answer.clone();
                 let answer = RTCSessionDescription::answer(answer).expect("answer parses");
                 self.clients[index]
                     .publish
@@ -362,6 +369,7 @@ impl Sim {
                         signal: Signal::Offer { sdp, tracks },
                     } => {
                         self.last_tracks.insert(peer.clone(), tracks);
+                        self.last_offer_sdp.insert(peer.clone(), sdp.clone());
                         self.offers.push((peer, sdp));
                     }
                     Output::Quality { peer, stats } => self.quality.push((peer, stats)),
