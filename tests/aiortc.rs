@@ -10,6 +10,7 @@
 
 mod node_suite;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -56,5 +57,14 @@ fn chromium_and_an_aiortc_participant_see_and_hear_each_other_through_the_sfu() 
     // The suite drives Chromium with the browser suite's harness, whose
     // `playwright-core` resolves from `tests/browser/node_modules`.
     node_suite::install("browser", &["playwright-core", "socket.io-client"]);
-    node_suite::run("aiortc", &[]);
+    let report = node_suite::run("aiortc", &[]);
+    // The figures observed, shown even when the test passes (libtest captures only
+    // `print!`): frames decoded each way.
+    let figures: String = report
+        .lines()
+        .filter(|line| line.contains("figures:"))
+        .map(|line| format!("aiortc suite {}\n", line.trim()))
+        .collect();
+    assert!(!figures.is_empty(), "the aiortc suite printed no figures");
+    std::io::stderr().write_all(figures.as_bytes()).unwrap();
 }

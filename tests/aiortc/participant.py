@@ -14,7 +14,8 @@ invited to, and reports on stdout, one JSON object a line:
 where each received mid carries {"kind", "userId", "source", "frames", ...}: "frames"
 counts the frames aiortc decoded (`track.recv()`) on that mid. It runs until SIGTERM or
 SIGINT, or until its standard input ends (the process that started it is gone), then
-closes both connections and exits; errors go to stderr.
+closes both connections and exits; errors go to stderr, and with AIORTC_SDP_LOG=1 every
+description exchanged with the SFU too.
 """
 
 import argparse
