@@ -24,8 +24,9 @@ pub fn install(folder: &str, packages: &[&str]) {
     }
 }
 
-/// Runs every suite in `tests/<folder>`; panics with the report when one fails.
-pub fn run(folder: &str, packages: &[&str]) {
+/// Runs every suite in `tests/<folder>`; panics with the report when one fails, else
+/// returns it.
+pub fn run(folder: &str, packages: &[&str]) -> String {
     install(folder, packages);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -48,10 +49,11 @@ pub fn run(folder: &str, packages: &[&str]) {
         .env("HUDDLE_BIN", env!("CARGO_BIN_EXE_huddle"))
         .output()
         .unwrap_or_else(|e| panic!("node is required to run tests/{folder}: {e}"));
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{report}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
         "tests/{folder} failed: its report is above"
     );
+    report
 }
