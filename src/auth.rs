@@ -1,10 +1,11 @@
 //! Who is calling: HS256 JSON Web Tokens signed with JWT_SECRET.
 //!
 //! Claims Huddle reads (any JWT library can mint them):
-//! - `sub` (required): the user id, 1 to 128 characters.
+//! - `sub` (required): the user id, 1 to 128 characters, not blank, without control or
+//!   bidirectional-override characters (see [`check_id`]).
 //! - `exp` (required): expiry, seconds since the Unix epoch.
 //! - `nbf`, `iat` (optional): not-before and issued-at, seconds since the epoch.
-//! - `name` (optional): a display name shown to other participants.
+//! - `name` (optional): a display name shown to other participants (see [`check_name`]).
 //! - `role` (optional): `"admin"` grants the operator views (global statistics,
 //!   `/monitoring/metrics`); it grants no access to other people's calls.
 //!
@@ -146,19 +147,9 @@ impl JwtKey {
 
 impl Claims {
     fn identity(self) -> Result<Identity, AuthError> {
-        if self.sub.is_empty() || self.sub.chars().count() > MAX_ID_LEN {
-            return Err(AuthError::Malformed(format!(
-                "`sub` must be 1 to {MAX_ID_LEN} characters"
-            )));
-        }
-        if self
-            .name
-            .as_ref()
-            .is_some_and(|n| n.chars().count() > MAX_ID_LEN)
-        {
-            return Err(AuthError::Malformed(format!(
-                "`name` must be at most {MAX_ID_LEN} characters"
-            )));
+        check_id(&self.sub).map_err(|rule| AuthError::Malformed(format!("`sub` {rule}")))?;
+        if let Some(name) = &self.name {
+            check_name(name).map_err(|rule| AuthError::Malformed(format!("`name` {rule}")))?;
         }
         Ok(Identity {
             id: UserId(self.sub),
@@ -166,6 +157,38 @@ impl Claims {
             admin: self.role.as_deref() == Some("admin"),
         })
     }
+}
+
+/// The rule every id from outside follows (a token's `sub`, `participantIds`,
+/// `chatId`), returned as the text of the refusal. Ids are stored, compared and shown
+/// to other people: control characters (PostgreSQL refuses NUL outright, terminals and
+/// logs misread the rest), blank ids that look like nobody, and bidirectional overrides
+/// that make one id display as another are refused wherever an id comes in.
+pub fn check_id(value: &str) -> Result<(), &'static str> {
+    const RULE: &str = "must be 1 to 128 characters, not all whitespace, without control or \
+                        bidirectional-override characters";
+    let len = value.chars().count();
+    if len == 0 || len > MAX_ID_LEN || value.trim().is_empty() || value.chars().any(forbidden) {
+        return Err(RULE);
+    }
+    Ok(())
+}
+
+/// The rule for a display name (a token's `name`): as for ids, but it may be empty or
+/// blank (then the participant simply has no display name).
+pub fn check_name(value: &str) -> Result<(), &'static str> {
+    const RULE: &str =
+        "must be at most 128 characters, without control or bidirectional-override characters";
+    if value.chars().count() > MAX_ID_LEN || value.chars().any(forbidden) {
+        return Err(RULE);
+    }
+    Ok(())
+}
+
+/// Control characters, and the Unicode bidirectional embeddings, overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069) that reorder how the text around them is displayed.
+fn forbidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, AuthError> {
@@ -281,6 +304,64 @@ mod tests {
         };
         let err = key.verify(&missing_exp, NOW).unwrap_err().to_string();
         assert!(err.contains("missing field `exp`"), "{err}");
+    }
+
+    #[test]
+    fn ids_and_names_with_control_or_bidi_override_characters_are_refused() {
+        for bad in [
+            "a\0b",
+            "a\nb",
+            "\u{7f}",
+            "evil\u{202E}gpj.exe",
+            "\u{2066}x",
+            "   ",
+            "\t",
+        ] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "a\0b",
+            "Eve\u{202D}",
+            "\u{2069}",
+            &"n".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "alice",
+            "user 42",
+            "ゆうこ",
+            "مريم",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert_eq!(check_id(good), Ok(()), "{good:?}");
+            assert_eq!(check_name(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(
+            check_name("  "),
+            Ok(()),
+            "a blank name is no name, not an error"
+        );
+        assert!(check_id("").unwrap_err().contains(&MAX_ID_LEN.to_string()));
+    }
+
+    #[test]
+    fn a_token_whose_sub_or_name_breaks_the_rule_is_refused_with_the_reason() {
+        let key = JwtKey::new(b"k");
+        let err = key
+            .verify(&key.sign(&claims("a\0b", NOW + 60)), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Malformed(m) if m.starts_with("`sub` ") && m.contains("control")),
+            "{err}"
+        );
+        let mut named = claims("alice", NOW + 60);
+        named.name = Some("Al\u{202E}ice".into());
+        let err = key.verify(&key.sign(&named), NOW).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Malformed(m) if m.starts_with("`name` ")),
+            "{err}"
+        );
     }
 
     #[test]
