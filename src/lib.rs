@@ -32,6 +32,7 @@ pub mod ice;
 pub mod livekit;
 pub mod media;
 pub mod metrics;
+pub mod ratelimit;
 pub mod realtime;
 pub mod server;
 pub mod store;
