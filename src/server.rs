@@ -87,11 +87,12 @@ impl Server {
             media: OnceLock::new(),
             livekit: livekit.clone(),
         });
+        let metrics = Arc::new(Metrics::default());
         let service = Arc::new(CallService::new(
             store,
             clock,
             config.limits(),
-            Arc::new(Metrics::default()),
+            metrics.clone(),
             notifier.clone(),
             MediaSetup {
                 default_mode: config.default_media_mode,
@@ -110,6 +111,8 @@ impl Server {
             turn,
             media: media.clone(),
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
+            metrics,
+            rate_limits: Arc::new(config.rate_limits()),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
@@ -246,6 +249,8 @@ fn serve(
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
+        // With the peer's address in each request: the per-IP rate limit's key.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
