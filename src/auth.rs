@@ -1,10 +1,11 @@
 //! Who is calling: HS256 JSON Web Tokens signed with JWT_SECRET.
 //!
 //! Claims Huddle reads (any JWT library can mint them):
-//! - `sub` (required): the user id, 1 to 128 characters.
+//! - `sub` (required): the user id, 1 to 128 characters, not blank, without control or
+//!   bidirectional-override characters (see [`check_id`]).
 //! - `exp` (required): expiry, seconds since the Unix epoch.
 //! - `nbf`, `iat` (optional): not-before and issued-at, seconds since the epoch.
-//! - `name` (optional): a display name shown to other participants.
+//! - `name` (optional): a display name shown to other participants (see [`check_name`]).
 //! - `role` (optional): `"admin"` grants the operator views (global statistics,
 //!   `/monitoring/metrics`); it grants no access to other people's calls.
 //!
@@ -17,7 +18,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::calls::model::{MAX_ID_LEN, UserId};
+use crate::calls::model::UserId;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -146,19 +147,9 @@ impl JwtKey {
 
 impl Claims {
     fn identity(self) -> Result<Identity, AuthError> {
-        if self.sub.is_empty() || self.sub.chars().count() > MAX_ID_LEN {
-            return Err(AuthError::Malformed(format!(
-                "`sub` must be 1 to {MAX_ID_LEN} characters"
-            )));
-        }
-        if self
-            .name
-            .as_ref()
-            .is_some_and(|n| n.chars().count() > MAX_ID_LEN)
-        {
-            return Err(AuthError::Malformed(format!(
-                "`name` must be at most {MAX_ID_LEN} characters"
-            )));
+        check_id(&self.sub).map_err(|rule| AuthError::Malformed(format!("`sub` {rule}")))?;
+        if let Some(name) = &self.name {
+            check_name(name).map_err(|rule| AuthError::Malformed(format!("`name` {rule}")))?;
         }
         Ok(Identity {
             id: UserId(self.sub),
@@ -167,6 +158,8 @@ impl Claims {
         })
     }
 }
+
+pub use signaling::events::{check_id, check_name};
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result<T, AuthError> {
     let bytes = URL_SAFE_NO_PAD
@@ -178,6 +171,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str, what: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::model::MAX_ID_LEN;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -281,6 +275,64 @@ mod tests {
         };
         let err = key.verify(&missing_exp, NOW).unwrap_err().to_string();
         assert!(err.contains("missing field `exp`"), "{err}");
+    }
+
+    #[test]
+    fn ids_and_names_with_control_or_bidi_override_characters_are_refused() {
+        for bad in [
+            "a\0b",
+            "a\nb",
+            "\u{7f}",
+            "evil\u{202E}gpj.exe",
+            "\u{2066}x",
+            "   ",
+            "\t",
+        ] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "a\0b",
+            "Eve\u{202D}",
+            "\u{2069}",
+            &"n".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "alice",
+            "user 42",
+            "ゆうこ",
+            "مريم",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert_eq!(check_id(good), Ok(()), "{good:?}");
+            assert_eq!(check_name(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(
+            check_name("  "),
+            Ok(()),
+            "a blank name is no name, not an error"
+        );
+        assert!(check_id("").unwrap_err().contains(&MAX_ID_LEN.to_string()));
+    }
+
+    #[test]
+    fn a_token_whose_sub_or_name_breaks_the_rule_is_refused_with_the_reason() {
+        let key = JwtKey::new(b"k");
+        let err = key
+            .verify(&key.sign(&claims("a\0b", NOW + 60)), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Malformed(m) if m.starts_with("`sub` ") && m.contains("control")),
+            "{err}"
+        );
+        let mut named = claims("alice", NOW + 60);
+        named.name = Some("Al\u{202E}ice".into());
+        let err = key.verify(&key.sign(&named), NOW).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Malformed(m) if m.starts_with("`name` ")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::calls::model::MediaMode;
 use crate::http::HttpLimits;
 use crate::ice::{IceServer, IceServers, RestTurn};
 use crate::livekit::LiveKitConfig;
+use crate::ratelimit::{Rate, RateLimits};
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -97,6 +98,20 @@ pub struct Config {
     /// Serve Prometheus `/metrics` on this port only (instead of on PORT).
     #[arg(long, env = "METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// REST requests one user may make per second, once their burst is spent (0: no
+    /// per-user limit). Set far above what a real app does: it stops a client looping.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_user_per_sec: u32,
+    /// REST requests one user may make at once (0: no per-user limit).
+    #[arg(long, env = "RATE_LIMIT_USER_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_user_burst: u32,
+    /// Requests per second from one client IP (an IPv6 /64), before any token is read
+    /// (0: no per-IP limit). Offices and mobile carriers put many users behind one IP.
+    #[arg(long, env = "RATE_LIMIT_IP_PER_SEC", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_ip_per_sec: u32,
+    /// Requests one client IP may make at once (0: no per-IP limit).
+    #[arg(long, env = "RATE_LIMIT_IP_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub rate_limit_ip_burst: u32,
     /// STUN server handed to clients, e.g. `stun:stun.example.org:3478`.
     #[arg(long, env = "STUN_SERVER_URL", value_parser = parse_stun_url)]
     pub stun_server_url: Option<String>,
@@ -235,6 +250,20 @@ impl Config {
     /// How long a shutdown waits for work in flight.
     pub fn drain_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.drain_timeout.into())
+    }
+
+    /// The REST rate limiters (RATE_LIMIT_*), fresh: one set per server.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits::new(
+            Rate {
+                per_sec: self.rate_limit_ip_per_sec,
+                burst: self.rate_limit_ip_burst,
+            },
+            Rate {
+                per_sec: self.rate_limit_user_per_sec,
+                burst: self.rate_limit_user_burst,
+            },
+        )
     }
 
     /// LiveKit's settings, when LIVEKIT_URL (with its key and secret) is set.
@@ -486,6 +515,29 @@ mod tests {
         );
         assert_eq!(config.turn_ttl, 86_400);
         assert!(config.ice_servers(None, None).for_user("alice").is_empty());
+    }
+
+    #[test]
+    fn rate_limits_default_to_budgets_real_apps_never_reach_and_0_turns_one_off() {
+        let config = Config::from_args(["huddle"]).unwrap();
+        assert_eq!(
+            (config.rate_limit_user_per_sec, config.rate_limit_user_burst),
+            (20, 100)
+        );
+        assert_eq!(
+            (config.rate_limit_ip_per_sec, config.rate_limit_ip_burst),
+            (100, 400)
+        );
+        let now = chrono::Utc::now();
+        let user = crate::calls::model::UserId("alice".into());
+        let limits = config.rate_limits();
+        assert!((0..100).all(|_| limits.user.check(&user, now).is_ok()));
+        assert!(limits.user.check(&user, now).is_err());
+        let off = Config::from_args(["huddle", "--rate-limit-user-per-sec", "0"]).unwrap();
+        let limits = off.rate_limits();
+        assert!((0..1000).all(|_| limits.user.check(&user, now).is_ok()));
+        let err = Config::from_args(["huddle", "--rate-limit-ip-burst", "many"]).unwrap_err();
+        assert!(err.contains("RATE_LIMIT_IP_BURST"), "{err}");
     }
 
     #[test]

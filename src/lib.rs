@@ -34,6 +34,7 @@ pub mod live;
 pub mod livekit;
 pub mod media;
 pub mod metrics;
+pub mod ratelimit;
 pub mod realtime;
 pub mod server;
 pub mod store;

@@ -22,6 +22,7 @@ use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService};
 use crate::live::LiveCalls;
+use crate::ratelimit::{RateLimits, ip_key};
 use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
 
@@ -33,6 +34,8 @@ pub struct Realtime {
     pub access: Arc<MediaAccess>,
     pub live: Arc<LiveCalls>,
     pub media: Arc<MediaPlane>,
+    /// The REST rate limiters, shared: one budget per user and per address.
+    pub limits: Arc<RateLimits>,
 }
 
 impl From<ApiError> for SignalError {
@@ -41,6 +44,7 @@ impl From<ApiError> for SignalError {
             code: e.code.to_owned(),
             message: e.message,
             field: e.field,
+            retry_after: e.retry_after,
         }
     }
 }
@@ -187,8 +191,20 @@ impl CallDomain for Realtime {
         })
     }
 
-    fn admit(&self, _user: &User) -> Result<(), SignalError> {
-        Ok(())
+    /// Socket.IO events spend the same budgets as REST requests: per client
+    /// address (RATE_LIMIT_IP_*) and per user (RATE_LIMIT_USER_*).
+    fn admit(&self, user: &User) -> Result<(), SignalError> {
+        let now = self.service.now();
+        if let Some(ip) = user.ip {
+            self.limits
+                .ip
+                .check(&ip_key(ip), now)
+                .map_err(|r| SignalError::from(ApiError::rate_limited(r)))?;
+        }
+        self.limits
+            .user
+            .check(&UserId(user.id.clone()), now)
+            .map_err(|r| SignalError::from(ApiError::rate_limited(r)))
     }
 
     fn handle<'a>(

@@ -98,11 +98,12 @@ impl Server {
             media: OnceLock::new(),
             livekit: livekit.clone(),
         });
+        let metrics = Arc::new(Metrics::default());
         let service = Arc::new(CallService::new(
             store,
             clock,
             config.limits(),
-            Arc::new(Metrics::default()),
+            metrics.clone(),
             notifier.clone(),
             MediaSetup {
                 default_mode: config.default_media_mode,
@@ -130,6 +131,8 @@ impl Server {
             turn,
             media: media.clone(),
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
+            metrics,
+            rate_limits: Arc::new(config.rate_limits()),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
@@ -137,6 +140,7 @@ impl Server {
             access: state.access.clone(),
             live,
             media,
+            limits: state.rate_limits.clone(),
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;

@@ -7,6 +7,8 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use common::{Backend, Harness, raw, raw_with_headers};
+use huddle::auth::{Claims, JwtKey};
+use huddle::clock::Clock;
 
 /// Asserts the JSON error shape and returns its code.
 fn error_code(status: StatusCode, body: &Value, expected: StatusCode) -> String {
@@ -30,6 +32,70 @@ fn state_of(call: &Value, user: &str) -> String {
         .and_then(|ps| ps.iter().find(|p| p["userId"] == user))
         .map(|p| p["connectionState"].as_str().unwrap_or_default().to_owned())
         .unwrap_or_else(|| panic!("{user} is not in {call}"))
+}
+
+/// One request on a new connection; the answer's status, headers and JSON body.
+async fn send(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (StatusCode, hyper::HeaderMap, Value) {
+    let (status, head, bytes) =
+        raw_with_headers(h.addr(), method, path, headers, body.to_vec()).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{path} answered {status} with non-JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, head, json)
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+fn content_type(value: &str) -> (&'static str, String) {
+    ("content-type", value.to_owned())
+}
+
+/// A token signed with the server's secret, carrying these exact claims.
+fn token_with_claims(h: &Harness, sub: &str, name: Option<&str>) -> String {
+    let now = h.clock.now().timestamp();
+    JwtKey::new(common::SECRET.as_bytes()).sign(&Claims {
+        sub: sub.into(),
+        exp: now + 3600,
+        iat: None,
+        nbf: None,
+        name: name.map(str::to_owned),
+        role: None,
+    })
+}
+
+/// Calls stored, all users together (an admin's statistics).
+async fn calls_stored(h: &Harness) -> i64 {
+    let headers = [bearer(&h.admin_token("ops"))];
+    let (status, _, body) = send(h, Method::GET, "/api/v1/calls/stats", &headers, b"").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["totalCalls"].as_i64().expect("totalCalls")
+}
+
+/// The Prometheus text of `/metrics`, which must answer 200.
+async fn scrape(h: &Harness) -> String {
+    let (status, bytes) = raw(h.addr(), Method::GET, "/metrics", &[], Vec::new()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
 }
 
 async fn history_total(h: &Harness, user: &str) -> i64 {
@@ -447,6 +513,62 @@ on_both_backends! {
         }
     }
 
+    async fn ids_and_names_with_control_blank_or_bidi_override_characters_are_refused(h) {
+        let start = json!({ "type": "audio", "participantIds": ["bob"] }).to_string();
+        let claims = [
+            ("ali\0ce", None),
+            ("alice", Some("Al\0ice")),
+            (" \t ", None),
+            ("alice\u{202E}", None),
+            ("alice", Some("\u{2066}Bob")),
+        ];
+        for (sub, name) in claims {
+            let headers = [bearer(&token_with_claims(&h, sub, name)), content_type("application/json")];
+            let (status, _, body) = send(&h, Method::POST, "/api/v1/calls/start", &headers, start.as_bytes()).await;
+            assert_eq!(error_code(status, &body, StatusCode::UNAUTHORIZED), "UNAUTHORIZED", "{sub:?} {name:?}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("control or bidirectional-override"), "{message}");
+        }
+        for id in ["bo\0b", "  ", "bob\u{202E}", "\u{2067}bob"] {
+            let (status, body) = h.post("/api/v1/calls/start", "alice", json!({ "type": "audio", "participantIds": [id] })).await;
+            assert_eq!(error_code(status, &body, StatusCode::BAD_REQUEST), "VALIDATION_ERROR", "{id:?}");
+            assert_eq!(body["error"]["field"], "participantIds[0]");
+        }
+        assert_eq!(calls_stored(&h).await, 0);
+    }
+
+    async fn a_wrongly_typed_field_is_a_validation_error_naming_it(h) {
+        let cases = [
+            (json!({ "type": 5, "participantIds": ["bob"] }), "type"),
+            (json!({ "type": null, "participantIds": ["bob"] }), "type"),
+            (json!({ "type": "video", "participantIds": ["bob"], "mediaMode": 1 }), "mediaMode"),
+        ];
+        for (body, field) in cases {
+            let (status, answer) = h.post("/api/v1/calls/start", "alice", body.clone()).await;
+            assert_eq!(error_code(status, &answer, StatusCode::BAD_REQUEST), "VALIDATION_ERROR", "{body}");
+            assert_eq!(answer["error"]["field"], field, "{body} -> {answer}");
+        }
+        assert_eq!(history_total(&h, "alice").await, 0);
+    }
+
+    async fn prometheus_keeps_serving_the_counters_while_the_database_is_down(h) {
+        h.start_call("alice", "video", &["bob"]).await;
+        let text = scrape(&h).await;
+        assert!(has_line(&text, "huddle_database_up 1"), "{text}");
+        assert!(has_line(&text, "huddle_active_calls{state=\"ringing\"} 1"), "{text}");
+
+        h.server.state.service.store().close().await;
+        let (status, _) = h.call(Method::GET, "/health", None, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the database is down");
+        let text = scrape(&h).await;
+        for line in ["huddle_database_up 0", "huddle_calls_started_total 1", "huddle_turn_allocations 0"] {
+            assert!(has_line(&text, line), "missing `{line}` in\n{text}");
+        }
+        assert!(text.contains("huddle_sfu_rooms "), "{text}");
+        assert!(!text.contains("huddle_active_calls"), "no stale database gauges:\n{text}");
+        assert!(!text.contains("huddle_participants_connected"), "{text}");
+    }
+
     async fn unknown_routes_and_methods_answer_in_the_error_shape(h) {
         let (status, body) = h.get("/api/v1/nothing-here", "alice").await;
         assert_eq!(error_code(status, &body, StatusCode::NOT_FOUND), "NOT_FOUND");
@@ -523,5 +645,273 @@ async fn with_coturn_instead_of_the_embedded_server_clients_get_coturns_urls() {
     assert_eq!(body["turn"], json!({ "enabled": false }));
     let (_, bytes) = raw(h.addr(), Method::GET, "/metrics", &[], Vec::new()).await;
     assert!(!String::from_utf8_lossy(&bytes).contains("huddle_turn_"));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_body_must_say_it_is_json_but_an_empty_one_needs_no_content_type() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let call = h.start_call("alice", "video", &["bob", "carol"]).await;
+    let participant = format!("/api/v1/calls/{call}/participant");
+    let join = format!("/api/v1/calls/{call}/join");
+    let token = format!("/api/v1/calls/{call}/token");
+    let start = json!({ "type": "audio", "participantIds": ["bob"] }).to_string();
+    let requests = [
+        (
+            Method::POST,
+            "/api/v1/calls/start",
+            "alice",
+            start.as_str(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/calls/start",
+            "alice",
+            start.as_str(),
+            Some("text/plain"),
+        ),
+        (
+            Method::POST,
+            "/api/v1/calls/start",
+            "alice",
+            start.as_str(),
+            Some("application/x-www-form-urlencoded"),
+        ),
+        (
+            Method::PATCH,
+            participant.as_str(),
+            "alice",
+            r#"{"audioEnabled":false}"#,
+            None,
+        ),
+        (
+            Method::POST,
+            join.as_str(),
+            "bob",
+            r#"{"audioEnabled":false}"#,
+            None,
+        ),
+        (
+            Method::POST,
+            token.as_str(),
+            "bob",
+            "{}",
+            Some("text/plain"),
+        ),
+    ];
+    for (method, path, user, body, kind) in requests {
+        let mut headers = vec![bearer(&h.token(user))];
+        headers.extend(kind.map(content_type));
+        let (status, _, answer) = send(&h, method.clone(), path, &headers, body.as_bytes()).await;
+        assert_eq!(
+            error_code(status, &answer, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            "UNSUPPORTED_MEDIA_TYPE",
+            "{method} {path} with {kind:?}"
+        );
+    }
+    let data = h.call_of(&call, "alice").await;
+    assert_eq!(state_of(&data, "bob"), "invited", "nothing changed");
+    assert_eq!(
+        data["participants"][0]["audioEnabled"], true,
+        "nothing changed"
+    );
+    assert_eq!(calls_stored(&h).await, 1);
+
+    for (path, user) in [(join.as_str(), "bob"), (token.as_str(), "bob")] {
+        let (status, _, answer) =
+            send(&h, Method::POST, path, &[bearer(&h.token(user))], b"").await;
+        assert_eq!(status, StatusCode::OK, "{path} with no body: {answer}");
+    }
+    let end = format!("/api/v1/calls/{call}/end");
+    let (status, _, answer) = send(&h, Method::POST, &end, &[bearer(&h.token("carol"))], b"").await;
+    assert_eq!(answer["data"]["outcome"], "declined", "{status} {answer}");
+    let headers = [
+        bearer(&h.token("dave")),
+        content_type("application/json; charset=utf-8"),
+    ];
+    let (status, _, answer) = send(
+        &h,
+        Method::POST,
+        "/api/v1/calls/start",
+        &headers,
+        start.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn errors_made_outside_the_handlers_carry_the_json_shape() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let auth = || bearer(&h.token("alice"));
+    let long = format!(
+        "/api/v1/calls/active?pad={}",
+        "x".repeat(huddle::api::MAX_URI_LEN)
+    );
+    let (status, _, body) = send(&h, Method::GET, &long, &[auth()], b"").await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::URI_TOO_LONG),
+        "URI_TOO_LONG"
+    );
+
+    let padding = ("x-padding", "p".repeat(huddle::api::MAX_HEADER_BYTES));
+    let (status, _, body) = send(
+        &h,
+        Method::GET,
+        "/api/v1/calls/active",
+        &[auth(), padding],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        "HEADERS_TOO_LARGE"
+    );
+
+    let (status, _, body) = send(&h, Method::GET, "/api/v1/calls/%FF%FE", &[auth()], b"").await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::BAD_REQUEST),
+        "VALIDATION_ERROR"
+    );
+    assert_eq!(body["error"]["field"], "callId");
+
+    let (status, head, body) = send(&h, Method::PUT, "/api/v1/calls/start", &[auth()], b"").await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::METHOD_NOT_ALLOWED),
+        "METHOD_NOT_ALLOWED"
+    );
+    assert_eq!(
+        head.get("allow").map(|v| v.to_str().unwrap_or_default()),
+        Some("POST")
+    );
+    let (status, _) = h.call(Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "still serving");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_user_past_their_rate_limit_gets_429_with_retry_after_and_nothing_changes() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &[
+            "--rate-limit-user-per-sec",
+            "1",
+            "--rate-limit-user-burst",
+            "3",
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, body) = h.get("/api/v1/calls/active", "alice").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let start = json!({ "type": "audio", "participantIds": ["bob"] }).to_string();
+    let headers = [bearer(&h.token("alice")), content_type("application/json")];
+    let (status, head, body) = send(
+        &h,
+        Method::POST,
+        "/api/v1/calls/start",
+        &headers,
+        start.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::TOO_MANY_REQUESTS),
+        "RATE_LIMITED"
+    );
+    assert_eq!(
+        head.get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("1")
+    );
+
+    let (status, body) = h.get("/api/v1/calls/active", "bob").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another user is not limited: {body}"
+    );
+    assert_eq!(history_total(&h, "bob").await, 0, "no call was created");
+
+    h.clock.advance(chrono::Duration::seconds(1));
+    h.start_call("alice", "audio", &["bob"]).await;
+    assert_eq!(history_total(&h, "bob").await, 1);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn one_client_ip_past_its_rate_limit_gets_429_whoever_it_claims_to_be() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &["--rate-limit-ip-per-sec", "1", "--rate-limit-ip-burst", "4"],
+    )
+    .await;
+    let (status, _) = h
+        .call(Method::GET, "/api/v1/calls/active", None, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "refused requests count too"
+    );
+    let (status, _) = h.get("/api/v1/nothing-here", "alice").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for user in ["alice", "bob"] {
+        let (status, _) = h.get("/api/v1/calls/active", user).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, head, body) = send(
+        &h,
+        Method::GET,
+        "/api/v1/calls/active",
+        &[bearer(&h.token("carol"))],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        error_code(status, &body, StatusCode::TOO_MANY_REQUESTS),
+        "RATE_LIMITED"
+    );
+    assert_eq!(
+        head.get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("1")
+    );
+    let (status, _) = h.call(Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "health is not limited");
+    let text = scrape(&h).await;
+    assert!(
+        has_line(&text, "huddle_rate_limited_total{limit=\"ip\"} 1"),
+        "{text}"
+    );
+
+    h.clock.advance(chrono::Duration::seconds(1));
+    let (status, _) = h.get("/api/v1/calls/active", "carol").await;
+    assert_eq!(status, StatusCode::OK, "a second later, one more request");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn zero_turns_the_rate_limits_off() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &[
+            "--rate-limit-user-per-sec",
+            "0",
+            "--rate-limit-user-burst",
+            "1",
+            "--rate-limit-ip-per-sec",
+            "1",
+            "--rate-limit-ip-burst",
+            "0",
+        ],
+    )
+    .await;
+    for i in 0..20 {
+        let (status, body) = h.get("/api/v1/calls/active", "alice").await;
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+    }
     h.finish().await;
 }

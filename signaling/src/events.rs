@@ -232,7 +232,7 @@ impl SfuMessage {
 pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, SignalError>> {
     let toggle = |media| {
         parse::<Toggle>(data).and_then(|t| {
-            check_id("callId", &t.call_id)?;
+            check_field_id("callId", &t.call_id)?;
             Ok(Request::Toggle {
                 call_id: t.call_id,
                 media,
@@ -251,7 +251,7 @@ pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, Signal
                 invite.chat_id = invite.chat_id.or(inner.chat_id);
             }
             if let Some(id) = &invite.call_id {
-                check_id("callId", id)?;
+                check_field_id("callId", id)?;
             } else if invite.call_type.is_none() {
                 return Err(SignalError::invalid(
                     "callId",
@@ -259,23 +259,23 @@ pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, Signal
                 ));
             }
             for (i, id) in invite.participant_ids.iter().enumerate() {
-                check_id(&format!("participantIds[{i}]"), id)?;
+                check_field_id(&format!("participantIds[{i}]"), id)?;
             }
             if let Some(chat) = &invite.chat_id {
-                check_id("chatId", chat)?;
+                check_field_id("chatId", chat)?;
             }
             Ok(Request::Invite(invite))
         }),
         client::ACCEPT => parse::<Accept>(data).and_then(|a| {
-            check_id("callId", &a.call_id)?;
+            check_field_id("callId", &a.call_id)?;
             Ok(Request::Accept(a))
         }),
         client::DECLINE => parse::<CallRef>(data).and_then(|c| {
-            check_id("callId", &c.call_id)?;
+            check_field_id("callId", &c.call_id)?;
             Ok(Request::Decline { call_id: c.call_id })
         }),
         client::END => parse::<End>(data).and_then(|e| {
-            check_id("callId", &e.call_id)?;
+            check_field_id("callId", &e.call_id)?;
             Ok(Request::End {
                 call_id: e.call_id,
                 reason: e.reason,
@@ -285,7 +285,7 @@ pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, Signal
         client::TOGGLE_VIDEO => toggle(Media::Video),
         client::TOGGLE_SCREEN_SHARE => toggle(Media::ScreenShare),
         client::QUALITY_UPDATE => parse::<Quality>(data).and_then(|q| {
-            check_id("callId", &q.call_id)?;
+            check_field_id("callId", &q.call_id)?;
             check_quality(&q)?;
             Ok(Request::Quality(q))
         }),
@@ -315,7 +315,7 @@ fn parse_relay_body(field: &'static str, data: Value) -> Result<Relay, SignalErr
         return Err(SignalError::invalid("body", "expected an object"));
     };
     let mut text = |name: &str| match object.remove(name) {
-        Some(Value::String(s)) => check_id(name, &s).map(|()| s),
+        Some(Value::String(s)) => check_field_id(name, &s).map(|()| s),
         Some(_) => Err(SignalError::invalid(name, "expected a string")),
         None => Err(SignalError::invalid(name, "is required")),
     };
@@ -348,15 +348,40 @@ fn parse<T: DeserializeOwned>(data: &Value) -> Result<T, SignalError> {
     })
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), SignalError> {
+fn check_field_id(field: &str, value: &str) -> Result<(), SignalError> {
+    check_id(value).map_err(|rule| SignalError::invalid(field, rule))
+}
+
+/// The rule every id from outside follows (a token's `sub`, `participantIds`,
+/// `chatId`), returned as the text of the refusal. Ids are stored, compared and shown
+/// to other people: control characters (PostgreSQL refuses NUL outright, terminals and
+/// logs misread the rest), blank ids that look like nobody, and bidirectional overrides
+/// that make one id display as another are refused wherever an id comes in.
+pub fn check_id(value: &str) -> Result<(), &'static str> {
+    const RULE: &str = "must be 1 to 128 characters, not all whitespace, without control or \
+                        bidirectional-override characters";
     let len = value.chars().count();
-    if len == 0 || len > MAX_ID_LEN || value.chars().any(char::is_control) {
-        return Err(SignalError::invalid(
-            field,
-            format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
-        ));
+    if len == 0 || len > MAX_ID_LEN || value.trim().is_empty() || value.chars().any(forbidden) {
+        return Err(RULE);
     }
     Ok(())
+}
+
+/// The rule for a display name (a token's `name`): as for ids, but it may be empty or
+/// blank (then the participant simply has no display name).
+pub fn check_name(value: &str) -> Result<(), &'static str> {
+    const RULE: &str =
+        "must be at most 128 characters, without control or bidirectional-override characters";
+    if value.chars().count() > MAX_ID_LEN || value.chars().any(forbidden) {
+        return Err(RULE);
+    }
+    Ok(())
+}
+
+/// Control characters, and the Unicode bidirectional embeddings, overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069) that reorder how the text around them is displayed.
+fn forbidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn check_quality(q: &Quality) -> Result<(), SignalError> {

@@ -52,6 +52,9 @@ pub struct SignalError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `RATE_LIMITED`: whole seconds after which the event would be accepted.
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl SignalError {
@@ -60,6 +63,7 @@ impl SignalError {
             code: code.into(),
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl SignalError {
             code: "VALIDATION_ERROR".into(),
             message: format!("{field}: {message}"),
             field: Some(field.to_owned()),
+            retry_after: None,
         }
     }
 }

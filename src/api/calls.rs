@@ -4,17 +4,17 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Auth, JsonBody};
+use super::extract::{Auth, CallIdPath, JsonBody};
 use super::views::{CallListItem, ParticipantView, call_data};
-use crate::auth::Identity;
+use crate::auth::{self, Identity};
 use crate::calls::lifecycle::{Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallId, CallType, EndReason, MAX_ID_LEN, MediaMode, UserId};
+use crate::calls::model::{CallId, CallType, EndReason, MediaMode, UserId};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -29,21 +29,17 @@ pub(crate) fn caller(identity: &Identity) -> Caller {
     }
 }
 
+/// A call id from a request (REST path or Socket.IO payload): a UUID, or 400 naming
+/// `callId`.
 pub(crate) fn call_id(raw: &str) -> Result<CallId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid("callId", "must be a UUID"))
 }
 
-/// Checks an id-like string from a request: 1 to 128 characters, no control characters.
+/// Checks an id from a request body (`participantIds`, `chatId`) by the same rule as a
+/// token's `sub`, so every id that reaches the store passed one check.
 pub(crate) fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
-    let len = value.chars().count();
-    if len == 0 || len > MAX_ID_LEN || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
-        ));
-    }
-    Ok(())
+    auth::check_id(value).map_err(|rule| ApiError::invalid(field, rule))
 }
 
 /// `reason` of an end request: one a client may give, `normal` if none.
@@ -115,17 +111,14 @@ pub struct JoinRequest {
 pub async fn join(
     State(state): State<AppState>,
     Auth(me): Auth,
-    Path(id): Path<String>,
+    CallIdPath(id): CallIdPath,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> ApiResult {
     let media = MediaFlags {
         audio: body.audio_enabled.unwrap_or(true),
         video: body.video_enabled.unwrap_or(true),
     };
-    let snapshot = state
-        .service
-        .join(&caller(&me), call_id(&id)?, media)
-        .await?;
+    let snapshot = state.service.join(&caller(&me), id, media).await?;
     ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 
@@ -139,10 +132,9 @@ pub struct EndRequest {
 pub async fn end(
     State(state): State<AppState>,
     Auth(me): Auth,
-    Path(id): Path<String>,
+    CallIdPath(id): CallIdPath,
     JsonBody(body): JsonBody<EndRequest>,
 ) -> ApiResult {
-    let id = call_id(&id)?;
     let reason = end_reason(body.reason.as_deref())?;
     let (snapshot, outcome) = state.service.end(&me.id, id, reason).await?;
     let message = match outcome {
@@ -163,14 +155,20 @@ pub(crate) fn with_outcome(mut data: Value, outcome: EndOutcome) -> Value {
     data
 }
 
+/// The body of `POST …/token`: no fields. It is read all the same, so that a body which
+/// is not JSON is refused (415) as on every other endpoint rather than ignored.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {}
+
 /// `POST /api/v1/calls/:callId/token`: fresh connection details for a member of a
 /// call that has not ended (reconnection).
 pub async fn token(
     State(state): State<AppState>,
     Auth(me): Auth,
-    Path(id): Path<String>,
+    CallIdPath(id): CallIdPath,
+    JsonBody(TokenRequest {}): JsonBody<TokenRequest>,
 ) -> ApiResult {
-    let snapshot = state.service.get_active(&me.id, call_id(&id)?).await?;
+    let snapshot = state.service.get_active(&me.id, id).await?;
     let data = state.access.connect_data(&snapshot, &me.id)?;
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }
@@ -179,9 +177,8 @@ pub async fn token(
 pub async fn get(
     State(state): State<AppState>,
     Auth(me): Auth,
-    Path(id): Path<String>,
+    CallIdPath(id): CallIdPath,
 ) -> ApiResult {
-    let id = call_id(&id)?;
     let snapshot = state.service.get(&me.id, id).await?;
     let mut data = call_data(&snapshot);
     data["quality"] = json!(state.service.quality(id).await?);
@@ -236,10 +233,9 @@ pub struct ParticipantUpdate {
 pub async fn update_participant(
     State(state): State<AppState>,
     Auth(me): Auth,
-    Path(id): Path<String>,
+    CallIdPath(id): CallIdPath,
     JsonBody(body): JsonBody<ParticipantUpdate>,
 ) -> ApiResult {
-    let id = call_id(&id)?;
     let patch = MediaPatch {
         audio: body.audio_enabled,
         video: body.video_enabled,

@@ -12,7 +12,7 @@ use super::AppState;
 use super::calls::id_text;
 use super::error::ApiError;
 use super::extract::JsonBody;
-use crate::auth::Claims;
+use crate::auth::{self, Claims};
 
 const PAGE: &str = include_str!("../../web/index.html");
 /// socket.io-client's browser bundle (MIT), as published on npm.
@@ -52,7 +52,7 @@ pub async fn token(
     }
     id_text("userId", &body.user_id)?;
     if let Some(name) = &body.name {
-        id_text("name", name)?;
+        auth::check_name(name).map_err(|rule| ApiError::invalid("name", rule))?;
     }
     let now = state.service.now().timestamp();
     let claims = Claims {

@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::auth::AuthError;
 use crate::calls::lifecycle::CallError;
 use crate::calls::service::ServiceError;
+use crate::ratelimit::RetryAfter;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -18,6 +19,8 @@ pub struct ApiError {
     pub(crate) message: String,
     /// The request field at fault, for validation errors.
     pub(crate) field: Option<String>,
+    /// Seconds the client should wait, sent as `Retry-After` (429).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +30,19 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: a rate limit refused the request; try again after `retry_after`.
+    pub fn rate_limited(RetryAfter(secs): RetryAfter) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("too many requests: retry in {secs} s"),
+            )
         }
     }
 
@@ -111,6 +127,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -2,14 +2,16 @@
 //! axum's plain-text rejections.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::AppState;
+use super::calls::call_id;
 use super::error::ApiError;
 use crate::auth::{AuthError, Identity};
+use crate::calls::model::CallId;
 
 /// The caller, from `Authorization: Bearer <jwt>`.
 #[derive(Debug)]
@@ -29,8 +31,32 @@ impl FromRequestParts<AppState> for Auth {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| AuthError::Malformed("Authorization must be `Bearer <token>`".into()))?;
-        let now = state.service.now().timestamp();
-        Ok(Auth(state.jwt.verify(token.trim(), now)?))
+        let now = state.service.now();
+        let identity = state.jwt.verify(token.trim(), now.timestamp())?;
+        // Here, before any other extractor or the handler runs: a refused request
+        // has done nothing.
+        state
+            .rate_limits
+            .user
+            .check(&identity.id, now)
+            .map_err(ApiError::rate_limited)?;
+        Ok(Auth(identity))
+    }
+}
+
+/// The `:callId` of a call endpoint. A segment that is not a UUID (or not even UTF-8,
+/// which axum's `Path` would refuse in plain text) is a 400 naming `callId`.
+#[derive(Debug)]
+pub struct CallIdPath(pub CallId);
+
+impl FromRequestParts<AppState> for CallIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let raw = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_or_else(|_| String::new(), |Path(raw)| raw);
+        call_id(&raw).map(CallIdPath)
     }
 }
 
@@ -64,9 +90,12 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
-/// A JSON body. An empty body reads as `{}`, so endpoints whose fields are all
-/// optional accept none; a body over the limit is 413, a non-JSON content type 415,
-/// and a field of the wrong shape 400 naming the field.
+/// A JSON body. An empty body reads as `{}` whatever its content type, so endpoints
+/// whose fields are all optional (join, end, token) accept none; a non-empty body must
+/// say it is JSON (`application/json` or `application/*+json`), or it is 415: guessing
+/// would accept form posts and plain text that the client meant as something else.
+/// Over the limit it is 413, unparseable 400 `MALFORMED_JSON`, and well-formed with a
+/// field of the wrong shape 400 `VALIDATION_ERROR` naming the field.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -74,41 +103,55 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        let declared_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if bytes.is_empty() {
             return parse(b"{}").map(JsonBody);
         }
-        if let Some(content_type) = content_type {
-            let is_json = content_type.to_str().is_ok_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|mime| mime.trim().ends_with("json"))
-            });
-            if !is_json {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UNSUPPORTED_MEDIA_TYPE",
-                    "request body must be application/json",
-                ));
-            }
+        if !declared_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "a request body must be JSON, sent with Content-Type: application/json",
+            ));
         }
         parse(&bytes).map(JsonBody)
     }
 }
 
+/// `application/json` or a structured `application/*+json` type, parameters aside.
+pub(super) fn is_json_media_type(content_type: &str) -> bool {
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = mime.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// `body` as a `T`. Syntax is checked first and on its own: serde_json reports some
+/// type errors (a number where an enum's name belongs) as syntax errors, and a client
+/// that sent well-formed JSON must be told which field is wrong, not that its JSON is.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<IgnoredAny>(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_JSON",
-                format!("malformed JSON: {inner}"),
-            );
-        }
-        let message = strip_position(&inner.to_string());
+        let message = if inner.is_syntax() {
+            "invalid type: expected one of its names, as a string".to_owned()
+        } else {
+            strip_position(&inner.to_string())
+        };
         let path = e.path().to_string();
         if path == "." {
             // A missing field is reported at the parent: name it from the message.
@@ -117,15 +160,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::invalid(path, message)
         }
-    })?;
-    de.end().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_JSON",
-            format!("malformed JSON: {e}"),
-        )
-    })?;
-    Ok(value)
+    })
 }
 
 /// serde_json's messages end with " at line L column C"; the field name says more.
@@ -182,5 +217,52 @@ mod tests {
             "MALFORMED_JSON"
         );
         assert_eq!(error_of("[]").code, "VALIDATION_ERROR");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        Audio,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct WithEnum {
+        #[serde(rename = "type")]
+        _kind: Kind,
+    }
+
+    #[test]
+    fn well_formed_json_of_the_wrong_type_is_a_validation_error_naming_the_field() {
+        for body in [
+            r#"{"type": 5}"#,
+            r#"{"type": null}"#,
+            r#"{"type": ["audio"]}"#,
+        ] {
+            let e = parse::<WithEnum>(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                ("VALIDATION_ERROR", Some("type")),
+                "{body}"
+            );
+        }
+        assert!(parse::<WithEnum>(br#"{"type": "audio"}"#).is_ok());
+        assert_eq!(
+            parse::<WithEnum>(br#"{"type": 5"#).unwrap_err().code,
+            "MALFORMED_JSON"
+        );
+    }
+
+    #[test]
+    fn json_media_types_are_application_json_and_its_structured_suffix() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/webhook+json",
+        ] {
+            assert!(is_json_media_type(json), "{json}");
+        }
+        for other in ["text/plain", "text/json", "application/jsonx", "json", ""] {
+            assert!(!is_json_media_type(other), "{other}");
+        }
     }
 }

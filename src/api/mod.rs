@@ -5,6 +5,7 @@ pub(crate) mod calls;
 mod demo;
 mod error;
 mod extract;
+mod middleware;
 mod monitoring;
 pub(crate) mod views;
 mod webhooks;
@@ -14,14 +15,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::routing::{get, patch, post};
 use huddle_turn::TurnServer;
 
 pub use error::ApiError;
+pub use middleware::{MAX_HEADER_BYTES, MAX_URI_LEN};
 
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::media::MediaPlane;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 use views::MediaAccess;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
@@ -40,6 +45,10 @@ pub struct AppState {
     pub media: Arc<MediaPlane>,
     /// Whether `POST /demo/token` mints tokens for anyone.
     pub demo_tokens: bool,
+    /// The process's counters, for `/metrics` when the database cannot add its gauges.
+    pub metrics: Arc<Metrics>,
+    /// The per-IP and per-user rate limiters: one instance each, for every door.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -79,6 +88,9 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn(middleware::limit_sizes))
+        .layer(from_fn_with_state(state.clone(), middleware::limit_per_ip))
+        .layer(map_response(middleware::json_errors))
         .with_state(state)
 }
 
@@ -87,6 +99,7 @@ pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(monitoring::prometheus))
         .fallback(not_found)
+        .layer(map_response(middleware::json_errors))
         .with_state(state)
 }
 

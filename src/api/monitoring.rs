@@ -11,6 +11,11 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Auth;
+use crate::metrics::family;
+
+/// How long a scrape waits for the database's gauges: under Prometheus's default
+/// scrape timeout (10 s), so the in-memory figures arrive even when the database hangs.
+const DATABASE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `GET /health`: 200 when the database answers, 503 when it does not.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
@@ -72,9 +77,54 @@ pub async fn monitoring(
     })))
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let mut text = state.service.prometheus().await?;
+/// `GET /metrics`: Prometheus text exposition. It always answers: a scrape matters
+/// most when something is wrong. When the database does not answer within
+/// [`DATABASE_SCRAPE_TIMEOUT`], `huddle_database_up` is 0 and the gauges read from it
+/// (`huddle_active_calls`, `huddle_participants_connected`) are left out rather than
+/// repeated from an earlier scrape: a stale value would look current, while a gap
+/// next to `huddle_database_up 0` says what happened.
+pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    let from_database =
+        tokio::time::timeout(DATABASE_SCRAPE_TIMEOUT, state.service.prometheus()).await;
+    let (mut text, up) = match from_database {
+        Ok(Ok(text)) => (text, 1),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: database unreachable");
+            (state.metrics.render_counters(), 0)
+        }
+        Err(_) => {
+            tracing::warn!("metrics: database did not answer in time");
+            (state.metrics.render_counters(), 0)
+        }
+    };
+    family(
+        &mut text,
+        "huddle_database_up",
+        "gauge",
+        "Whether the database answered this scrape (1) or not (0).",
+        &[(String::new(), up)],
+    );
+    let limits = &state.rate_limits;
+    family(
+        &mut text,
+        "huddle_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit, by limit.",
+        &[
+            ("{limit=\"ip\"}".to_owned(), limits.ip.refused()),
+            ("{limit=\"user\"}".to_owned(), limits.user.refused()),
+        ],
+    );
+    family(
+        &mut text,
+        "huddle_rate_limit_keys",
+        "gauge",
+        "Clients (IPs, users) a rate limiter is tracking, by limit.",
+        &[
+            ("{limit=\"ip\"}".to_owned(), limits.ip.keys() as u64),
+            ("{limit=\"user\"}".to_owned(), limits.user.keys() as u64),
+        ],
+    );
     let sfu = sfu_figures(&state);
     text.push_str(&format!(
         "# HELP huddle_sfu_rooms Media rooms running in the built-in SFU.\n\
@@ -127,13 +177,13 @@ pub async fn prometheus(State(state): State<AppState>) -> Result<impl IntoRespon
             t.malformed,
         ));
     }
-    Ok((
+    (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
-    ))
+    )
 }
 
 /// The embedded TURN server's figures (`enabled: false` when coturn serves TURN).

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Longest user id, chat id or display name accepted from outside.
-pub const MAX_ID_LEN: usize = 128;
+/// The longest id (user, chat) accepted from outside.
+pub use signaling::events::MAX_ID_LEN;
 
 /// A call's id: a UUID, printed in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
