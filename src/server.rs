@@ -133,6 +133,8 @@ impl Server {
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
             metrics,
             rate_limits: Arc::new(config.rate_limits()),
+            signaling: signaling.clone(),
+            drain: Arc::new(Drain::default()),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
@@ -157,7 +159,7 @@ impl Server {
         } else {
             MetricsRoute::Main
         };
-        let drain = Arc::new(Drain::default());
+        let drain = state.drain.clone();
         // Socket.IO's own transport (long polls included) stays outside the drain
         // layer: signaling drains its sockets itself.
         let app = api::app(state.clone(), route)

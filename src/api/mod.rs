@@ -22,7 +22,10 @@ use huddle_turn::TurnServer;
 pub use error::ApiError;
 pub use middleware::{MAX_HEADER_BYTES, MAX_URI_LEN};
 
+use signaling::Signaling;
+
 use crate::auth::JwtKey;
+use crate::http::Drain;
 use crate::calls::service::CallService;
 use crate::media::MediaPlane;
 use crate::metrics::Metrics;
@@ -43,6 +46,10 @@ pub struct AppState {
     pub turn: Option<Arc<TurnServer>>,
     /// The built-in SFU.
     pub media: Arc<MediaPlane>,
+    /// Socket.IO, for its counters.
+    pub signaling: Signaling,
+    /// The HTTP listener's shutdown state and counters.
+    pub drain: Arc<Drain>,
     /// Whether `POST /demo/token` mints tokens for anyone.
     pub demo_tokens: bool,
     /// The process's counters, for `/metrics` when the database cannot add its gauges.

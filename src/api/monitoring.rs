@@ -2,6 +2,8 @@
 //! the primary contract's JSON) and `/metrics` (Prometheus text, no token: expose it
 //! only where Prometheus can reach it, or move it to METRICS_PORT).
 
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -125,6 +127,34 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             ("{limit=\"user\"}".to_owned(), limits.user.keys() as u64),
         ],
     );
+    let c = state.media.sfu.connection_counters();
+    let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    family(
+        &mut text,
+        "huddle_sfu_connections_total",
+        "counter",
+        "SFU peer connections by outcome: came up, or failed (ICE never connected, ICE lost, DTLS).",
+        &[
+            ("{outcome=\"connected\"}".to_owned(), read(&c.connected)),
+            ("{outcome=\"connect_timeout\"}".to_owned(), read(&c.connect_timeouts)),
+            ("{outcome=\"ice_failed\"}".to_owned(), read(&c.ice_failed)),
+            ("{outcome=\"dtls_failed\"}".to_owned(), read(&c.dtls_failed)),
+        ],
+    );
+    family(
+        &mut text,
+        "huddle_socketio_slow_consumers_total",
+        "counter",
+        "Sockets disconnected because they did not read what was sent to them.",
+        &[(String::new(), state.signaling.slow_consumers())],
+    );
+    family(
+        &mut text,
+        "huddle_http_connections_refused_total",
+        "counter",
+        "Connections refused for going over HTTP_MAX_CONNECTIONS_PER_IP.",
+        &[(String::new(), read(&state.drain.refused_connections))],
+    );
     let sfu = sfu_figures(&state);
     text.push_str(&format!(
         "# HELP huddle_sfu_rooms Media rooms running in the built-in SFU.\n\
@@ -212,9 +242,16 @@ async fn turn_figures(state: &AppState) -> Value {
 fn sfu_figures(state: &AppState) -> Value {
     let sfu = &state.media.sfu;
     let (unroutable, overflow) = sfu.dropped();
+    let c = sfu.connection_counters();
     json!({
         "activeRooms": sfu.room_count(),
         "droppedUnroutable": unroutable,
         "droppedOverflow": overflow,
+        "connections": {
+            "connected": c.connected.load(Ordering::Relaxed),
+            "connectTimeouts": c.connect_timeouts.load(Ordering::Relaxed),
+            "iceFailed": c.ice_failed.load(Ordering::Relaxed),
+            "dtlsFailed": c.dtls_failed.load(Ordering::Relaxed),
+        },
     })
 }
