@@ -81,6 +81,14 @@ pub struct Config {
     /// Seconds a user whose sockets all dropped stays in their calls before leaving.
     #[arg(long, env = "CONNECTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
     pub connection_timeout: u32,
+    /// Calls that may ring one user at the same time; more invitations to them are
+    /// refused (`RINGING_LIMIT`).
+    #[arg(long, env = "RINGING_LIMIT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub ringing_limit: u32,
+    /// Seconds during which someone who declined a call is not rung again by its
+    /// caller (`DECLINED_RECENTLY`); 0 turns it off.
+    #[arg(long, env = "DECLINE_COOLDOWN", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub decline_cooldown: u32,
     /// Seconds a shutdown (SIGTERM) waits for requests and events in flight before
     /// closing connections regardless.
     #[arg(long, env = "DRAIN_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=600))]
@@ -236,6 +244,8 @@ impl Config {
             ringing_timeout: Duration::seconds(self.ringing_timeout.into()),
             max_duration: Duration::seconds(self.max_call_duration.into()),
             away_grace: Duration::seconds(self.connection_timeout.into()),
+            max_ringing: self.ringing_limit,
+            decline_cooldown: Duration::seconds(self.decline_cooldown.into()),
         }
     }
 

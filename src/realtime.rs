@@ -287,7 +287,7 @@ impl CallObserver for Notifier {
         for event in events {
             let (call_id, user_id) = (call_id.clone(), |u: &UserId| u.0.clone());
             let notice = match event {
-                CallEvent::Incoming { .. } => {
+                CallEvent::Incoming { in_call, .. } => {
                     let mut invitation = call_data(call);
                     invitation["callId"] = json!(call_id);
                     invitation["type"] = json!(call.call.call_type);
@@ -295,6 +295,7 @@ impl CallObserver for Notifier {
                     Notice::Incoming {
                         call_id,
                         invitation,
+                        in_call: *in_call,
                     }
                 }
                 CallEvent::Accepted { user } => Notice::Accepted {
@@ -332,7 +333,7 @@ impl CallObserver for Notifier {
             // An invitation rings only the invitee; everything else is for every member,
             // ringing ones included (so that their devices stop ringing when it ends).
             let to = match event {
-                CallEvent::Incoming { user } => vec![user.0.clone()],
+                CallEvent::Incoming { user, .. } => vec![user.0.clone()],
                 _ => members.clone(),
             };
             self.signaling.notify(to, notice);

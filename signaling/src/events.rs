@@ -412,8 +412,13 @@ fn check_quality(q: &Quality) -> Result<(), SignalError> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged, rename_all_fields = "camelCase")]
 pub enum Notice {
-    /// `call:incoming`: you are being rung.
-    Incoming { call_id: String, invitation: Value },
+    /// `call:incoming`: you are being rung; `in_call`: while you are in another call
+    /// (call waiting: answering it does not end the other one).
+    Incoming {
+        call_id: String,
+        invitation: Value,
+        in_call: bool,
+    },
     /// `call:accepted`: `user_id` answered.
     Accepted { call_id: String, user_id: String },
     /// `call:declined`: `user_id` declined.

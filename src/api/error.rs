@@ -97,6 +97,14 @@ impl From<ServiceError> for ApiError {
                     CallError::NotJoined => (StatusCode::CONFLICT, "NOT_IN_CALL"),
                     CallError::CallFull(_) => (StatusCode::CONFLICT, "CALL_FULL"),
                     CallError::NotRinging => (StatusCode::CONFLICT, "NOT_RINGING"),
+                    CallError::RingingLimit { .. } => (StatusCode::CONFLICT, "RINGING_LIMIT"),
+                    CallError::DeclinedRecently { retry_after, .. } => {
+                        return Self {
+                            retry_after: Some(retry_after),
+                            field: Some("participantIds".to_owned()),
+                            ..Self::new(StatusCode::CONFLICT, "DECLINED_RECENTLY", message)
+                        };
+                    }
                     CallError::Invalid { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
                 };
                 Self::new(status, code, message)

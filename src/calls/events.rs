@@ -9,8 +9,11 @@ use super::model::{CallState, ConnectionState, EndReason, Participant, UserId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// `user` is now being rung (a new call, or an invitation to a running one).
+    /// `in_call`: they are in another live call already (call waiting); filled in by
+    /// the call service, which knows about other calls.
     Incoming {
         user: UserId,
+        in_call: bool,
     },
     /// `user` answered their invitation.
     Accepted {
@@ -63,7 +66,10 @@ pub fn diff(
             (_, ConnectionState::Invited)
                 if was != Some(ConnectionState::Invited) || rung_again =>
             {
-                events.push(CallEvent::Incoming { user: user() })
+                events.push(CallEvent::Incoming {
+                    user: user(),
+                    in_call: false,
+                })
             }
             (Some(ConnectionState::Invited), ConnectionState::Connected) => {
                 events.push(CallEvent::Accepted { user: user() });
@@ -128,8 +134,14 @@ mod tests {
         assert_eq!(
             diff(None, &call, Some(&u("alice"))),
             vec![
-                CallEvent::Incoming { user: u("bob") },
-                CallEvent::Incoming { user: u("carol") }
+                CallEvent::Incoming {
+                    user: u("bob"),
+                    in_call: false
+                },
+                CallEvent::Incoming {
+                    user: u("carol"),
+                    in_call: false
+                }
             ]
         );
     }
@@ -224,7 +236,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             diff(Some(&after), &again, Some(&u("alice"))),
-            vec![CallEvent::Incoming { user: u("carol") }]
+            vec![CallEvent::Incoming {
+                user: u("carol"),
+                in_call: false
+            }]
         );
     }
 }

@@ -46,6 +46,11 @@ pub struct Limits {
     /// How long a participant with no connection stays in their calls
     /// (CONNECTION_TIMEOUT).
     pub away_grace: Duration,
+    /// Calls that may ring one user at once (RINGING_LIMIT).
+    pub max_ringing: u32,
+    /// How long someone who declined a caller is not rung by them again
+    /// (DECLINE_COOLDOWN).
+    pub decline_cooldown: Duration,
 }
 
 /// A rule refused a change. Nothing was changed.
@@ -63,6 +68,12 @@ pub enum CallError {
     CallFull(u32),
     #[error("you have no ringing invitation to this call")]
     NotRinging,
+    /// An invitee is already being rung by as many calls as RINGING_LIMIT allows.
+    #[error("`{user}` is already being rung by {limit} calls: try again later")]
+    RingingLimit { user: UserId, limit: u32 },
+    /// An invitee declined this caller within DECLINE_COOLDOWN.
+    #[error("`{user}` declined your call: you can ring them again in {retry_after} s")]
+    DeclinedRecently { user: UserId, retry_after: u64 },
     /// A request field is invalid for this call.
     #[error("{field}: {message}")]
     Invalid {
@@ -210,6 +221,7 @@ impl CallSnapshot {
             video_enabled: request.media.video && video_allowed,
             screen_share_enabled: false,
             away_until: None,
+            declined_at: None,
         });
         participants.extend(
             request
@@ -314,7 +326,9 @@ impl CallSnapshot {
         }
         let outcome = match participant.connection_state {
             ConnectionState::Invited => {
-                self.participants[index].connection_state = ConnectionState::Declined;
+                let participant = &mut self.participants[index];
+                participant.connection_state = ConnectionState::Declined;
+                participant.declined_at = Some(now);
                 EndOutcome::Declined
             }
             ConnectionState::Connected => {
@@ -616,6 +630,7 @@ fn invited(call_id: CallId, user_id: UserId, now: DateTime<Utc>) -> Participant 
         video_enabled: false,
         screen_share_enabled: false,
         away_until: None,
+        declined_at: None,
     }
 }
 
@@ -640,6 +655,8 @@ pub(crate) mod tests {
         ringing_timeout: Duration::seconds(60),
         max_duration: Duration::seconds(3600),
         away_grace: Duration::seconds(30),
+        max_ringing: 3,
+        decline_cooldown: Duration::seconds(60),
     };
 
     pub(crate) fn t(seconds: i64) -> DateTime<Utc> {

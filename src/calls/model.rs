@@ -268,6 +268,9 @@ pub struct Participant {
     /// Stored with the call (not in memory) so that a crash or restart cannot leave
     /// them in it for ever; members are not told (a quick reconnect goes unnoticed).
     pub away_until: Option<DateTime<Utc>>,
+    /// When they last declined an invitation to this call: the caller may not ring
+    /// them again until DECLINE_COOLDOWN has passed.
+    pub declined_at: Option<DateTime<Utc>>,
 }
 
 impl Participant {

@@ -167,6 +167,7 @@ impl CallService {
         caller: &Caller,
         request: NewCall,
     ) -> Result<CallSnapshot, ServiceError> {
+        let busy = self.may_ring(&caller.id, &request.invitees).await?;
         let snapshot = CallSnapshot::start(
             CallId::random(),
             caller,
@@ -195,7 +196,8 @@ impl CallService {
             return Err(e.into());
         }
         self.metrics.call_started();
-        let events = events::diff(None, &snapshot, Some(&caller.id));
+        let mut events = events::diff(None, &snapshot, Some(&caller.id));
+        mark_call_waiting(&mut events, &busy);
         self.observer.call_changed(&snapshot, &events);
         Ok(snapshot)
     }
@@ -267,12 +269,52 @@ impl CallService {
         id: CallId,
         invitees: Vec<UserId>,
     ) -> Result<CallSnapshot, ServiceError> {
+        let busy = self.may_ring(user, &invitees).await?;
         let (snapshot, _) = self
-            .mutate(id, Some(user), |call, now| {
-                call.invite(user, invitees.clone(), &self.limits, now)
-            })
+            .mutate_announcing(
+                id,
+                Some(user),
+                |call, now| call.invite(user, invitees.clone(), &self.limits, now),
+                &busy,
+            )
             .await?;
         Ok(snapshot)
+    }
+
+    /// Refuses to ring anyone already rung by RINGING_LIMIT calls, or who declined
+    /// `caller` within DECLINE_COOLDOWN. Returns the invitees who are in another
+    /// live call (they are rung with call waiting). A limit, not a lock: two calls
+    /// racing for a user's last ringing slot may both get it.
+    async fn may_ring(
+        &self,
+        caller: &UserId,
+        invitees: &[UserId],
+    ) -> Result<Vec<UserId>, ServiceError> {
+        let now = self.clock.now();
+        let since = now - self.limits.decline_cooldown;
+        let mut busy = Vec::new();
+        for invitee in invitees {
+            let status = self.store.invitee_status(caller, invitee, since).await?;
+            if status.ringing >= i64::from(self.limits.max_ringing) {
+                return Err(CallError::RingingLimit {
+                    user: invitee.clone(),
+                    limit: self.limits.max_ringing,
+                }
+                .into());
+            }
+            if let Some(declined) = status.declined_at {
+                let wait = (declined + self.limits.decline_cooldown - now).num_seconds();
+                return Err(CallError::DeclinedRecently {
+                    user: invitee.clone(),
+                    retry_after: wait.max(1).unsigned_abs(),
+                }
+                .into());
+            }
+            if status.in_calls > 0 {
+                busy.push(invitee.clone());
+            }
+        }
+        Ok(busy)
     }
 
     /// `user` has no connection left (their last socket dropped): in every call they
@@ -441,7 +483,18 @@ impl CallService {
         &self,
         id: CallId,
         actor: Option<&UserId>,
+        change: impl FnMut(&mut CallSnapshot, DateTime<Utc>) -> Result<T, CallError>,
+    ) -> Result<(CallSnapshot, T), ServiceError> {
+        self.mutate_announcing(id, actor, change, &[]).await
+    }
+
+    /// [`CallService::mutate`], ringing the users in `busy` with call waiting.
+    async fn mutate_announcing<T>(
+        &self,
+        id: CallId,
+        actor: Option<&UserId>,
         mut change: impl FnMut(&mut CallSnapshot, DateTime<Utc>) -> Result<T, CallError>,
+        busy: &[UserId],
     ) -> Result<(CallSnapshot, T), ServiceError> {
         let _writer = self.writers.lock(id).await;
         for _ in 0..MAX_ATTEMPTS {
@@ -459,11 +512,21 @@ impl CallService {
                         after.call.duration.unwrap_or(0),
                     );
                 }
-                let events = events::diff(Some(&before), &after, actor);
+                let mut events = events::diff(Some(&before), &after, actor);
+                mark_call_waiting(&mut events, busy);
                 self.observer.call_changed(&after, &events);
                 return Ok((after, outcome));
             }
         }
         Err(ServiceError::Contention)
+    }
+}
+
+/// Rings the users in `busy`, who are in another live call, with call waiting.
+fn mark_call_waiting(events: &mut [CallEvent], busy: &[UserId]) {
+    for event in events {
+        if let CallEvent::Incoming { user, in_call } = event {
+            *in_call = busy.contains(user);
+        }
     }
 }

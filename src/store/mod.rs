@@ -82,6 +82,7 @@ macro_rules! bind_participant {
             .bind($p.video_enabled)
             .bind($p.screen_share_enabled)
             .bind($p.away_until)
+            .bind($p.declined_at)
     };
 }
 
@@ -92,8 +93,8 @@ const INSERT_CALL: &str = "INSERT INTO calls (id, room_id, type, state, initiato
 
 const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, user_id, \
      display_name, role, invited_at, joined_at, left_at, duration, connection_state, \
-     audio_enabled, video_enabled, screen_share_enabled, away_until) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+     audio_enabled, video_enabled, screen_share_enabled, away_until, declined_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_at = $3, \
      duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, is_group = $8, \
@@ -101,8 +102,16 @@ const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_a
 
 const UPDATE_PARTICIPANT: &str = "UPDATE call_participants SET display_name = $1, \
      joined_at = $2, left_at = $3, duration = $4, connection_state = $5, audio_enabled = $6, \
-     video_enabled = $7, screen_share_enabled = $8, invited_at = $9, away_until = $10 \
-     WHERE id = $11";
+     video_enabled = $7, screen_share_enabled = $8, invited_at = $9, away_until = $10, \
+     declined_at = $11 WHERE id = $12";
+
+const INVITEE_STATUS: &str = "SELECT \
+     (SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id \
+         WHERE p.user_id = $1 AND p.connection_state = 'invited' AND c.state <> 'ended') AS ringing, \
+     (SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id \
+         WHERE p.user_id = $1 AND p.connection_state = 'connected' AND c.state <> 'ended') AS in_calls, \
+     (SELECT MAX(p.declined_at) FROM call_participants p JOIN calls c ON c.id = p.call_id \
+         WHERE p.user_id = $1 AND c.initiator_id = $2 AND p.declined_at > $3) AS declined_at";
 
 /// Participants of a set of calls, initiator first, then in invitation order.
 const PARTICIPANT_ORDER: &str = "ORDER BY role, invited_at, user_id";
@@ -303,6 +312,7 @@ impl Store {
                     .bind(p.screen_share_enabled)
                     .bind(p.invited_at)
                     .bind(p.away_until)
+                    .bind(p.declined_at)
                     .bind(p.id.to_string())
                     .execute(&mut *tx)
                     .await?;
@@ -446,6 +456,25 @@ impl Store {
         group(calls, participants)
     }
 
+    /// What stands in the way of ringing `invitee` for `caller`: how many live calls
+    /// ring them now, whether they are in a live call, and when they last declined a
+    /// call of `caller`'s (started by them) after `since`.
+    pub async fn invitee_status(
+        &self,
+        caller: &UserId,
+        invitee: &UserId,
+        since: DateTime<Utc>,
+    ) -> Result<InviteeStatus, StoreError> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(INVITEE_STATUS)
+                .bind(invitee.as_str())
+                .bind(caller.as_str())
+                .bind(since)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
     /// Ids of every call that has not ended.
     pub async fn active_ids(&self) -> Result<Vec<CallId>, StoreError> {
         let ids: Vec<String> = with_pool!(self, |pool| {
@@ -547,6 +576,17 @@ fn group(
             call,
         })
         .collect())
+}
+
+/// See [`Store::invitee_status`].
+#[derive(Debug, sqlx::FromRow)]
+pub struct InviteeStatus {
+    /// Live calls ringing them now.
+    pub ringing: i64,
+    /// Live calls they are in now.
+    pub in_calls: i64,
+    /// When they last declined the caller, within the period asked about.
+    pub declined_at: Option<DateTime<Utc>>,
 }
 
 /// Parses ids read from `calls.id`.

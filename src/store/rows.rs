@@ -51,6 +51,7 @@ pub(super) struct ParticipantRow {
     video_enabled: bool,
     screen_share_enabled: bool,
     away_until: Option<DateTime<Utc>>,
+    declined_at: Option<DateTime<Utc>>,
 }
 
 fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError>
@@ -116,6 +117,7 @@ impl TryFrom<ParticipantRow> for Participant {
             video_enabled: row.video_enabled,
             screen_share_enabled: row.screen_share_enabled,
             away_until: row.away_until,
+            declined_at: row.declined_at,
         })
     }
 }
