@@ -22,9 +22,9 @@ use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService};
 use crate::live::LiveCalls;
-use crate::ratelimit::{RateLimits, ip_key};
 use crate::livekit::LiveKit;
 use crate::media::MediaPlane;
+use crate::ratelimit::{RateLimits, ip_key};
 
 /// Serves signaling requests with the call service.
 #[derive(Debug)]

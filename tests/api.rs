@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use common::{Backend, Harness, raw, raw_with_headers};
 use huddle::auth::{Claims, JwtKey};
+use huddle::calls::model::UserId;
 use huddle::clock::Clock;
 
 /// Asserts the JSON error shape and returns its code.
@@ -331,6 +332,13 @@ on_both_backends! {
         let call = h.start_call("alice", "video", &["bob"]).await;
         let path = format!("/api/v1/calls/{call}/token");
         let (status, body) = h.post(&path, "bob", json!({})).await;
+        assert_eq!(
+            error_code(status, &body, StatusCode::CONFLICT),
+            "NOT_IN_CALL",
+            "a ringing invitee gets media credentials by answering"
+        );
+        h.join(&call, "bob").await;
+        let (status, body) = h.post(&path, "bob", json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         h.assert_ice_servers_for(&body["data"]["iceServers"], "bob");
         assert!(body["data"].as_object().is_some_and(|d| d.contains_key("token")));
@@ -339,6 +347,72 @@ on_both_backends! {
         h.end(&call, "alice").await;
         let (status, body) = h.post(&path, "bob", json!({})).await;
         assert_eq!(error_code(status, &body, StatusCode::CONFLICT), "CALL_ENDED");
+    }
+
+    async fn a_restart_gives_everyone_in_a_call_the_connection_timeout_to_come_back(h) {
+        let call = h.start_call("alice", "video", &["bob", "carol"]).await;
+        h.join(&call, "bob").await;
+        h.join(&call, "carol").await;
+        h.restart().await;
+        assert_eq!(h.advance_and_sweep(29).await, 0, "within CONNECTION_TIMEOUT");
+        let (alice, bob) = (UserId("alice".into()), UserId("bob".into()));
+        h.server.state.service.back(&alice).await.expect("alice reconnects");
+        h.server.state.service.back(&bob).await.expect("bob reconnects");
+        assert_eq!(h.advance_and_sweep(1).await, 1, "carol never came back");
+        let seen = h.call_of(&call, "alice").await;
+        assert_eq!(seen["call"]["state"], "connected", "{seen}");
+        assert_eq!(state_of(&seen, "alice"), "connected");
+        assert_eq!(state_of(&seen, "bob"), "connected");
+        assert_eq!(state_of(&seen, "carol"), "left");
+        assert_eq!(h.advance_and_sweep(3600).await, 1, "max duration only");
+    }
+
+    async fn a_call_whose_members_never_come_back_after_a_restart_ends(h) {
+        let call = h.start_call("alice", "video", &["bob"]).await;
+        h.join(&call, "bob").await;
+        h.restart().await;
+        assert_eq!(h.advance_and_sweep(30).await, 1);
+        let seen = h.call_of(&call, "alice").await;
+        assert_eq!(seen["call"]["state"], "ended", "{seen}");
+        assert_eq!(seen["call"]["endReason"], "normal", "{seen}");
+    }
+
+    async fn a_user_is_rung_by_at_most_ringing_limit_calls_at_once(h) {
+        let before = calls_stored(&h).await;
+        for caller in ["alice", "dave", "erin"] {
+            h.start_call(caller, "video", &["bob"]).await;
+        }
+        let start = json!({ "type": "video", "participantIds": ["carol", "bob"] });
+        let (status, body) = h.post("/api/v1/calls/start", "frank", start.clone()).await;
+        assert_eq!(error_code(status, &body, StatusCode::CONFLICT), "RINGING_LIMIT");
+        assert_eq!(calls_stored(&h).await, before + 3, "nothing made, nobody rung");
+        let active = h.get("/api/v1/calls/active", "bob").await.1;
+        let ringing = active["data"]["calls"][0]["id"].as_str().unwrap().to_owned();
+        h.post(&format!("/api/v1/calls/{ringing}/end"), "bob", json!({})).await;
+        let (status, body) = h.post("/api/v1/calls/start", "frank", start).await;
+        assert_eq!(status, StatusCode::OK, "a slot is free again: {body}");
+    }
+
+    async fn a_decliner_is_not_rung_again_by_that_caller_within_the_cooldown(h) {
+        let call = h.start_call("alice", "video", &["bob"]).await;
+        h.end(&call, "bob").await;
+        h.clock.advance(chrono::Duration::seconds(20));
+        let again = json!({ "type": "video", "participantIds": ["bob"] });
+        let body = again.to_string();
+        let headers = [
+            bearer(&h.token("alice")),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let (status, reply, json) =
+            send(&h, Method::POST, "/api/v1/calls/start", &headers, body.as_bytes()).await;
+        assert_eq!(error_code(status, &json, StatusCode::CONFLICT), "DECLINED_RECENTLY");
+        assert_eq!(json["error"]["field"], "participantIds");
+        assert_eq!(reply.get("retry-after").map(|v| v.to_str().unwrap()), Some("40"));
+        let (status, _) = h.post("/api/v1/calls/start", "carol", again.clone()).await;
+        assert_eq!(status, StatusCode::OK, "another caller may ring bob");
+        h.clock.advance(chrono::Duration::seconds(40));
+        let (status, _) = h.post("/api/v1/calls/start", "alice", again).await;
+        assert_eq!(status, StatusCode::OK, "after the cooldown alice may ring bob again");
     }
 
     async fn history_pages_through_a_users_calls_newest_first(h) {
@@ -603,6 +677,7 @@ async fn with_coturn_instead_of_the_embedded_server_clients_get_coturns_urls() {
     .await;
     assert!(h.server.state.turn.is_none(), "no embedded TURN server");
     let call = h.start_call("alice", "video", &["bob"]).await;
+    h.join(&call, "bob").await;
     let (status, body) = h
         .post(&format!("/api/v1/calls/{call}/token"), "bob", json!({}))
         .await;

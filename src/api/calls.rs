@@ -168,7 +168,7 @@ pub async fn token(
     CallIdPath(id): CallIdPath,
     JsonBody(TokenRequest {}): JsonBody<TokenRequest>,
 ) -> ApiResult {
-    let snapshot = state.service.get_active(&me.id, id).await?;
+    let snapshot = state.service.get_joined(&me.id, id).await?;
     let data = state.access.connect_data(&snapshot, &me.id)?;
     ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
 }

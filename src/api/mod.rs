@@ -25,8 +25,8 @@ pub use middleware::{MAX_HEADER_BYTES, MAX_URI_LEN};
 use signaling::Signaling;
 
 use crate::auth::JwtKey;
-use crate::http::Drain;
 use crate::calls::service::CallService;
+use crate::http::Drain;
 use crate::media::MediaPlane;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;

@@ -136,7 +136,10 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         "SFU peer connections by outcome: came up, or failed (ICE never connected, ICE lost, DTLS).",
         &[
             ("{outcome=\"connected\"}".to_owned(), read(&c.connected)),
-            ("{outcome=\"connect_timeout\"}".to_owned(), read(&c.connect_timeouts)),
+            (
+                "{outcome=\"connect_timeout\"}".to_owned(),
+                read(&c.connect_timeouts),
+            ),
             ("{outcome=\"ice_failed\"}".to_owned(), read(&c.ice_failed)),
             ("{outcome=\"dtls_failed\"}".to_owned(), read(&c.dtls_failed)),
         ],

@@ -242,4 +242,16 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn being_away_or_back_is_not_announced() {
+        let mut before = started(&["bob"]);
+        before.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
+        let mut after = before.clone();
+        assert!(after.away(&u("bob"), t(31), false, &LIMITS, t(2)));
+        assert_eq!(diff(Some(&before), &after, None), vec![]);
+        let mut back = after.clone();
+        assert!(back.back(&u("bob"), &LIMITS, t(3)));
+        assert_eq!(diff(Some(&after), &back, None), vec![]);
+    }
 }

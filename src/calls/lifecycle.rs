@@ -474,22 +474,6 @@ impl CallSnapshot {
         self.end(user, EndReason::Declined, limits, now)
     }
 
-    /// `user` lost their connection for good: they leave whatever their role (an
-    /// initiator who drops does not end a group call for the others). Returns whether
-    /// they were in the call.
-    pub fn drop_out(&mut self, user: &UserId, limits: &Limits, now: DateTime<Utc>) -> bool {
-        let Some(participant) = self.participants.iter_mut().find(|p| p.user_id == *user) else {
-            return false;
-        };
-        if !self.call.state.is_active() || !participant.is_joined() {
-            return false;
-        }
-        leave(participant, now);
-        self.call.updated_at = now;
-        self.settle(limits, now);
-        true
-    }
-
     /// `user` has no connection any more: unless [`CallSnapshot::back`] comes first,
     /// they leave the call at `until` (applied by [`CallSnapshot::expire`]). Only a
     /// joined participant can be away; a later deadline never replaces an earlier one
@@ -993,16 +977,77 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_dropped_initiator_leaves_a_group_call_without_ending_it() {
+    fn an_initiator_away_past_the_grace_leaves_a_group_call_without_ending_it() {
         let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
         call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
         call.join(&caller("carol"), AV, &LIMITS, t(1)).unwrap();
-        assert!(call.drop_out(&user("alice"), &LIMITS, t(5)));
+        assert!(call.away(&user("alice"), t(35), false, &LIMITS, t(5)));
+        assert_eq!(call.call.next_deadline, Some(t(35)));
+        assert!(
+            !call.expire(&LIMITS, t(34)),
+            "still within the grace period"
+        );
+        assert!(call.expire(&LIMITS, t(35)));
         assert_eq!(call.call.state, CallState::Connected);
         assert_eq!(state_of(&call, "alice"), ConnectionState::Left);
-        assert!(!call.drop_out(&user("alice"), &LIMITS, t(6)), "already out");
-        assert!(call.drop_out(&user("bob"), &LIMITS, t(7)));
+        assert_eq!(call.member(&user("alice")).unwrap().away_until, None);
+        assert!(
+            !call.away(&user("alice"), t(70), false, &LIMITS, t(40)),
+            "already out"
+        );
+        assert!(call.away(&user("bob"), t(70), false, &LIMITS, t(40)));
+        assert!(call.expire(&LIMITS, t(70)));
         assert_eq!(call.call.end_reason, Some(EndReason::Normal));
+    }
+
+    #[test]
+    fn coming_back_within_the_grace_keeps_the_participant_in_the_call() {
+        let mut call = start(CallType::Video, &["bob"]).unwrap();
+        call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
+        assert!(call.away(&user("bob"), t(31), false, &LIMITS, t(1)));
+        assert!(call.back(&user("bob"), &LIMITS, t(10)));
+        assert!(!call.back(&user("bob"), &LIMITS, t(11)), "already back");
+        assert_eq!(call.call.next_deadline, Some(t(1) + LIMITS.max_duration));
+        assert!(!call.expire(&LIMITS, t(31)));
+        assert_eq!(state_of(&call, "bob"), ConnectionState::Connected);
+    }
+
+    #[test]
+    fn a_second_drop_keeps_the_first_deadline_but_a_restart_grants_a_full_grace() {
+        let mut call = start(CallType::Video, &["bob"]).unwrap();
+        call.join(&caller("bob"), AV, &LIMITS, t(1)).unwrap();
+        assert!(call.away(&user("bob"), t(31), false, &LIMITS, t(1)));
+        assert!(!call.away(&user("bob"), t(40), false, &LIMITS, t(10)));
+        assert_eq!(call.member(&user("bob")).unwrap().away_until, Some(t(31)));
+        assert!(call.away(&user("bob"), t(130), true, &LIMITS, t(100)));
+        assert_eq!(call.member(&user("bob")).unwrap().away_until, Some(t(130)));
+    }
+
+    #[test]
+    fn only_a_joined_participant_of_a_live_call_can_be_away() {
+        let mut call = start(CallType::Video, &["bob"]).unwrap();
+        assert!(
+            !call.away(&user("bob"), t(31), false, &LIMITS, t(1)),
+            "ringing"
+        );
+        assert!(
+            !call.away(&user("zed"), t(31), false, &LIMITS, t(1)),
+            "a stranger"
+        );
+        call.end(&user("alice"), EndReason::Normal, &LIMITS, t(2))
+            .unwrap();
+        assert!(
+            !call.away(&user("alice"), t(31), false, &LIMITS, t(3)),
+            "ended"
+        );
+    }
+
+    #[test]
+    fn declining_records_when() {
+        let mut call = start(CallType::Video, &["bob", "carol"]).unwrap();
+        call.decline(&user("bob"), &LIMITS, t(7)).unwrap();
+        assert_eq!(call.member(&user("bob")).unwrap().declined_at, Some(t(7)));
+        assert_eq!(call.member(&user("carol")).unwrap().declined_at, None);
     }
 
     #[test]

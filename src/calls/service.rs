@@ -225,6 +225,21 @@ impl CallService {
         Ok(snapshot)
     }
 
+    /// The call, if `user` has joined it and it has not ended: what a client needs
+    /// to (re)connect media. A ringing invitee can read the call (to show who is
+    /// calling) but gets no media credentials until they answer.
+    pub async fn get_joined(
+        &self,
+        user: &UserId,
+        id: CallId,
+    ) -> Result<CallSnapshot, ServiceError> {
+        let snapshot = self.get_active(user, id).await?;
+        if !snapshot.member(user).is_some_and(|p| p.is_joined()) {
+            return Err(CallError::NotJoined.into());
+        }
+        Ok(snapshot)
+    }
+
     pub async fn join(
         &self,
         caller: &Caller,
@@ -373,21 +388,6 @@ impl CallService {
         Ok(touched)
     }
 
-    /// `user`'s connection is gone for good: they leave every call they are in.
-    /// Returns how many calls they left.
-    pub async fn drop_out(&self, user: &UserId) -> Result<usize, ServiceError> {
-        let mut left = 0;
-        for call in self.store.active_for(user).await? {
-            let (_, dropped) = self
-                .mutate(call.call.id, None, |call, now| {
-                    Ok(call.drop_out(user, &self.limits, now))
-                })
-                .await?;
-            left += usize::from(dropped);
-        }
-        Ok(left)
-    }
-
     /// Stores a quality measurement from `user`, who must be in call `id`.
     pub async fn report_quality(
         &self,
@@ -396,11 +396,8 @@ impl CallService {
         report: QualityReport,
         source: MetricSource,
     ) -> Result<QualityMetric, ServiceError> {
-        let call = self.get_active(user, id).await?;
-        let participant = call
-            .member(user)
-            .filter(|p| p.is_joined())
-            .ok_or(CallError::NotJoined)?;
+        let call = self.get_joined(user, id).await?;
+        let participant = call.member(user).ok_or(CallError::NotMember)?;
         let metric = QualityMetric {
             id: uuid::Uuid::new_v4(),
             call_id: id,

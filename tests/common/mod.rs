@@ -53,6 +53,7 @@ pub struct Harness {
     pub server: Server,
     pub clock: Arc<ManualClock>,
     scratch: Scratch,
+    config: Config,
 }
 
 /// A fresh, empty database for one test, and the URL that reaches it.
@@ -132,7 +133,17 @@ impl Harness {
             server,
             clock,
             scratch,
+            config,
         }
+    }
+
+    /// A restart: a new server on the same database and clock (and new ports)
+    /// takes over, and the old one stops as on SIGTERM.
+    pub async fn restart(&mut self) {
+        let server = Server::start(&self.config, self.clock.clone())
+            .await
+            .expect("server restarts");
+        std::mem::replace(&mut self.server, server).stop().await;
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -375,7 +386,8 @@ macro_rules! tests_on_backend {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let $h = common::Harness::start(common::Backend::$backend).await;
+                    #[allow(unused_mut)]
+                    let mut $h = common::Harness::start(common::Backend::$backend).await;
                     $body
                     $h.finish().await;
                 }
