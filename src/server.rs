@@ -32,6 +32,9 @@ use crate::store::{Store, StoreError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a shutdown keeps answering new requests 503 at least, so that clients
+/// on keep-alive connections hear `Connection: close` before those connections close.
+const DRAIN_WINDOW: Duration = Duration::from_millis(500);
 /// How long closing HTTP connections may take to send what they have in flight.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -214,12 +217,18 @@ impl Server {
     /// CONNECTION_TIMEOUT to come back), the listeners close, and the media, TURN
     /// and the database stop.
     pub async fn stop(self) {
-        let until = tokio::time::Instant::now() + self.drain_timeout;
+        let began = tokio::time::Instant::now();
+        let until = began + self.drain_timeout;
         self.drain.begin();
         self.signaling.refuse_new();
         let _ = self.stop_sweeper.send(true);
         let _ = self.sweeper.await;
-        while self.drain.in_flight() > 0 && tokio::time::Instant::now() < until {
+        // Clients on keep-alive connections learn from their next response
+        // (`Connection: close`) not to reuse them; closing a connection under a
+        // request the client is already sending would lose it.
+        let window = (began + DRAIN_WINDOW).min(until);
+        let now = tokio::time::Instant::now;
+        while (self.drain.in_flight() > 0 || now() < window) && now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if self.drain.in_flight() > 0 {

@@ -27,11 +27,18 @@ export function token(sub, { ttl = 3600, secret = SECRET, name } = {}) {
 /** A user id no other test uses. */
 export const uid = (name) => `${name}-${randomUUID().slice(0, 8)}`;
 
-/** Starts huddle; resolves once it announces its address. */
-export async function startServer(extraEnv = {}) {
+/** A folder for a server's database; `startServer` removes it unless given one. */
+export const scratchDir = () => mkdtempSync(join(tmpdir(), 'huddle-sio-'));
+
+/**
+ * Starts huddle; resolves once it announces its address. With `dir`, the server
+ * keeps its database there (so that another server can take it over) and `stop`
+ * leaves the folder alone.
+ */
+export async function startServer(extraEnv = {}, { dir: keep } = {}) {
   const bin = process.env.HUDDLE_BIN;
   if (!bin) throw new Error('HUDDLE_BIN must name the huddle binary (cargo test sets it)');
-  const dir = mkdtempSync(join(tmpdir(), 'huddle-sio-'));
+  const dir = keep ?? scratchDir();
   const child = spawn(bin, [], {
     env: {
       PATH: process.env.PATH,
@@ -64,8 +71,17 @@ export async function startServer(extraEnv = {}) {
     child.on('exit', (code) => reject(new Error(`huddle exited with ${code}:\n${log}`)));
   });
   const sockets = new Set();
+  const exited = new Promise((resolve) => {
+    if (child.exitCode !== null) resolve({ code: child.exitCode, signal: null });
+    else child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
   return {
     url,
+    child,
+    /** Resolves to `{ code, signal }` when the process exits. */
+    exited,
+    /** Everything the server has written to stderr so far. */
+    log: () => log,
     /** A connected socket for `user`; rejects with the connect_error. */
     async connect(user, { auth, extra = {} } = {}) {
       const socket = io(url, {
@@ -94,8 +110,8 @@ export async function startServer(extraEnv = {}) {
     async stop() {
       for (const socket of sockets) socket.disconnect();
       child.kill('SIGTERM');
-      await new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve()));
-      rmSync(dir, { recursive: true, force: true });
+      await exited;
+      if (!keep) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
