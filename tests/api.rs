@@ -990,3 +990,69 @@ async fn zero_turns_the_rate_limits_off() {
     }
     h.finish().await;
 }
+
+/// Reads from `stream` until the server closes it or `within` runs out; returns
+/// whether it closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let read_until_eof = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_until_eof).await.is_ok()
+}
+
+#[tokio::test]
+async fn connections_that_send_no_complete_request_head_are_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(Backend::Sqlite, &["--http-idle-timeout", "1"]).await;
+    let mut silent = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let mut dribbling = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    dribbling
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let limit = std::time::Duration::from_secs(4);
+    assert!(closed_within(&mut silent, limit).await, "a silent connection");
+    assert!(closed_within(&mut dribbling, limit).await, "half a request head");
+    assert!(
+        closed_within(&mut idle, limit).await,
+        "a keep-alive connection idle after its response"
+    );
+    let (status, _) = h.get("/api/v1/calls/active", "alice").await;
+    assert_eq!(status, StatusCode::OK, "others are served as usual");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_http_max_connections_per_ip() {
+    let h = Harness::start_with(Backend::Sqlite, &["--http-max-connections-per-ip", "3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(h.addr()).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    assert!(
+        closed_within(&mut fourth, std::time::Duration::from_secs(2)).await,
+        "the fourth connection is closed at once"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, _) = h.get("/api/v1/calls/active", "alice").await;
+    assert_eq!(status, StatusCode::OK, "closing one frees its place");
+    let text = scrape(&h).await;
+    assert!(
+        text.contains("huddle_http_connections_refused_total 1"),
+        "{text}"
+    );
+    h.finish().await;
+}
