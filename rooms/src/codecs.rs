@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::candidate::unmarshal_candidate;
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -22,6 +23,8 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::sdp::extmap::ExtMap;
+use rtc::sdp::{MediaDescription, SessionDescription};
 
 use crate::feedback::KeyframeRequests;
 use crate::room::RoomError;
@@ -232,9 +235,144 @@ pub(crate) fn candidates_in_every_section(sdp: &str) -> String {
     out
 }
 
-/// Parses an answer from a client.
-pub(crate) fn parse_answer(sdp: String) -> Result<RTCSessionDescription, RoomError> {
-    RTCSessionDescription::answer(sdp).map_err(|e| RoomError::InvalidSdp(e.to_string()))
+/// Checks a client's answer to `offer` (the server's, as it was sent) before it
+/// touches the connection. `rtc` moves a connection to stable as soon as an answer
+/// parses and only then checks the rest: an answer it refuses there is half applied,
+/// and on the connection's first negotiation its transports never start. So what
+/// `rtc` would refuse later is refused here, with its reason: the m-sections must be
+/// the offer's (same count, kinds and mids, in order), the ICE credentials and DTLS
+/// fingerprint present and the same in every section, and the candidates, payload
+/// types and header extensions readable.
+pub(crate) fn check_answer(sdp: String, offer: &str) -> Result<RTCSessionDescription, RoomError> {
+    let answer = RTCSessionDescription::answer(sdp).map_err(invalid)?;
+    let parsed = answer.unmarshal().map_err(invalid)?;
+    let offered = RTCSessionDescription::offer(offer.to_owned())
+        .and_then(|offer| offer.unmarshal())
+        .map_err(internal)?;
+    let (sections, offered) = (&parsed.media_descriptions, &offered.media_descriptions);
+    if sections.len() != offered.len() {
+        return Err(RoomError::InvalidSdp(format!(
+            "the answer has {} m-sections for the offer's {}",
+            sections.len(),
+            offered.len()
+        )));
+    }
+    for (i, (m, o)) in sections.iter().zip(offered).enumerate() {
+        let (kind, mid) = (&m.media_name.media, m.attribute("mid").flatten());
+        let (offered_kind, offered_mid) = (&o.media_name.media, o.attribute("mid").flatten());
+        if kind != offered_kind || mid != offered_mid {
+            return Err(RoomError::InvalidSdp(format!(
+                "m-section {i} is {kind} with mid {mid:?}; the offer's is {offered_kind} with mid {offered_mid:?}"
+            )));
+        }
+    }
+    check_ice(&parsed)?;
+    check_fingerprint(&parsed)?;
+    // `rtc` reads no codecs from a data channel's section.
+    let datachannel = |m: &&MediaDescription| {
+        m.media_name.media == "application" && m.media_name.formats == ["webrtc-datachannel"]
+    };
+    for m in sections.iter().filter(|m| !datachannel(m)) {
+        check_formats(m)?;
+    }
+    Ok(answer)
+}
+
+/// The answer's ICE credentials as `rtc` reads them: the session's, else the first
+/// section's, and no active section naming others; every candidate readable.
+fn check_ice(sdp: &SessionDescription) -> Result<(), RoomError> {
+    for key in ["ice-ufrag", "ice-pwd"] {
+        let mut expected = sdp.attribute(key).map(String::as_str);
+        let mut any = expected.is_some();
+        for m in &sdp.media_descriptions {
+            let value = m.attribute(key).flatten();
+            any |= value.is_some();
+            // `rtc` keeps an inactive section's credentials as a fallback only.
+            if m.attribute("inactive").is_some() {
+                continue;
+            }
+            expected = expected.or(value);
+            if value.is_some() && value != expected {
+                return Err(RoomError::InvalidSdp(format!(
+                    "the answer's sections have different {key}s"
+                )));
+            }
+        }
+        if !any {
+            return Err(RoomError::InvalidSdp(format!("the answer has no {key}")));
+        }
+    }
+    let candidates = sdp
+        .media_descriptions
+        .iter()
+        .filter(|m| m.attribute("inactive").is_none())
+        .flat_map(|m| &m.attributes)
+        .filter(|a| a.is_ice_candidate())
+        .filter_map(|a| a.value.as_deref());
+    for candidate in candidates {
+        unmarshal_candidate(candidate)
+            .map_err(|e| RoomError::InvalidSdp(format!("a candidate: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The answer's DTLS fingerprint as `rtc` reads it: one `hash value`, the same
+/// wherever it is given.
+fn check_fingerprint(sdp: &SessionDescription) -> Result<(), RoomError> {
+    let mut fingerprints = sdp
+        .attribute("fingerprint")
+        .map(String::as_str)
+        .into_iter()
+        .chain(
+            sdp.media_descriptions
+                .iter()
+                .filter_map(|m| m.attribute("fingerprint").flatten()),
+        );
+    let Some(first) = fingerprints.next() else {
+        return Err(RoomError::InvalidSdp(
+            "the answer has no fingerprint".into(),
+        ));
+    };
+    if fingerprints.any(|f| f != first) {
+        return Err(RoomError::InvalidSdp(
+            "the answer's sections have different fingerprints".into(),
+        ));
+    }
+    if first.split(' ').count() != 2 {
+        return Err(RoomError::InvalidSdp(format!(
+            "the fingerprint {first:?} is not a hash and a value"
+        )));
+    }
+    Ok(())
+}
+
+/// An m-section's payload types each name a codec (its `rtpmap`, or a static one)
+/// and its header extensions parse, as `rtc` requires of every answer it applies.
+fn check_formats(m: &MediaDescription) -> Result<(), RoomError> {
+    let alone = SessionDescription {
+        media_descriptions: vec![m.clone()],
+        ..Default::default()
+    };
+    for format in &m.media_name.formats {
+        let known = format
+            .parse::<u8>()
+            .is_ok_and(|pt| pt == 0 || alone.get_codec_for_payload_type(pt).is_ok());
+        if !known {
+            return Err(RoomError::InvalidSdp(format!(
+                "payload type {format:?} of m-section {} has no codec",
+                m.media_name.media
+            )));
+        }
+    }
+    for extmap in m.attributes.iter().filter(|a| a.key == "extmap") {
+        ExtMap::unmarshal(&mut extmap.to_string().as_bytes())
+            .map_err(|e| RoomError::InvalidSdp(format!("a header extension: {e}")))?;
+    }
+    Ok(())
+}
+
+fn invalid(e: impl std::fmt::Display) -> RoomError {
+    RoomError::InvalidSdp(e.to_string())
 }
 
 fn internal(e: impl std::fmt::Display) -> RoomError {

@@ -23,7 +23,8 @@
 //!   *subscribe* connection carries what they receive: the server always offers, the
 //!   client always answers. Each connection has one offerer, so nothing can glare,
 //!   and the server keeps at most one offer outstanding per subscriber, folding
-//!   changes that happen meanwhile into the next one.
+//!   changes that happen meanwhile into the next one. An answer it refuses is
+//!   followed by an offer again, so a subscriber is never left without one.
 //! - **One task per room.** The room owns its connections, so forwarding is plain
 //!   `&mut` code: no locks between a packet's arrival and its copies leaving. Its
 //!   commands (publish, answer, mute, leave) arrive in one ordered queue, apart from

@@ -170,8 +170,9 @@ struct Peer {
     publish: Conn,
     /// Carries what the participant receives; the server offers on it.
     subscribe: Conn,
-    /// An offer was sent on the subscribe connection and is not answered yet.
-    awaiting_answer: bool,
+    /// The offer sent on the subscribe connection and not answered yet: what an
+    /// answer is checked against, and sent again when an answer to it is refused.
+    offered: Option<Signal>,
     /// The subscribe connection changed since the last offer.
     needs_offer: bool,
     /// What each of their published tracks carries, by the client's track id.
@@ -364,18 +365,28 @@ impl Room {
     }
 
     /// `peer`'s client answers the server's last offer on their subscribe connection.
+    /// A refused answer leaves the connection answerable: the offer is sent again, or
+    /// a fresh one (see [`Room::answer_refused`]), so the subscriber is never left
+    /// without one.
     pub fn answer(&mut self, now: Instant, peer: &PeerId, answer: String) -> Result<(), RoomError> {
         let index = self.index(peer).ok_or(RoomError::NotInRoom)?;
         let p = &mut self.peers[index];
-        if !p.awaiting_answer {
+        let Some(Signal::Offer { sdp: offer, .. }) = &p.offered else {
             return Err(RoomError::UnexpectedAnswer);
+        };
+        let applied = codecs::check_answer(answer, offer).and_then(|answer| {
+            p.subscribe
+                .pc
+                .set_remote_description(now, answer)
+                .map_err(|e| RoomError::InvalidSdp(e.to_string()))
+        });
+        if let Err(e) = applied {
+            self.answer_refused(now, index);
+            self.drain(now);
+            return Err(e);
         }
-        let answer = codecs::parse_answer(answer)?;
-        p.subscribe
-            .pc
-            .set_remote_description(now, answer)
-            .map_err(|e| RoomError::InvalidSdp(e.to_string()))?;
-        p.awaiting_answer = false;
+        let p = &mut self.peers[index];
+        p.offered = None;
         p.subscribe.negotiated(now);
         for down in &mut p.downtracks {
             down.payload_type = None;
@@ -555,7 +566,7 @@ impl Room {
             id: peer.clone(),
             publish,
             subscribe,
-            awaiting_answer: false,
+            offered: None,
             needs_offer: false,
             sources: HashMap::new(),
             muted: [false; 3],
@@ -667,6 +678,39 @@ impl Room {
         }
     }
 
+    /// An answer to peer `index`'s outstanding offer was refused. The subscriber gets
+    /// an offer again either way, so a client that answers every offer recovers
+    /// without special handling, and the room still has at most one outstanding.
+    /// Usually the answer was refused before it touched the connection, which still
+    /// waits in have-local-offer: the same offer is sent again, verbatim. A rollback
+    /// and a new offer would not do: the client has applied that offer already, and
+    /// the new one would give the same tracks new mids, which a browser refuses as
+    /// reordered m-lines. If `rtc` refused it while applying it, the connection is in
+    /// stable already (it switches state before checking the rest): nothing is left to
+    /// answer, so a fresh offer follows, on the m-lines the refused answer associated.
+    fn answer_refused(&mut self, now: Instant, index: usize) {
+        let peer = &mut self.peers[index];
+        if peer.subscribe.pc.pending_local_description().is_some() {
+            if let Some(signal) = peer.offered.clone() {
+                self.outputs.push_back(Output::Signal {
+                    peer: peer.id.clone(),
+                    signal,
+                });
+            }
+            return;
+        }
+        // On the connection's first negotiation this cannot be repaired: `rtc` starts
+        // the transports only with the first answer it applies, so they would never
+        // start. `check_answer` refuses beforehand what `rtc` is known to refuse late.
+        tracing::warn!(call = %self.id, peer = %peer.id, "a subscribe answer failed half applied; offering afresh");
+        peer.offered = None;
+        peer.needs_offer = true;
+        for down in &mut peer.downtracks {
+            down.payload_type = None;
+        }
+        self.offer(now, index);
+    }
+
     /// Sends peer `index` a new offer for their subscribe connection, unless one is
     /// outstanding (then it follows the answer).
     fn offer(&mut self, now: Instant, index: usize) {
@@ -674,7 +718,7 @@ impl Room {
         if !peer.needs_offer {
             return;
         }
-        if peer.awaiting_answer {
+        if peer.offered.is_some() {
             return;
         }
         let pc = &mut peer.subscribe.pc;
@@ -684,7 +728,6 @@ impl Room {
         });
         match made {
             Ok(offer) => {
-                peer.awaiting_answer = true;
                 peer.needs_offer = false;
                 let tracks = sections(&offer.sdp)
                     .filter_map(|(mid, track_id)| {
@@ -701,12 +744,14 @@ impl Room {
                         })
                     })
                     .collect();
+                let signal = Signal::Offer {
+                    sdp: codecs::candidates_in_every_section(&offer.sdp),
+                    tracks,
+                };
+                peer.offered = Some(signal.clone());
                 self.outputs.push_back(Output::Signal {
                     peer: peer.id.clone(),
-                    signal: Signal::Offer {
-                        sdp: codecs::candidates_in_every_section(&offer.sdp),
-                        tracks,
-                    },
+                    signal,
                 });
                 self.dirty.insert(index);
             }

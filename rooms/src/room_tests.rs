@@ -538,3 +538,126 @@ fn a_client_whose_certificate_does_not_match_its_fingerprint_is_counted_as_a_dtl
     sim.run(Duration::from_secs(25));
     assert_eq!(connection_counts(&sim), (0, 0, 0, 1));
 }
+
+/// Packets participant `to` has received from `from`.
+fn received(sim: &Sim, to: &str, from: &str) -> usize {
+    sim.clients
+        .iter()
+        .find(|c| c.id.0 == to)
+        .and_then(|c| c.receiving_from().get(from).copied())
+        .unwrap_or(0)
+}
+
+/// Why the room refused `peer`'s answers, in order.
+fn refusals(sim: &Sim, peer: &str) -> Vec<RoomError> {
+    sim.refused_answers
+        .iter()
+        .filter(|(p, _)| p.0 == peer)
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// `sdp` without its lines starting with `prefix`.
+fn without_lines(sdp: &str, prefix: &str) -> String {
+    sdp.lines()
+        .filter(|l| !l.starts_with(prefix))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
+/// Every participant receives every other one's media, each more than `min` packets.
+fn everyone_receives_everyone(sim: &Sim, min: usize) {
+    for to in &sim.clients {
+        for from in &sim.clients {
+            if to.id != from.id {
+                let n = received(sim, &to.id.0, &from.id.0);
+                assert!(n > min, "{} has {n} packets from {}", to.id, from.id);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_garbage_subscribe_answer_is_refused_and_the_subscriber_still_gets_media_and_later_offers() {
+    let mut sim = Sim::new(23);
+    sim.join("alice", &AV).unwrap();
+    sim.run(Duration::from_secs(1));
+    sim.edit_answers("bob", vec![Box::new(|_| "not sdp at all\r\n".to_owned())]);
+    sim.join("bob", &AV).unwrap();
+    let refused = refusals(&sim, "bob");
+    assert!(
+        matches!(refused[..], [RoomError::InvalidSdp(_)]),
+        "{refused:?}"
+    );
+    sim.run(Duration::from_secs(2));
+    everyone_receives_everyone(&sim, 100);
+    // A later offer, for carol's tracks, is answered and carries her media.
+    sim.join("carol", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    everyone_receives_everyone(&sim, 100);
+    assert_eq!(refusals(&sim, "bob").len(), 1);
+}
+
+#[test]
+fn a_subscribe_answer_without_an_ice_ufrag_is_refused_and_a_correct_one_afterwards_is_taken() {
+    // Bob's first subscribe answer: `rtc` would switch to stable before finding the
+    // ufrag missing, and never start the connection's transports.
+    let mut sim = Sim::new(24);
+    sim.join("alice", &AV).unwrap();
+    sim.run(Duration::from_secs(1));
+    sim.edit_answers(
+        "bob",
+        vec![Box::new(|sdp| without_lines(&sdp, "a=ice-ufrag:"))],
+    );
+    sim.join("bob", &AV).unwrap();
+    let refused = refusals(&sim, "bob");
+    assert!(
+        matches!(&refused[..], [RoomError::InvalidSdp(why)] if why.contains("ice-ufrag")),
+        "{refused:?}"
+    );
+    sim.run(Duration::from_secs(2));
+    everyone_receives_everyone(&sim, 100);
+    let alice_before = received(&sim, "alice", "bob");
+    sim.join("carol", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    everyone_receives_everyone(&sim, 100);
+    assert!(
+        received(&sim, "alice", "bob") > alice_before + 100,
+        "alice kept bob"
+    );
+}
+
+#[test]
+fn subscribe_answers_with_wrong_mids_a_missing_m_section_no_fingerprint_or_an_unknown_payload_type_are_refused_and_the_next_correct_one_is_taken()
+ {
+    let mut sim = alice_and_bob(25);
+    let edits: Vec<crate::sim::AnswerEdit> = vec![
+        Box::new(|sdp| sdp.replace("a=mid:", "a=mid:x")),
+        Box::new(|sdp| match sdp.rfind("\r\nm=") {
+            Some(last) => format!("{}\r\n", &sdp[..last]),
+            None => sdp,
+        }),
+        Box::new(|sdp| without_lines(&sdp, "a=fingerprint:")),
+        Box::new(|sdp| {
+            sdp.lines()
+                .map(|l| match l.starts_with("m=video") {
+                    true => format!("{l} 123\r\n"),
+                    false => format!("{l}\r\n"),
+                })
+                .collect()
+        }),
+    ];
+    sim.edit_answers("bob", edits);
+    sim.join("carol", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    let refused = refusals(&sim, "bob");
+    let reasons = ["mid", "m-sections", "fingerprint", "payload type"];
+    assert_eq!(refused.len(), reasons.len(), "{refused:?}");
+    for (refusal, reason) in refused.iter().zip(reasons) {
+        assert!(
+            matches!(refusal, RoomError::InvalidSdp(why) if why.contains(reason)),
+            "{reason}: {refusal:?}"
+        );
+    }
+    everyone_receives_everyone(&sim, 100);
+}

@@ -3,7 +3,7 @@
 //! through in-memory links with loss, delay and reordering, in simulated time. Ten
 //! seconds of media take milliseconds, and a seed makes a run repeatable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,7 +104,15 @@ pub(crate) struct Sim {
     pub last_offer_sdp: HashMap<PeerId, String>,
     /// How the room's connections fared.
     pub counters: Arc<ConnectionCounters>,
+    /// Rewrites of participants' next subscribe answers, one per answer, in order:
+    /// the room gets the rewritten answer, their own connection keeps the original.
+    pub answer_edits: HashMap<PeerId, VecDeque<AnswerEdit>>,
+    /// Answers the room refused, and why; only rewritten answers may be refused.
+    pub refused_answers: Vec<(PeerId, RoomError)>,
 }
+
+/// A rewrite of a subscribe answer on its way to the room.
+pub(crate) type AnswerEdit = Box<dyn FnOnce(String) -> String>;
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
@@ -127,7 +135,17 @@ impl Sim {
             last_tracks: HashMap::new(),
             last_offer_sdp: HashMap::new(),
             counters,
+            answer_edits: HashMap::new(),
+            refused_answers: Vec::new(),
         }
+    }
+
+    /// `peer`'s next subscribe answers reach the room as `edits` rewrite them, one each.
+    pub fn edit_answers(&mut self, peer: &str, edits: Vec<AnswerEdit>) {
+        self.answer_edits
+            .entry(PeerId(peer.to_owned()))
+            .or_default()
+            .extend(edits);
     }
 
     fn random(&mut self) -> f64 {
@@ -446,6 +464,10 @@ impl Sim {
 
     fn answer_offer(&mut self, peer: &PeerId, sdp: String) {
         let now = self.now;
+        let edit = self
+            .answer_edits
+            .get_mut(peer)
+            .and_then(VecDeque::pop_front);
         let Some(client) = self.clients.iter_mut().find(|c| c.id == *peer) else {
             return;
         };
@@ -465,9 +487,17 @@ impl Sim {
         let answer = pc.create_answer(None).expect("answer");
         pc.set_local_description(now, answer.clone())
             .expect("local answer");
-        self.room
-            .answer(now, peer, answer.sdp)
-            .expect("room takes the answer");
+        match edit {
+            Some(edit) => {
+                if let Err(e) = self.room.answer(now, peer, edit(answer.sdp)) {
+                    self.refused_answers.push((peer.clone(), e));
+                }
+            }
+            None => self
+                .room
+                .answer(now, peer, answer.sdp)
+                .expect("room takes the answer"),
+        }
     }
 }
 
