@@ -1022,8 +1022,14 @@ async fn connections_that_send_no_complete_request_head_are_closed_after_the_idl
         .await
         .unwrap();
     let limit = std::time::Duration::from_secs(4);
-    assert!(closed_within(&mut silent, limit).await, "a silent connection");
-    assert!(closed_within(&mut dribbling, limit).await, "half a request head");
+    assert!(
+        closed_within(&mut silent, limit).await,
+        "a silent connection"
+    );
+    assert!(
+        closed_within(&mut dribbling, limit).await,
+        "half a request head"
+    );
     assert!(
         closed_within(&mut idle, limit).await,
         "a keep-alive connection idle after its response"
