@@ -159,6 +159,123 @@ async fn apply<D: CallDomain>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BoxFuture, SignalError, events};
+    use serde_json::Value;
+
+    /// Records what presence tells it; the first `fail_first` reports fail.
+    #[derive(Default)]
+    struct Recorder {
+        told: Mutex<Vec<(String, bool)>>,
+        fail_first: Mutex<usize>,
+    }
+
+    impl Recorder {
+        fn report(&self, user: &User, online: bool) -> Result<(), String> {
+            let mut fail = self.fail_first.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                return Err("database unavailable".into());
+            }
+            self.told.lock().unwrap().push((user.id.clone(), online));
+            Ok(())
+        }
+
+        fn told(&self) -> Vec<(String, bool)> {
+            self.told.lock().unwrap().clone()
+        }
+    }
+
+    /// Only presence is exercised: the rest of the domain refuses everything.
+    impl CallDomain for Recorder {
+        fn authenticate(&self, _: &str, _: &http::request::Parts) -> Result<User, String> {
+            Err("not used".into())
+        }
+        fn admit(&self, _: &User) -> Result<(), SignalError> {
+            Ok(())
+        }
+        fn handle<'a>(
+            &'a self,
+            _: &'a User,
+            _: events::Request,
+        ) -> BoxFuture<'a, Result<Value, SignalError>> {
+            Box::pin(async { Err(SignalError::new("UNUSED", "not used")) })
+        }
+        fn may_relay<'a>(
+            &'a self,
+            _: &'a User,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(), SignalError>> {
+            Box::pin(async { Err(SignalError::new("UNUSED", "not used")) })
+        }
+        fn user_away<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move { self.report(user, false) })
+        }
+        fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move { self.report(user, true) })
+        }
+        fn to_sfu<'a>(
+            &'a self,
+            _: &'a User,
+            _: events::SfuMessage,
+        ) -> BoxFuture<'a, Result<Value, SignalError>> {
+            Box::pin(async { Err(SignalError::new("UNUSED", "not used")) })
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_ends_with_the_domain_told_the_last_state_only_once_per_change() {
+        let presence = Arc::new(Presence::default());
+        let domain = Arc::new(Recorder::default());
+        presence.start(domain.clone());
+        for _ in 0..50 {
+            presence.connected(&user("alice"));
+            presence.disconnected(&user("alice"));
+        }
+        presence.connected(&user("alice"));
+        settle().await;
+        let told = domain.told();
+        assert_eq!(told.last(), Some(&("alice".to_owned(), true)), "{told:?}");
+        assert!(
+            told.windows(2).all(|w| w[0].1 != w[1].1),
+            "never the same thing twice in a row: {told:?}"
+        );
+        presence.disconnected(&user("alice"));
+        settle().await;
+        assert_eq!(domain.told().last(), Some(&("alice".to_owned(), false)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_the_domain_could_not_store_is_tried_again() {
+        let presence = Arc::new(Presence::default());
+        let domain = Arc::new(Recorder::default());
+        *domain.fail_first.lock().unwrap() = 2;
+        presence.start(domain.clone());
+        presence.connected(&user("bob"));
+        settle().await;
+        assert_eq!(
+            domain.told(),
+            vec![("bob".to_owned(), true)],
+            "on the third try"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sockets_closed_by_a_shutdown_are_not_users_going_away() {
+        let presence = Arc::new(Presence::default());
+        let domain = Arc::new(Recorder::default());
+        presence.start(domain.clone());
+        presence.connected(&user("carol"));
+        settle().await;
+        presence.close();
+        presence.disconnected(&user("carol"));
+        settle().await;
+        assert_eq!(domain.told(), vec![("carol".to_owned(), true)]);
+    }
 
     fn user(id: &str) -> User {
         User {
