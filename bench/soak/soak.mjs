@@ -3,7 +3,7 @@
 //
 //   node soak.mjs --seconds 600 [--bin target/release/huddle] [--rate 1] [--rooms 2]
 //                 [--sample 5] [--server-env KEY=VALUE ...] [--no-turn] [--json FILE]
-//                 [--log FILE] [--rss-check | --no-rss-check] [--emit-on-connect]
+//                 [--log FILE] [--rss-check | --no-rss-check]
 //
 // Load, all at once until the deadline (each loop checks the clock before every step
 // and every wait has a timeout, so the run ends within --seconds + ~45 s):
@@ -20,10 +20,7 @@
 // Every client event is sent with an acknowledgement: lost = sent - answered (ok or
 // error). The server's VmRSS is sampled every --sample seconds.
 //
-// A socket's first event waits 50 ms after `connect`: Huddle registers a socket's
-// handlers in a task it spawns after sending CONNECT, so an event sent at once can be
-// dropped unanswered (a known defect). --emit-on-connect sends at once, as clients
-// may, and shows it.
+// A socket sends its first event the moment `connect` fires, as clients may.
 //
 // Targets (exit 1 when one is missed, 2 when the run could not be made):
 //   0 acks lost, 0 relays or notices lost, 0 HTTP 5xx, 0 unexpected refusals,
@@ -74,7 +71,6 @@ function parseArgs(argv) {
     else if (a === '--log') o.log = value();
     else if (a === '--server-env') addEnv(o.serverEnv, value());
     else if (a === '--no-turn') o.turn = false;
-    else if (a === '--emit-on-connect') o.emitOnConnect = true;
     else if (a === '--rss-check') o.rssCheck = true;
     else if (a === '--no-rss-check') o.rssCheck = false;
     else if (a === '--help' || a === '-h') usage();
@@ -277,11 +273,7 @@ const openSockets = new Set();
 let shuttingDown = false;
 
 /** A connected socket for `user` (null when refused or timed out; counted). */
-async function connect(user, options) {
-  const socket = await open(user, options);
-  if (socket && !opts.emitOnConnect) await sleep(50); // see the header: the first event
-  return socket;
-}
+const connect = (user, options) => open(user, options);
 
 function open(user, { auth, expectRefusal = false } = {}) {
   const socket = io(server.url, {
@@ -943,8 +935,7 @@ function slopeKiBPerMin(points) {
 
 async function main() {
   console.log(
-    `soak: ${opts.seconds} s against ${opts.bin} (rate x${opts.rate}, ${opts.rooms} SFU room slots, TURN ${opts.turn ? 'on' : 'off'}, ` +
-      `first event ${opts.emitOnConnect ? 'at once on connect' : '50 ms after connect'})`,
+    `soak: ${opts.seconds} s against ${opts.bin} (rate x${opts.rate}, ${opts.rooms} SFU room slots, TURN ${opts.turn ? 'on' : 'off'})`,
   );
   if (Object.keys(opts.serverEnv).length) console.log(`soak: server env ${JSON.stringify(opts.serverEnv)}`);
   await startServer();

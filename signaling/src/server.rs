@@ -117,25 +117,27 @@ impl Signaling {
     }
 
     /// Starts accepting sockets on the default namespace, served by `domain`.
+    ///
+    /// A socket is set up (its handlers, its user's room, presence) in the connect
+    /// middleware, which socketioxide finishes before it tells the client it is
+    /// connected: an event sent the moment `connect` fires finds its handler, and a
+    /// notice sent then finds the socket in its user's room. (The connect handler
+    /// proper runs as a task of its own after that, too late for both.)
     pub fn start<D: CallDomain>(&self, domain: Arc<D>) {
         self.presence.start(domain.clone());
-        let auth_domain = domain.clone();
         let this = self.clone();
-        let on_connect = move |socket: SocketRef| {
+        let accept = move |socket: SocketRef, auth: TryData<Value>| {
             let (this, domain) = (this.clone(), domain.clone());
-            async move { this.connected(socket, domain) }
-        };
-        let state = self.state.clone();
-        let authenticate = move |socket: SocketRef, auth: TryData<Value>| {
-            let (domain, state) = (auth_domain.clone(), state.clone());
             async move {
-                if state.draining.load(Ordering::SeqCst) {
+                if this.state.draining.load(Ordering::SeqCst) {
                     return Err("the server is shutting down: connect again".to_owned());
                 }
-                authenticate(&*domain, &socket, auth.0.ok())
+                let user = authenticate(&*domain, &socket, auth.0.ok())?;
+                this.set_up(&socket, user, domain);
+                Ok::<(), String>(())
             }
         };
-        self.io.ns("/", on_connect.with(authenticate));
+        self.io.ns("/", (async |_: SocketRef| {}).with(accept));
     }
 
     /// Sends `notice` to every socket of each of `users`, after the notices sent before it.
@@ -179,10 +181,7 @@ impl Signaling {
         self.io.close().await;
     }
 
-    fn connected<D: CallDomain>(&self, socket: SocketRef, domain: Arc<D>) {
-        let Some(user) = socket.extensions.get::<User>() else {
-            return;
-        };
+    fn set_up<D: CallDomain>(&self, socket: &SocketRef, user: User, domain: Arc<D>) {
         socket.join(user_room(&user.id));
         let (jobs, queue) = mpsc::unbounded_channel();
         let load = Arc::new(Load {
@@ -348,13 +347,13 @@ async fn serve_socket<D: CallDomain>(
     }
 }
 
-/// The connect middleware: a socket without a valid token is refused with a
+/// Who a connecting socket is: one without a valid token is refused with a
 /// `connect_error` whose message says why.
 fn authenticate<D: CallDomain>(
     domain: &D,
     socket: &SocketRef,
     auth: Option<Value>,
-) -> Result<(), String> {
+) -> Result<User, String> {
     let from_auth = auth
         .as_ref()
         .and_then(|a| a.get("token"))
@@ -372,9 +371,7 @@ fn authenticate<D: CallDomain>(
     let Some(token) = from_auth.or_else(from_header) else {
         return Err("missing token: connect with auth: { token }".to_owned());
     };
-    let user = domain.authenticate(&token, socket.req_parts())?;
-    socket.extensions.insert(user);
-    Ok(())
+    domain.authenticate(&token, socket.req_parts())
 }
 
 /// Carries out one client event.

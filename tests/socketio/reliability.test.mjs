@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
-import { collect, next, request, scratchDir, startServer, uid } from './harness.mjs';
+import { io } from 'socket.io-client';
+
+import { collect, next, request, scratchDir, startServer, token, uid } from './harness.mjs';
 
 // The test's users all connect from 127.0.0.1: only the tests of the limits keep them.
 const NO_RATE_LIMITS = {
@@ -104,6 +106,29 @@ describe('no silent loss on a socket', () => {
     );
     assert.equal(answers.length, 10_000);
     answers.forEach((answer, i) => assert.deepEqual(answer, { ok: true, data: { i } }));
+  });
+
+  test('an event sent the moment `connect` fires is answered, on every one of 200 sockets', { timeout: 60_000 }, async () => {
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => new Promise((resolve, reject) => {
+      const socket = io(server.url, {
+        auth: { token: token(uid('eager')) }, transports: ['websocket'], reconnection: false, forceNew: true,
+      });
+      socket.on('connect', () => {
+        socket.timeout(10_000).emitWithAck('echo', { i }).then((answer) => {
+          socket.disconnect();
+          resolve(answer);
+        }, reject);
+      });
+      socket.on('connect_error', reject);
+    })));
+    answers.forEach((answer, i) => assert.deepEqual(answer, { ok: true, data: { i } }));
+  });
+
+  test('numbers come back exactly as sent', async () => {
+    const socket = await server.connect(uid('floats'));
+    const sent = Array.from({ length: 1000 }, () => Math.random());
+    const answer = await request(socket, 'echo', { sent });
+    assert.deepEqual(answer.data.sent, sent);
   });
 
   test('1,000 relayed ICE candidates are each acknowledged and delivered in order', { timeout: 60_000 }, async () => {
