@@ -242,6 +242,7 @@ impl Config {
                 allowed: self.turn_allowed_peers.clone(),
                 services,
             },
+            tcp: huddle_turn::TcpLimits::default(),
         }
     }
 
