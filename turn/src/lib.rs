@@ -4,6 +4,8 @@
 //! configuration only.
 
 mod credentials;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gate;
 mod policy;
 mod relay;
