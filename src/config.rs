@@ -307,6 +307,7 @@ impl Config {
                 allowed: self.turn_allowed_peers.clone(),
                 services,
             },
+            tcp: huddle_turn::TcpLimits::default(),
         }
     }
 

@@ -198,7 +198,10 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
              huddle_turn_refused_total{{reason=\"quota\"}} {}\n\
              huddle_turn_refused_total{{reason=\"stale_nonce\"}} {}\n\
              huddle_turn_refused_total{{reason=\"unauthorized\"}} {}\n\
-             huddle_turn_refused_total{{reason=\"malformed\"}} {}\n",
+             huddle_turn_refused_total{{reason=\"malformed\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"tcp_limit\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"tcp_idle\"}} {}\n\
+             huddle_turn_refused_total{{reason=\"tcp_partial\"}} {}\n",
             t.allocations,
             t.allocations_created,
             t.relayed_bytes,
@@ -208,6 +211,9 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             t.stale_nonces,
             t.unauthorized,
             t.malformed,
+            t.refused_tcp_limit,
+            t.closed_tcp_idle,
+            t.closed_tcp_partial,
         ));
     }
     (
@@ -237,6 +243,9 @@ async fn turn_figures(state: &AppState) -> Value {
             "staleNonce": t.stale_nonces,
             "unauthorized": t.unauthorized,
             "malformed": t.malformed,
+            "tcpLimit": t.refused_tcp_limit,
+            "tcpIdle": t.closed_tcp_idle,
+            "tcpPartial": t.closed_tcp_partial,
         },
     })
 }

@@ -267,7 +267,7 @@ impl Gate {
         )
     }
 
-    fn nonce_for(&self, client: SocketAddr) -> String {
+    pub(crate) fn nonce_for(&self, client: SocketAddr) -> String {
         let issued = self.epoch.elapsed().as_secs();
         let tag = hmac::sign(&self.nonce_key, &nonce_input(issued, client));
         format!("{issued:x}.{}", URL_SAFE_NO_PAD.encode(tag))

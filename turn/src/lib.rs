@@ -4,6 +4,8 @@
 //! configuration only.
 
 mod credentials;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gate;
 mod policy;
 mod relay;
@@ -13,4 +15,4 @@ mod tcp;
 pub use credentials::{Credentials, Secret, UsernameError, parse_username};
 pub use gate::Quota;
 pub use policy::{IpRange, PeerPolicy};
-pub use server::{TurnConfig, TurnServer, TurnStats};
+pub use server::{TcpLimits, TurnConfig, TurnServer, TurnStats};

@@ -1,12 +1,14 @@
 //! The embedded TURN server: UDP and TCP on one port, relaying through the `turn`
 //! crate's allocations, behind the [`Gate`](crate::gate::Gate).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -28,9 +30,6 @@ const MTU: usize = 1500;
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Most TURN-over-TCP connections at once.
 const MAX_TCP_CONNECTIONS: usize = 4096;
-/// A TCP connection that sends nothing for this long is closed (allocations last at
-/// most ten minutes without a refresh).
-const TCP_IDLE: Duration = Duration::from_secs(11 * 60);
 /// Channel bindings last this long unless refreshed (RFC 8656).
 const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -48,6 +47,38 @@ pub struct TurnConfig {
     pub secret: Secret,
     pub quota: Quota,
     pub policy: PeerPolicy,
+    pub tcp: TcpLimits,
+}
+
+/// What a TURN-over-TCP connection may hold on to. A TCP connection costs a task, a
+/// socket and a buffer for as long as the client keeps it open, so connections that
+/// do nothing useful are closed and no one address may open very many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// A connection without an allocation that completes no message for this long is
+    /// closed. A connection with an allocation stays while the allocation lives (its
+    /// client refreshes it every few minutes and may send nothing in between); once
+    /// the allocation is gone this applies again.
+    pub idle_timeout: Duration,
+    /// A message started must be complete within this long, allocation or not: a
+    /// client that sends half a header and stalls is not sending media.
+    pub partial_timeout: Duration,
+    /// Most connections open at once from one client IP address; the next one is
+    /// closed as soon as it is accepted.
+    pub max_per_ip: usize,
+}
+
+impl Default for TcpLimits {
+    /// 30 s idle: clients send their Allocate within a round trip of connecting.
+    /// 10 s for one message of at most 1504 bytes. 32 per IP leaves room for many
+    /// browsers behind one NAT (each peer connection opens one).
+    fn default() -> Self {
+        TcpLimits {
+            idle_timeout: Duration::from_secs(30),
+            partial_timeout: Duration::from_secs(10),
+            max_per_ip: 32,
+        }
+    }
 }
 
 /// What the server has done since it started.
@@ -61,6 +92,9 @@ pub struct Counters {
     stale_nonces: AtomicU64,
     unauthorized: AtomicU64,
     malformed: AtomicU64,
+    refused_tcp_limit: AtomicU64,
+    closed_tcp_idle: AtomicU64,
+    closed_tcp_partial: AtomicU64,
 }
 
 impl Counters {
@@ -87,6 +121,15 @@ impl Counters {
     pub(crate) fn malformed(&self) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
     }
+    fn refused_tcp_limit(&self) {
+        self.refused_tcp_limit.fetch_add(1, Ordering::Relaxed);
+    }
+    fn closed_tcp_idle(&self) {
+        self.closed_tcp_idle.fetch_add(1, Ordering::Relaxed);
+    }
+    fn closed_tcp_partial(&self) {
+        self.closed_tcp_partial.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of the server's state and counters.
@@ -109,6 +152,14 @@ pub struct TurnStats {
     pub unauthorized: u64,
     /// Datagrams or frames that were not TURN.
     pub malformed: u64,
+    /// TCP connections closed on accept: too many from one IP, or on the server.
+    pub refused_tcp_limit: u64,
+    /// TCP connections without an allocation closed for completing no message within
+    /// the idle timeout.
+    pub closed_tcp_idle: u64,
+    /// TCP connections closed for leaving a message unfinished past the partial
+    /// timeout.
+    pub closed_tcp_partial: u64,
 }
 
 /// A running embedded TURN server.
@@ -160,7 +211,13 @@ impl TurnServer {
                 udp_manager,
                 stop.subscribe(),
             )),
-            tokio::spawn(serve_tcp(tcp, gate.clone(), tcp_manager, stop.subscribe())),
+            tokio::spawn(serve_tcp(
+                tcp,
+                config.tcp,
+                gate.clone(),
+                tcp_manager,
+                stop.subscribe(),
+            )),
             tokio::spawn(prune_nonces(gate.clone(), stop.subscribe())),
         ];
         Ok(TurnServer {
@@ -193,6 +250,9 @@ impl TurnServer {
             stale_nonces: get(&c.stale_nonces),
             unauthorized: get(&c.unauthorized),
             malformed: get(&c.malformed),
+            refused_tcp_limit: get(&c.refused_tcp_limit),
+            closed_tcp_idle: get(&c.closed_tcp_idle),
+            closed_tcp_partial: get(&c.closed_tcp_partial),
         }
     }
 
@@ -297,6 +357,7 @@ async fn serve_udp(
 
 async fn serve_tcp(
     listener: TcpListener,
+    limits: TcpLimits,
     gate: Arc<Gate>,
     manager: Arc<Manager>,
     mut stop: watch::Receiver<bool>,
@@ -306,6 +367,10 @@ async fn serve_tcp(
         Err(_) => return,
     };
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let per_ip = Arc::new(PerIp {
+        open: std::sync::Mutex::default(),
+        max: limits.max_per_ip,
+    });
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
@@ -314,49 +379,131 @@ async fn serve_tcp(
         let Ok((stream, peer)) = accepted else {
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // full: the stream is dropped, closing it
+        // Counted here, before the next accept, so that the connections of one burst
+        // are judged in order. Refused streams are dropped, closing them.
+        let (Ok(slot), Some(mine)) = (slots.clone().try_acquire_owned(), per_ip.admit(peer.ip()))
+        else {
+            gate.counters.refused_tcp_limit();
+            continue;
         };
         let (gate, manager, stop) = (gate.clone(), manager.clone(), stop.clone());
         tokio::spawn(async move {
-            serve_tcp_client(stream, local, peer, &gate, &manager, stop).await;
-            drop(slot);
+            serve_tcp_client(stream, local, peer, limits, &gate, &manager, stop).await;
+            drop((slot, mine));
         });
     }
+}
+
+/// How many TCP connections each client IP address holds.
+#[derive(Debug)]
+struct PerIp {
+    /// Only addresses with a connection open; a std mutex, never held across an await.
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+}
+
+impl PerIp {
+    /// A place for one more connection from `ip`, if it has fewer than the maximum.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpSlot {
+            per_ip: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`PerIp`], given back when the connection ends.
+#[derive(Debug)]
+struct PerIpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Why a TURN-over-TCP connection stopped being read.
+enum Ended {
+    /// The client closed it, the server is stopping, or the stream failed before a
+    /// message began.
+    Closed,
+    /// Not STUN or ChannelData, too large, or cut inside a message.
+    Malformed,
+    Idle,
+    Partial,
 }
 
 async fn serve_tcp_client(
     stream: TcpStream,
     local: SocketAddr,
     peer: SocketAddr,
+    limits: TcpLimits,
     gate: &Gate,
     manager: &Arc<Manager>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    // Buffered, so that waiting for the start of a message (idle) and reading the rest
+    // (partial) are two steps without a system call more per message.
+    let mut reader = BufReader::new(reader);
     let conn: Arc<dyn Conn + Send + Sync> = Arc::new(TcpConn::new(writer, local, peer));
-    let mut buf = Vec::with_capacity(MTU);
-    loop {
-        let frame = tokio::select! {
-            _ = stop.changed() => break,
-            frame = tokio::time::timeout(TCP_IDLE, read_frame(&mut reader, &mut buf)) => frame,
-        };
-        match frame {
-            Ok(Ok(Some(()))) => serve(gate, &conn, manager, &buf, peer).await,
-            Ok(Err(_)) => {
-                gate.counters.malformed();
-                break;
-            }
-            Ok(Ok(None)) | Err(_) => break,
-        }
-    }
     // The allocation lives as long as its connection (RFC 8656 §5).
     let five_tuple = FiveTuple {
         src_addr: peer,
         dst_addr: local,
         protocol: PROTO_UDP,
     };
+    let mut buf = Vec::with_capacity(MTU);
+    let read = async {
+        loop {
+            // fill_buf consumes nothing, so a timeout here loses no byte
+            match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
+                Ok(Ok([])) | Ok(Err(_)) => return Ended::Closed,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    if manager.get_allocation(&five_tuple).await.is_none() {
+                        return Ended::Idle;
+                    }
+                    continue;
+                }
+            }
+            let frame =
+                tokio::time::timeout(limits.partial_timeout, read_frame(&mut reader, &mut buf))
+                    .await;
+            match frame {
+                Ok(Ok(Some(()))) => serve(gate, &conn, manager, &buf, peer).await,
+                Ok(Ok(None)) => return Ended::Closed,
+                Ok(Err(_)) => return Ended::Malformed,
+                Err(_) => return Ended::Partial,
+            }
+        }
+    };
+    let ended = tokio::select! {
+        _ = stop.changed() => Ended::Closed,
+        ended = read => ended,
+    };
+    match ended {
+        Ended::Closed => {}
+        Ended::Malformed => gate.counters.malformed(),
+        Ended::Idle => gate.counters.closed_tcp_idle(),
+        Ended::Partial => gate.counters.closed_tcp_partial(),
+    }
     manager.delete_allocation(&five_tuple).await;
 }
 

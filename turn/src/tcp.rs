@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Mutex;
 use webrtc_util::Conn;
 
@@ -16,9 +16,10 @@ use webrtc_util::Conn;
 const MAX_FRAME: usize = 1500 + 4;
 
 /// Reads one frame (without ChannelData padding) into `buf`. `Ok(None)` at a clean
-/// end of stream; an error for anything that is neither STUN nor ChannelData.
+/// end of stream; an error for anything that is neither STUN nor ChannelData, or a
+/// stream that ends inside a frame.
 pub(crate) async fn read_frame(
-    reader: &mut OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Option<()>> {
     let mut header = [0u8; 4];

@@ -3,7 +3,8 @@
 //! and TCP, `turnutils_peer` echoes on the far side, and coturn's `turnserver`, started
 //! from the repository's coturn.conf, accepts the credentials Huddle mints. The
 //! [`bad_input`] module drives the embedded server by hand with the `stun` crate:
-//! garbage, stale and forged nonces, refused credentials, quotas.
+//! garbage, stale and forged nonces, refused credentials, quotas, and TCP connections
+//! that idle, stall inside a message or come too many from one address.
 //!
 //! These tests fail, not skip, without coturn's binaries. Each server gets its own relay
 //! port range (tests run in parallel): 52000-52899 for embedded servers, 52900-52999 for
@@ -17,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use huddle_turn::{Credentials, PeerPolicy, Quota, Secret, TurnConfig, TurnServer};
+use huddle_turn::{Credentials, PeerPolicy, Quota, Secret, TcpLimits, TurnConfig, TurnServer};
 use stun::agent::TransactionId;
 use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
 use tokio::net::UdpSocket;
@@ -44,6 +45,15 @@ fn minted(user: &str) -> Credentials {
 }
 
 async fn server(quota: Quota, policy: PeerPolicy, ports: (u16, u16)) -> TurnServer {
+    server_with_tcp(quota, policy, ports, TcpLimits::default()).await
+}
+
+async fn server_with_tcp(
+    quota: Quota,
+    policy: PeerPolicy,
+    ports: (u16, u16),
+    tcp: TcpLimits,
+) -> TurnServer {
     assert!(RELAY_PORTS.contains(&ports.0) && RELAY_PORTS.contains(&ports.1));
     TurnServer::start(TurnConfig {
         listen: SocketAddr::new(LOCALHOST, 0),
@@ -54,6 +64,7 @@ async fn server(quota: Quota, policy: PeerPolicy, ports: (u16, u16)) -> TurnServ
         secret: Secret::new(SECRET),
         quota,
         policy,
+        tcp,
     })
     .await
     .expect("the embedded TURN server starts")
@@ -200,6 +211,15 @@ fn answers_binding(raw: &[u8], request: &Message) -> bool {
     m.decode().is_ok() && m.typ == BINDING_SUCCESS && m.transaction_id == request.transaction_id
 }
 
+/// TCP limits short enough for a test to wait them out.
+fn short_tcp_limits() -> TcpLimits {
+    TcpLimits {
+        idle_timeout: Duration::from_millis(500),
+        partial_timeout: Duration::from_millis(500),
+        max_per_ip: 32,
+    }
+}
+
 /// Where uclient's packets go.
 #[derive(Debug, Clone, Copy)]
 enum Far {
@@ -318,6 +338,28 @@ async fn uclient_relays_over_tcp() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.stats().await.allocations, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_tcp_outlives_the_idle_timeout_while_it_holds_allocations() {
+    let server = server_with_tcp(QUOTA, loopback_open(), (52460, 52479), short_tcp_limits()).await;
+    // three messages each 1.5 s apart: longer than the idle timeout
+    let out = uclient(
+        server.local_addr().port(),
+        &minted("alice"),
+        Far::Clients,
+        &["-t", "-n", "3", "-z", "1500"],
+    )
+    .await;
+    assert_relayed(&out);
+    let stats = server.stats().await;
+    assert!(stats.relayed_packets >= 12, "{stats:?}");
+    assert_eq!(
+        (stats.closed_tcp_idle, stats.closed_tcp_partial),
+        (0, 0),
+        "{stats:?}"
+    );
     server.shutdown().await;
 }
 
@@ -944,6 +986,139 @@ mod bad_input {
             (3, 2),
             "{stats:?}"
         );
+        server.shutdown().await;
+    }
+
+    /// Whether the server closed `stream` within `wait`: end of stream, or a reset.
+    async fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            timeout(wait, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn an_idle_tcp_connection_without_an_allocation_is_closed() {
+        let server =
+            server_with_tcp(QUOTA, loopback_open(), (52480, 52481), short_tcp_limits()).await;
+        let mut idle = TcpStream::connect(server.local_addr()).await.unwrap();
+        // a client that keeps completing messages is not idle
+        let mut busy = Client::tcp(server.local_addr()).await;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            busy.call(&binding_request()).await;
+        }
+        // 1 s gone: past the idle timeout
+        assert!(closed_within(&mut idle, Duration::from_secs(2)).await);
+        busy.call(&binding_request()).await;
+        let stats = server.stats().await;
+        assert_eq!(
+            (
+                stats.closed_tcp_idle,
+                stats.closed_tcp_partial,
+                stats.malformed
+            ),
+            (1, 0, 0),
+            "{stats:?}"
+        );
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_tcp_message_is_closed_by_the_partial_timeout() {
+        let limits = TcpLimits {
+            idle_timeout: Duration::from_secs(30),
+            ..short_tcp_limits()
+        };
+        let server = server_with_tcp(QUOTA, loopback_open(), (52482, 52483), limits).await;
+        let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        stream
+            .write_all(&binding_request().raw[..10])
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+        // the partial timeout, not the idle one, closed it
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let stats = server.stats().await;
+        assert_eq!(
+            (
+                stats.closed_tcp_partial,
+                stats.closed_tcp_idle,
+                stats.malformed
+            ),
+            (1, 0, 0),
+            "{stats:?}"
+        );
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_tcp_connection_with_an_allocation_stays() {
+        let server =
+            server_with_tcp(QUOTA, loopback_open(), (52484, 52485), short_tcp_limits()).await;
+        let alice = minted("alice");
+        let mut client = Client::tcp(server.local_addr()).await;
+        let nonce = client.challenge().await;
+        assert_allocated(
+            &client
+                .call(&allocate(Some(Auth::new(&alice, &nonce))))
+                .await,
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let refresh = message(
+            MessageType::new(METHOD_REFRESH, CLASS_REQUEST),
+            Auth::new(&alice, &nonce).setters(),
+        );
+        let answer = client.call(&refresh).await;
+        assert_eq!(
+            answer.typ,
+            MessageType::new(METHOD_REFRESH, CLASS_SUCCESS_RESPONSE),
+            "{answer}"
+        );
+        let stats = server.stats().await;
+        assert_eq!(
+            (stats.allocations, stats.closed_tcp_idle),
+            (1, 0),
+            "{stats:?}"
+        );
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_beyond_the_per_ip_cap_are_refused() {
+        let limits = TcpLimits {
+            max_per_ip: 3,
+            ..TcpLimits::default()
+        };
+        let server = server_with_tcp(QUOTA, loopback_open(), (52486, 52487), limits).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut client = Client::tcp(server.local_addr()).await;
+            client.call(&binding_request()).await;
+            clients.push(client);
+        }
+        let mut fourth = TcpStream::connect(server.local_addr()).await.unwrap();
+        assert!(closed_within(&mut fourth, Duration::from_secs(2)).await);
+        assert_eq!(server.stats().await.refused_tcp_limit, 1);
+        for client in &mut clients {
+            client.call(&binding_request()).await;
+        }
+        // one leaves: its place is free again, once the server has seen it go
+        clients.pop();
+        let mut admitted = false;
+        for _ in 0..50 {
+            let mut client = Client::tcp(server.local_addr()).await;
+            let request = binding_request();
+            client.send(&request.raw).await;
+            if client.recv(Duration::from_secs(1)).await.is_some() {
+                admitted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(admitted, "{:?}", server.stats().await);
         server.shutdown().await;
     }
 
