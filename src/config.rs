@@ -187,6 +187,16 @@ pub struct Config {
     /// Most relay allocations on the embedded server at once.
     #[arg(long, env = "TURN_TOTAL_QUOTA", default_value_t = 1_200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub turn_total_quota: u32,
+    /// Seconds a TURN-over-TCP connection without an allocation may go without a
+    /// complete message before it is closed.
+    #[arg(long, env = "TURN_TCP_IDLE_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_600))]
+    pub turn_tcp_idle_timeout: u32,
+    /// Seconds a TURN-over-TCP message, once started, has to arrive whole.
+    #[arg(long, env = "TURN_TCP_PARTIAL_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub turn_tcp_partial_timeout: u32,
+    /// TURN-over-TCP connections one client address may hold open.
+    #[arg(long, env = "TURN_TCP_MAX_PER_IP", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4_096))]
+    pub turn_tcp_max_per_ip: u32,
     /// Internal networks relays may reach, comma-separated CIDR ranges (loopback and
     /// private ranges are closed otherwise; the built-in SFU is always reachable).
     #[arg(long, env = "TURN_ALLOWED_PEERS", value_delimiter = ',')]
@@ -307,7 +317,13 @@ impl Config {
                 allowed: self.turn_allowed_peers.clone(),
                 services,
             },
-            tcp: huddle_turn::TcpLimits::default(),
+            tcp: huddle_turn::TcpLimits {
+                idle_timeout: std::time::Duration::from_secs(self.turn_tcp_idle_timeout.into()),
+                partial_timeout: std::time::Duration::from_secs(
+                    self.turn_tcp_partial_timeout.into(),
+                ),
+                max_per_ip: self.turn_tcp_max_per_ip as usize,
+            },
         }
     }
 

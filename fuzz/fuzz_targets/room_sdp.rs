@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rooms::{PeerId, Room, RoomConfig, Source};
+use rooms::{PeerId, Room, RoomConfig, RoomId, Source};
 
 /// What Chromium 156 offers for a camera and a microphone.
 const CHROMIUM_OFFER: &str = include_str!("../sdp/chromium-offer.sdp");
@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let sdp = String::from_utf8_lossy(sdp).into_owned();
     let mut now = Instant::now();
-    let mut room = Room::new(RoomConfig::new("127.0.0.1:7882".parse().unwrap()));
+    let mut room = Room::new(
+        RoomId("fuzz".into()),
+        RoomConfig::new("127.0.0.1:7882".parse().unwrap()),
+    );
     let sources = || HashMap::from([("camera".to_owned(), Source::Camera)]);
     let alice = PeerId("alice".to_owned());
     if *mode == b'r' {
