@@ -10,12 +10,10 @@
 //!   (with `Connection: close`) while those already in flight finish, then every
 //!   connection is closed once its response is out.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +22,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use huddle_turn::{PerIp, PerIpSlot};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -111,51 +110,11 @@ pub async fn drain_layer(
     response
 }
 
-/// Open connections per client address.
-#[derive(Debug, Default)]
-struct PerIp {
-    // A std mutex: held for a counter update, never across an await.
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One connection counted against its address until dropped.
-struct Slot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(Slot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// A connection's stream, holding its place in the per-address count for as long
 /// as the stream lives: through an upgrade to WebSocket too.
 struct Counted {
     stream: TcpStream,
-    _slot: Slot,
+    _slot: PerIpSlot,
 }
 
 impl AsyncRead for Counted {
@@ -208,7 +167,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     linger: Duration,
 ) {
-    let per_ip = Arc::new(PerIp::default());
+    let per_ip = PerIp::new(limits.max_per_ip);
     let mut connections = JoinSet::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -223,7 +182,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(slot) = per_ip.take(remote.ip(), limits.max_per_ip) else {
+        let Some(slot) = per_ip.admit(remote.ip()) else {
             drain.refused_connections.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%remote, "connection refused: too many from this address");
             continue;

@@ -15,4 +15,4 @@ mod tcp;
 pub use credentials::{Credentials, Secret, UsernameError, parse_username};
 pub use gate::Quota;
 pub use policy::{IpRange, PeerPolicy};
-pub use server::{TcpLimits, TurnConfig, TurnServer, TurnStats};
+pub use server::{PerIp, PerIpSlot, TcpLimits, TurnConfig, TurnServer, TurnStats};

@@ -367,10 +367,7 @@ async fn serve_tcp(
         Err(_) => return,
     };
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let per_ip = Arc::new(PerIp {
-        open: std::sync::Mutex::default(),
-        max: limits.max_per_ip,
-    });
+    let per_ip = PerIp::new(limits.max_per_ip);
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
@@ -394,17 +391,26 @@ async fn serve_tcp(
     }
 }
 
-/// How many TCP connections each client IP address holds.
+/// How many connections each client IP address holds, against a cap: TURN over TCP
+/// here, and Huddle's HTTP port too.
 #[derive(Debug)]
-struct PerIp {
+pub struct PerIp {
     /// Only addresses with a connection open; a std mutex, never held across an await.
     open: std::sync::Mutex<HashMap<IpAddr, usize>>,
     max: usize,
 }
 
 impl PerIp {
+    /// At most `max` connections per address.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PerIp {
+            open: std::sync::Mutex::default(),
+            max,
+        })
+    }
+
     /// A place for one more connection from `ip`, if it has fewer than the maximum.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_default();
         if *count >= self.max {
@@ -418,9 +424,9 @@ impl PerIp {
     }
 }
 
-/// One connection's place in [`PerIp`], given back when the connection ends.
+/// One connection's place in [`PerIp`], given back when it is dropped.
 #[derive(Debug)]
-struct PerIpSlot {
+pub struct PerIpSlot {
     per_ip: Arc<PerIp>,
     ip: IpAddr,
 }
