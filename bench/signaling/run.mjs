@@ -166,6 +166,10 @@ async function main() {
   const huddle = await launch(HUDDLE_BIN, [], {
     HOST: '127.0.0.1', PORT: '0', JWT_SECRET: SECRET, LOG_LEVEL: 'info',
     DATABASE_URL: `sqlite://${join(dir, 'bench.db')}`,
+    // Every client here is one address and a few users, at rates past what any real
+    // user sends: the limits that protect a deployment would refuse the benchmark.
+    RATE_LIMIT_USER_PER_SEC: '0', RATE_LIMIT_IP_PER_SEC: '0',
+    HTTP_MAX_CONNECTIONS_PER_IP: String(CONNECTIONS + 1000),
   }, /addr=(\S+)/);
   huddle.url = `http://${huddle.url}`;
 
