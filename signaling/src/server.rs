@@ -187,6 +187,7 @@ impl Signaling {
         let load = Arc::new(Load {
             bytes: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
+            gone: AtomicBool::new(false),
             state: self.state.clone(),
         });
         socket.extensions.insert(Inbox {
@@ -204,8 +205,10 @@ impl Signaling {
         self.presence.connected(&user);
         let presence = self.presence.clone();
         socket.on_disconnect(move |socket: SocketRef| {
-            // The socket's task answers what is queued (into the void) and ends.
-            socket.extensions.remove::<Inbox>();
+            // The socket's task drops what is still queued and ends.
+            if let Some(inbox) = socket.extensions.remove::<Inbox>() {
+                inbox.load.gone.store(true, Ordering::SeqCst);
+            }
             presence.disconnected(&user);
             async {}
         });
@@ -225,6 +228,10 @@ struct Inbox {
 struct Load {
     bytes: AtomicUsize,
     events: AtomicUsize,
+    /// Set when the socket disconnects. (Not `Socket::connected`, which socketioxide
+    /// sets only after CONNECT is sent: an event the client sends straight back can be
+    /// queued before that.)
+    gone: AtomicBool,
     state: Arc<State>,
 }
 
@@ -323,7 +330,7 @@ async fn serve_socket<D: CallDomain>(
     while let Some(job) = queue.recv().await {
         load.bytes.fetch_sub(job.bytes, Ordering::SeqCst);
         load.events.fetch_sub(1, Ordering::SeqCst);
-        if socket.connected() {
+        if !load.gone.load(Ordering::SeqCst) {
             let call_id = job
                 .data
                 .get("callId")
@@ -341,7 +348,7 @@ async fn serve_socket<D: CallDomain>(
                 ack: job.ack,
                 call_id: call_id.as_deref(),
             };
-            answer.send(&job.socket, result, &load.state).await;
+            answer.send(&job.socket, result, &load).await;
         }
         load.state.pending.fetch_sub(1, Ordering::SeqCst);
     }
@@ -492,7 +499,7 @@ impl Answer<'_> {
         self,
         socket: &Arc<Socket<LocalAdapter>>,
         result: Result<Value, SignalError>,
-        state: &State,
+        load: &Load,
     ) {
         let body = match (result, self.ack) {
             (Ok(value), Some(_)) => {
@@ -526,8 +533,15 @@ impl Answer<'_> {
                     tokio::time::sleep(SEND_RETRY).await;
                 }
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    drop_slow_consumer(socket.clone().into(), state);
+                    drop_slow_consumer(socket.clone().into(), &load.state);
                     return;
+                }
+                // Not connected yet (socketioxide marks a socket connected just
+                // after sending CONNECT) rather than gone: the moment will pass.
+                Err(SendError::Socket(SocketError::Closed))
+                    if !load.gone.load(Ordering::SeqCst) && Instant::now() < until =>
+                {
+                    tokio::time::sleep(SEND_RETRY).await;
                 }
                 Ok(()) | Err(SendError::Socket(SocketError::Closed)) => return,
                 Err(e) => {
