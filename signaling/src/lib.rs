@@ -31,7 +31,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use server::{SEND_WAIT, Signaling};
+pub use server::Signaling;
 
 /// A boxed future, for the object-safe [`CallDomain`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

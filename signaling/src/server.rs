@@ -44,7 +44,7 @@ const MAX_QUEUED_BYTES: usize = 1 << 20;
 /// not reading its answers and is disconnected.
 const MAX_QUEUED_EVENTS: usize = 20_000;
 /// How long an answer waits for room in a client's outgoing buffer.
-pub const SEND_WAIT: Duration = Duration::from_secs(10);
+const SEND_WAIT: Duration = Duration::from_secs(10);
 /// How often a full outgoing buffer is looked at again.
 const SEND_RETRY: Duration = Duration::from_millis(2);
 
@@ -150,11 +150,6 @@ impl Signaling {
     /// Sockets disconnected so far because they did not read what was sent to them.
     pub fn slow_consumers(&self) -> u64 {
         self.state.slow_consumers.load(Ordering::Relaxed)
-    }
-
-    /// Whether `user` has a socket connected here.
-    pub fn is_online(&self, user: &str) -> bool {
-        self.presence.is_online(user)
     }
 
     /// From now on, new sockets are refused and new events answered
