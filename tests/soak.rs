@@ -7,6 +7,9 @@
 //! long run only (`bench/soak/run.sh`, 600 s): 45 s is mostly warm-up. Node and npm
 //! are required; the packages install from `bench/soak`'s lock file on first run.
 
+#[allow(dead_code)] // the soak uses its installer only
+mod node_suite;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,21 +23,6 @@ fn soak_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("bench")
         .join("soak")
-}
-
-/// `npm ci` in `bench/soak` unless its packages are there.
-fn install(dir: &Path) {
-    let missing = ["@roamhq/wrtc", "socket.io-client"]
-        .iter()
-        .any(|p| !dir.join("node_modules").join(p).exists());
-    if missing {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(dir)
-            .status()
-            .unwrap_or_else(|e| panic!("npm is required to install bench/soak's packages: {e}"));
-        assert!(status.success(), "npm ci failed in {}", dir.display());
-    }
 }
 
 /// Stops the server named in `pid_file` if it is still running (the driver stops it on
@@ -53,7 +41,7 @@ fn stop_leftover_server(pid_file: &Path) {
 #[test]
 fn a_short_soak_loses_nothing_and_leaves_nothing() {
     let dir = soak_dir();
-    install(&dir);
+    node_suite::install_in(&dir, &["@roamhq/wrtc", "socket.io-client"]);
     let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -8,16 +8,23 @@ use std::process::Command;
 /// Installs `tests/<folder>`'s npm packages from its lock file if any of `packages`
 /// is missing.
 pub fn install(folder: &str, packages: &[&str]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(folder);
+    install_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(folder),
+        packages,
+    );
+}
+
+/// Installs `dir`'s npm packages from its lock file if any of `packages` is missing.
+pub fn install_in(dir: &Path, packages: &[&str]) {
     if packages
         .iter()
         .any(|p| !dir.join("node_modules").join(p).exists())
     {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
+            .current_dir(dir)
             .status()
             .unwrap_or_else(|e| panic!("npm is required to install {packages:?}: {e}"));
         assert!(status.success(), "npm ci failed in {}", dir.display());
