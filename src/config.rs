@@ -15,7 +15,7 @@ use crate::calls::lifecycle::Limits;
 use crate::calls::model::MediaMode;
 use crate::http::HttpLimits;
 use crate::ice::{IceServer, IceServers, RestTurn};
-use crate::livekit::LiveKitConfig;
+use crate::media::livekit::LiveKitConfig;
 use crate::ratelimit::{Rate, RateLimits};
 
 /// Huddle: a self-hosted call server.
@@ -229,6 +229,14 @@ pub struct Config {
     /// Seconds LiveKit keeps a call's room once it is empty.
     #[arg(long, env = "LIVEKIT_EMPTY_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub livekit_empty_timeout: u32,
+    /// Redis (7+) shared by the nodes of a cluster, e.g. `redis://10.0.0.2:6379/0`.
+    /// Set, this node joins the cluster (with the others on the same Redis and
+    /// DATABASE_URL); unset, Huddle is one process and needs no Redis.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+    /// This node's id in a cluster, unique among its nodes. Default: the host name.
+    #[arg(long, env = "NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
     /// Let the demo page at `/` mint tokens for any user id (`POST /demo/token`).
     /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
     #[arg(long, env = "DEMO_TOKENS")]
@@ -284,6 +292,18 @@ impl Config {
                 burst: self.rate_limit_user_burst,
             },
         )
+    }
+
+    /// This node's id: NODE_ID, else the host name, else `node-` and a random suffix.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .and_then(|name| parse_node_id(name.trim()).ok())
+                .unwrap_or_else(|| {
+                    format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+                })
+        })
     }
 
     /// LiveKit's settings, when LIVEKIT_URL (with its key and secret) is set.
@@ -469,6 +489,20 @@ fn parse_log_level(value: &str) -> Result<Targets, String> {
         ));
     }
     Targets::from_str(value).map_err(|e| e.to_string())
+}
+
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    parse_url_with(value, &["redis://", "rediss://"])
+}
+
+/// A node id: 1 to 64 letters, digits, `-`, `_` or `.`.
+fn parse_node_id(value: &str) -> Result<String, String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=64).contains(&value.len()) && value.chars().all(fine) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be 1 to 64 letters, digits, '-', '_' or '.'".to_owned())
+    }
 }
 
 fn parse_livekit_url(value: &str) -> Result<String, String> {

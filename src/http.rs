@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::api::ApiError;
+use crate::wire::Failure;
 
 /// Connection limits of the HTTP port.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +87,7 @@ pub async fn drain_layer(
     drain.in_flight.fetch_add(1, Ordering::SeqCst);
     let _counted = InFlight(drain.clone());
     if drain.is_draining() {
-        let mut response = ApiError::new(
+        let mut response = Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
             "the server is shutting down: try again",

@@ -4,7 +4,7 @@
 //! into notices for the call's members.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
@@ -12,9 +12,6 @@ use serde_json::{Value, json};
 use signaling::events::{Invite, Media, Notice, Request, SfuMessage};
 use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
 
-use crate::api::ApiError;
-use crate::api::calls::{call_id, end_reason, with_outcome};
-use crate::api::views::{MediaAccess, ParticipantView, call_data};
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
@@ -22,9 +19,10 @@ use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService};
 use crate::live::LiveCalls;
-use crate::livekit::LiveKit;
-use crate::media::MediaPlane;
+use crate::media::{MediaAccess, Planes};
 use crate::ratelimit::{RateLimits, ip_key};
+use crate::wire::views::{ParticipantView, call_data};
+use crate::wire::{Failure, call_id, end_reason, with_outcome};
 
 /// Serves signaling requests with the call service.
 #[derive(Debug)]
@@ -33,13 +31,12 @@ pub struct Realtime {
     pub jwt: Arc<JwtKey>,
     pub access: Arc<MediaAccess>,
     pub live: Arc<LiveCalls>,
-    pub media: Arc<MediaPlane>,
     /// The REST rate limiters, shared: one budget per user and per address.
     pub limits: Arc<RateLimits>,
 }
 
-impl From<ApiError> for SignalError {
-    fn from(e: ApiError) -> Self {
+impl From<Failure> for SignalError {
+    fn from(e: Failure) -> Self {
         SignalError {
             code: e.code.to_owned(),
             message: e.message,
@@ -57,7 +54,7 @@ fn caller(user: &User) -> Caller {
 }
 
 impl Realtime {
-    async fn request(&self, user: &User, request: Request) -> Result<Value, ApiError> {
+    async fn request(&self, user: &User, request: Request) -> Result<Value, Failure> {
         let me = caller(user);
         let service = &self.service;
         Ok(match request {
@@ -114,7 +111,7 @@ impl Realtime {
     }
 
     /// `call:invite`: into a running call with `callId`, else a new call.
-    async fn invite(&self, me: &Caller, invite: Invite) -> Result<Value, ApiError> {
+    async fn invite(&self, me: &Caller, invite: Invite) -> Result<Value, Failure> {
         let invitees: Vec<UserId> = invite.participant_ids.into_iter().map(UserId).collect();
         if let Some(id) = invite.call_id {
             let call = self.service.invite(&me.id, call_id(&id)?, invitees).await?;
@@ -125,12 +122,12 @@ impl Realtime {
             .as_deref()
             .unwrap_or_default()
             .parse::<CallType>()
-            .map_err(|_| ApiError::invalid("type", "must be audio or video"))?;
+            .map_err(|_| Failure::invalid("type", "must be audio or video"))?;
         let media_mode = match invite.media_mode.as_deref() {
             None => self.service.default_media_mode(),
             Some(mode) => mode
                 .parse::<MediaMode>()
-                .map_err(|_| ApiError::invalid("mediaMode", "must be sfu, p2p or livekit"))?,
+                .map_err(|_| Failure::invalid("mediaMode", "must be sfu, p2p or livekit"))?,
         };
         let request = NewCall {
             media_mode,
@@ -146,9 +143,19 @@ impl Realtime {
         Ok(self.access.connect_data(&call, &me.id)?)
     }
 
+    /// A `webrtc:*` message to `"sfu"`: for the plane of the call, from one of its
+    /// joined members.
+    async fn to_media(&self, user: &User, message: SfuMessage) -> Result<Value, Failure> {
+        let me = UserId(user.id.clone());
+        let id = call_id(&message.call_id)?;
+        let call = self.live.joined(&self.service, &me, id).await?;
+        let plane = self.access.planes.of(call.call.media_mode);
+        plane.signal(&call, &me, message).await
+    }
+
     /// `webrtc:*` messages go only between members who have both joined the call: a
     /// ringing invitee neither sends nor receives them until they answer.
-    async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), ApiError> {
+    async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), Failure> {
         let sender = UserId(user.id.clone());
         let call = self
             .live
@@ -156,12 +163,12 @@ impl Realtime {
             .await?;
         match call.member(&UserId(target.to_owned())) {
             Some(p) if p.is_joined() => Ok(()),
-            Some(_) => Err(ApiError::new(
+            Some(_) => Err(Failure::new(
                 StatusCode::CONFLICT,
                 "TARGET_NOT_IN_CALL",
                 "the target has not joined this call (yet)",
             )),
-            None => Err(ApiError::new(
+            None => Err(Failure::new(
                 StatusCode::FORBIDDEN,
                 "NOT_A_MEMBER",
                 "the target is not a member of this call",
@@ -199,12 +206,12 @@ impl CallDomain for Realtime {
             self.limits
                 .ip
                 .check(&ip_key(ip), now)
-                .map_err(|r| SignalError::from(ApiError::rate_limited(r)))?;
+                .map_err(|r| SignalError::from(Failure::rate_limited(r)))?;
         }
         self.limits
             .user
             .check(&UserId(user.id.clone()), now)
-            .map_err(|r| SignalError::from(ApiError::rate_limited(r)))
+            .map_err(|r| SignalError::from(Failure::rate_limited(r)))
     }
 
     fn handle<'a>(
@@ -234,8 +241,7 @@ impl CallDomain for Realtime {
         message: SfuMessage,
     ) -> BoxFuture<'a, Result<Value, SignalError>> {
         Box::pin(async move {
-            self.media
-                .handle(user, message)
+            self.to_media(user, message)
                 .await
                 .map_err(SignalError::from)
         })
@@ -256,27 +262,22 @@ impl CallDomain for Realtime {
     }
 }
 
-/// Announces call changes to their members over Socket.IO, and keeps
-/// [`LiveCalls`] current.
+/// Announces call changes to their members over Socket.IO, keeps [`LiveCalls`]
+/// current, and keeps each call's media room in step.
 #[derive(Debug)]
 pub struct Notifier {
     pub signaling: Signaling,
     pub live: Arc<LiveCalls>,
-    /// The SFU, set once it is bound (it needs the call service this observes).
-    pub media: OnceLock<Arc<MediaPlane>>,
-    /// LiveKit, when configured: rooms follow their calls.
-    pub livekit: Option<Arc<LiveKit>>,
+    /// Each call's room follows its call on the plane of its media mode.
+    pub planes: Arc<Planes>,
 }
 
 impl CallObserver for Notifier {
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         self.live.update(call);
-        if let Some(media) = self.media.get() {
-            media.call_changed(call, events);
-        }
-        if let Some(livekit) = &self.livekit {
-            livekit.call_changed(call, events);
-        }
+        self.planes
+            .of(call.call.media_mode)
+            .call_changed(call, events);
         let members: Vec<String> = call
             .participants
             .iter()

@@ -3,7 +3,7 @@
 //! and shuts all of it down in order.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware;
@@ -15,17 +15,18 @@ use tokio::task::JoinHandle;
 use huddle_turn::{Secret, TurnServer};
 use signaling::Signaling;
 
-use crate::api::views::MediaAccess;
 use crate::api::{self, AppState, MetricsRoute};
 use crate::auth::JwtKey;
+use crate::calls::model::MetricSource;
 use crate::calls::service::{CallService, MediaSetup, RoomHost, ServiceError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, Drain};
 use crate::ice::IceServers;
 use crate::live::LiveCalls;
-use crate::livekit::LiveKit;
-use crate::media::MediaPlane;
+use crate::media::livekit::LiveKit;
+use crate::media::sfu::{Measured, SfuPlane};
+use crate::media::{MediaAccess, MediaPlane, Planes};
 use crate::metrics::Metrics;
 use crate::realtime::{Notifier, Realtime};
 use crate::store::{Store, StoreError};
@@ -95,11 +96,17 @@ impl Server {
         let (socket_layer, signaling) = Signaling::new();
         let live = Arc::new(LiveCalls::default());
         let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
+        let (sfu, measured) = SfuPlane::start(config, signaling.clone())
+            .await
+            .map_err(StartError::Media)?;
+        let planes = Arc::new(Planes::new(
+            sfu.clone(),
+            livekit.clone().map(|l| l as Arc<dyn MediaPlane>),
+        ));
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             live: live.clone(),
-            media: OnceLock::new(),
-            livekit: livekit.clone(),
+            planes: planes.clone(),
         });
         let metrics = Arc::new(Metrics::default());
         let service = Arc::new(CallService::new(
@@ -122,17 +129,15 @@ impl Server {
                 "live calls found at start-up: their members have CONNECTION_TIMEOUT to reconnect"
             );
         }
-        let media = MediaPlane::start(config, service.clone(), signaling.clone(), live.clone())
-            .await
-            .map_err(StartError::Media)?;
-        let _ = notifier.media.set(media.clone());
-        let (turn, ice) = start_turn(config, &media).await?;
+        tokio::spawn(store_measured(service.clone(), measured));
+        let (turn, ice) = start_turn(config, &sfu).await?;
         let state = AppState {
             service,
             jwt: Arc::new(jwt),
-            access: Arc::new(MediaAccess { ice, livekit }),
+            access: Arc::new(MediaAccess { ice, planes }),
             turn,
-            media: media.clone(),
+            sfu,
+            livekit,
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
             metrics,
             rate_limits: Arc::new(config.rate_limits()),
@@ -144,7 +149,6 @@ impl Server {
             jwt: state.jwt.clone(),
             access: state.access.clone(),
             live,
-            media,
             limits: state.rate_limits.clone(),
         }));
 
@@ -190,8 +194,8 @@ impl Server {
         tracing::info!(
             %addr,
             ?metrics_addr,
-            sfu = %state.media.sfu.local_addr(),
-            sfu_announced = %state.media.sfu.announced(),
+            sfu = %state.sfu.sfu.local_addr(),
+            sfu_announced = %state.sfu.sfu.announced(),
             turn = ?state.turn.as_ref().map(|t| t.local_addr()),
             database = state.service.store().backend(),
             "huddle is listening"
@@ -243,7 +247,7 @@ impl Server {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.state.media.sfu.shutdown();
+        self.state.sfu.sfu.shutdown();
         if let Some(turn) = &self.state.turn {
             turn.shutdown().await;
         }
@@ -255,7 +259,7 @@ impl Server {
 /// the ICE servers clients are given. Its relays may always reach the built-in SFU.
 async fn start_turn(
     config: &Config,
-    media: &MediaPlane,
+    media: &SfuPlane,
 ) -> Result<(Option<Arc<TurnServer>>, IceServers), StartError> {
     let secret = match &config.turn_secret {
         Some(secret) => Some(Secret::new(secret)),
@@ -302,6 +306,21 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })
+}
+
+/// Stores the quality the SFU measures, until the SFU stops.
+async fn store_measured(
+    service: Arc<CallService>,
+    mut measured: tokio::sync::mpsc::UnboundedReceiver<Measured>,
+) {
+    while let Some(Measured { call, user, report }) = measured.recv().await {
+        let stored = service
+            .report_quality(&user, call, report, MetricSource::Sfu)
+            .await;
+        if let Err(e) = stored {
+            tracing::debug!(%call, %user, error = %e, "SFU quality not stored");
+        }
+    }
 }
 
 /// Applies the timeout rules every [`SWEEP_EVERY`] until told to stop. A failed

@@ -9,55 +9,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::{Auth, CallIdPath, JsonBody};
-use super::views::{CallListItem, ParticipantView, call_data};
-use crate::auth::{self, Identity};
-use crate::calls::lifecycle::{Caller, EndOutcome, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallId, CallType, EndReason, MediaMode, UserId};
+use crate::calls::lifecycle::{EndOutcome, MediaFlags, MediaPatch, NewCall};
+use crate::calls::model::{CallType, MediaMode, UserId};
+use crate::wire::views::{CallListItem, ParticipantView, call_data};
+use crate::wire::{Failure, caller, end_reason, id_text, with_outcome};
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult = Result<Json<Value>, Failure>;
 
 fn ok(data: Value) -> ApiResult {
     Ok(Json(json!({ "success": true, "data": data })))
-}
-
-pub(crate) fn caller(identity: &Identity) -> Caller {
-    Caller {
-        id: identity.id.clone(),
-        name: identity.name.clone(),
-    }
-}
-
-/// A call id from a request (REST path or Socket.IO payload): a UUID, or 400 naming
-/// `callId`.
-pub(crate) fn call_id(raw: &str) -> Result<CallId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::invalid("callId", "must be a UUID"))
-}
-
-/// Checks an id from a request body (`participantIds`, `chatId`) by the same rule as a
-/// token's `sub`, so every id that reaches the store passed one check.
-pub(crate) fn id_text(field: &str, value: &str) -> Result<(), ApiError> {
-    auth::check_id(value).map_err(|rule| ApiError::invalid(field, rule))
-}
-
-/// `reason` of an end request: one a client may give, `normal` if none.
-pub(crate) fn end_reason(reason: Option<&str>) -> Result<EndReason, ApiError> {
-    let Some(text) = reason else {
-        return Ok(EndReason::Normal);
-    };
-    text.parse::<EndReason>()
-        .ok()
-        .filter(|r| r.client_may_give())
-        .ok_or_else(|| {
-            let allowed: Vec<&str> = EndReason::ALL
-                .iter()
-                .filter(|r| r.client_may_give())
-                .map(|r| r.as_str())
-                .collect();
-            ApiError::invalid("reason", format!("must be one of {}", allowed.join(", ")))
-        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,12 +110,6 @@ pub async fn end(
     })))
 }
 
-/// `data` with the `outcome` of an end request (`ended`, `left` or `declined`).
-pub(crate) fn with_outcome(mut data: Value, outcome: EndOutcome) -> Value {
-    data["outcome"] = outcome.as_str().into();
-    data
-}
-
 /// The body of `POST …/token`: no fields. It is read all the same, so that a body which
 /// is not JSON is refused (415) as on every other endpoint rather than ignored.
 #[derive(Debug, Deserialize)]
@@ -197,14 +152,14 @@ pub async fn history(
     Auth(me): Auth,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
-    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| Failure::invalid("query", e.body_text()))?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be from 1 to 100"));
+        return Err(Failure::invalid("limit", "must be from 1 to 100"));
     }
     let offset = query.offset.unwrap_or(0);
     if !(0..=1_000_000).contains(&offset) {
-        return Err(ApiError::invalid("offset", "must be from 0 to 1000000"));
+        return Err(Failure::invalid("offset", "must be from 0 to 1000000"));
     }
     let (calls, total) = state.service.history(&me.id, limit, offset).await?;
     let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
@@ -242,7 +197,7 @@ pub async fn update_participant(
         screen_share: body.screen_share_enabled,
     };
     if patch.audio.is_none() && patch.video.is_none() && patch.screen_share.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Failure::invalid(
             "body",
             "give at least one of audioEnabled, videoEnabled, screenShareEnabled",
         ));

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::calls::id_text;
-use super::error::ApiError;
 use super::extract::JsonBody;
 use crate::auth::{self, Claims};
+use crate::wire::Failure;
+use crate::wire::id_text;
 
 const PAGE: &str = include_str!("../../web/index.html");
 /// socket.io-client's browser bundle (MIT), as published on npm.
@@ -44,15 +44,15 @@ pub struct DemoTokenRequest {
 pub async fn token(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DemoTokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, Failure> {
     if !state.demo_tokens {
-        return Err(ApiError::not_found(
+        return Err(Failure::not_found(
             "demo tokens are off: set DEMO_TOKENS=true, or make tokens with `huddle token`",
         ));
     }
     id_text("userId", &body.user_id)?;
     if let Some(name) = &body.name {
-        auth::check_name(name).map_err(|rule| ApiError::invalid("name", rule))?;
+        auth::check_name(name).map_err(|rule| Failure::invalid("name", rule))?;
     }
     let now = state.service.now().timestamp();
     let claims = Claims {

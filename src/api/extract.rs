@@ -1,4 +1,4 @@
-//! Request extractors whose failures are [`ApiError`]s in the JSON error shape, not
+//! Request extractors whose failures are [`Failure`]s in the JSON error shape, not
 //! axum's plain-text rejections.
 
 use axum::body::Bytes;
@@ -8,19 +8,19 @@ use axum::http::{StatusCode, header};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::AppState;
-use super::calls::call_id;
-use super::error::ApiError;
 use crate::auth::{AuthError, Identity};
 use crate::calls::model::CallId;
+use crate::wire::Failure;
+use crate::wire::call_id;
 
 /// The caller, from `Authorization: Bearer <jwt>`.
 #[derive(Debug)]
 pub struct Auth(pub Identity);
 
 impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
+    type Rejection = Failure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -39,7 +39,7 @@ impl FromRequestParts<AppState> for Auth {
             .rate_limits
             .user
             .check(&identity.id, now)
-            .map_err(ApiError::rate_limited)?;
+            .map_err(Failure::rate_limited)?;
         Ok(Auth(identity))
     }
 }
@@ -50,9 +50,9 @@ impl FromRequestParts<AppState> for Auth {
 pub struct CallIdPath(pub CallId);
 
 impl FromRequestParts<AppState> for CallIdPath {
-    type Rejection = ApiError;
+    type Rejection = Failure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
         let raw = Path::<String>::from_request_parts(parts, state)
             .await
             .map_or_else(|_| String::new(), |Path(raw)| raw);
@@ -66,21 +66,21 @@ impl FromRequestParts<AppState> for CallIdPath {
 pub struct RawBody(pub Bytes);
 
 impl FromRequest<AppState> for RawBody {
-    type Rejection = ApiError;
+    type Rejection = Failure;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Failure> {
         Bytes::from_request(req, state)
             .await
             .map(RawBody)
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
+                    Failure::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "PAYLOAD_TOO_LARGE",
                         "request body is too large",
                     )
                 } else {
-                    ApiError::new(
+                    Failure::new(
                         StatusCode::BAD_REQUEST,
                         "BAD_REQUEST",
                         rejection.body_text(),
@@ -100,9 +100,9 @@ impl FromRequest<AppState> for RawBody {
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Failure;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Failure> {
         let declared_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -113,7 +113,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             return parse(b"{}").map(JsonBody);
         }
         if !declared_json {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED_MEDIA_TYPE",
                 "a request body must be JSON, sent with Content-Type: application/json",
@@ -136,9 +136,9 @@ pub(super) fn is_json_media_type(content_type: &str) -> bool {
 /// `body` as a `T`. Syntax is checked first and on its own: serde_json reports some
 /// type errors (a number where an enum's name belongs) as syntax errors, and a client
 /// that sent well-formed JSON must be told which field is wrong, not that its JSON is.
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice::<IgnoredAny>(bytes).map_err(|e| {
-        ApiError::new(
+        Failure::new(
             StatusCode::BAD_REQUEST,
             "MALFORMED_JSON",
             format!("malformed JSON: {e}"),
@@ -156,9 +156,9 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if path == "." {
             // A missing field is reported at the parent: name it from the message.
             let field = message.split('`').nth(1).unwrap_or("body").to_owned();
-            ApiError::invalid(field, message)
+            Failure::invalid(field, message)
         } else {
-            ApiError::invalid(path, message)
+            Failure::invalid(path, message)
         }
     })
 }
@@ -182,7 +182,7 @@ mod tests {
         kind: Option<String>,
     }
 
-    fn error_of(body: &str) -> ApiError {
+    fn error_of(body: &str) -> Failure {
         parse::<Sample>(body.as_bytes()).unwrap_err()
     }
 

@@ -11,9 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::is_json_media_type;
 use crate::ratelimit::ip_key;
+use crate::wire::Failure;
 
 /// Longest URI (path and query) accepted. Huddle's own are under 200 bytes; hyper
 /// refuses URIs over 64 KiB before any of this code runs, with an empty 414 it writes
@@ -28,7 +28,7 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 /// Rewrites an error response that is not JSON (axum's plain-text rejections, an
 /// empty status from any layer) into `{ success: false, error: { code, message } }`,
 /// keeping its status and headers (`Allow`, `Retry-After`, ...). A 4xx keeps its text
-/// as the message; a 5xx's text is dropped, as for [`ApiError::internal`].
+/// as the message; a 5xx's text is dropped, as for [`Failure::internal`].
 pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
@@ -53,7 +53,7 @@ pub async fn json_errors(response: Response) -> Response {
                 .unwrap_or("request failed")
                 .to_lowercase()
         });
-    let mut shaped = ApiError::new(status, code_for(status), message).into_response();
+    let mut shaped = Failure::new(status, code_for(status), message).into_response();
     copy_headers(&parts.headers, shaped.headers_mut());
     shaped
 }
@@ -95,7 +95,7 @@ pub async fn limit_per_ip(State(state): State<AppState>, request: Request, next:
         .map(|ConnectInfo(addr)| ip_key(addr.ip()));
     if let (false, Some(ip)) = (exempt, peer) {
         if let Err(retry) = state.rate_limits.ip.check(&ip, state.service.now()) {
-            return ApiError::rate_limited(retry).into_response();
+            return Failure::rate_limited(retry).into_response();
         }
     }
     next.run(request).await
@@ -108,7 +108,7 @@ pub async fn limit_sizes(request: Request, next: Next) -> Response {
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri_len > MAX_URI_LEN {
-        return ApiError::new(
+        return Failure::new(
             StatusCode::URI_TOO_LONG,
             "URI_TOO_LONG",
             format!("the request URI is over {MAX_URI_LEN} bytes"),
@@ -121,7 +121,7 @@ pub async fn limit_sizes(request: Request, next: Next) -> Response {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return ApiError::new(
+        return Failure::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "HEADERS_TOO_LARGE",
             format!("the request headers are over {MAX_HEADER_BYTES} bytes"),

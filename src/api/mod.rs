@@ -1,13 +1,12 @@
 //! The HTTP API: routes, shared state, and the JSON envelope and error shape.
 //! [`app`] builds the router without binding a port; `server` serves it.
 
-pub(crate) mod calls;
+mod calls;
 mod demo;
 mod error;
 mod extract;
 mod middleware;
 mod monitoring;
-pub(crate) mod views;
 mod webhooks;
 
 use std::sync::Arc;
@@ -19,7 +18,6 @@ use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::routing::{get, patch, post};
 use huddle_turn::TurnServer;
 
-pub use error::ApiError;
 pub use middleware::{MAX_HEADER_BYTES, MAX_URI_LEN};
 
 use signaling::Signaling;
@@ -27,10 +25,12 @@ use signaling::Signaling;
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
 use crate::http::Drain;
-use crate::media::MediaPlane;
+use crate::media::MediaAccess;
+use crate::media::livekit::LiveKit;
+use crate::media::sfu::SfuPlane;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
-use views::MediaAccess;
+use crate::wire::Failure;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -44,8 +44,10 @@ pub struct AppState {
     pub access: Arc<MediaAccess>,
     /// The embedded TURN server, unless TURN_EMBEDDED is false.
     pub turn: Option<Arc<TurnServer>>,
-    /// The built-in SFU.
-    pub media: Arc<MediaPlane>,
+    /// This server's built-in SFU (for its figures).
+    pub sfu: Arc<SfuPlane>,
+    /// LiveKit, when configured (for its webhooks and figures).
+    pub livekit: Option<Arc<LiveKit>>,
     /// Socket.IO, for its counters.
     pub signaling: Signaling,
     /// The HTTP listener's shutdown state and counters.
@@ -110,12 +112,12 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint")
+async fn not_found() -> Failure {
+    Failure::not_found("no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+async fn method_not_allowed() -> Failure {
+    Failure::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         "method not allowed on this endpoint",

@@ -11,9 +11,9 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::Auth;
 use crate::metrics::family;
+use crate::wire::Failure;
 
 /// How long a scrape waits for the database's gauges: under Prometheus's default
 /// scrape timeout (10 s), so the in-memory figures arrive even when the database hangs.
@@ -43,9 +43,9 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn monitoring(
     State(state): State<AppState>,
     Auth(me): Auth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, Failure> {
     if !me.admin {
-        return Err(ApiError::forbidden(
+        return Err(Failure::forbidden(
             "monitoring needs a token with \"role\": \"admin\"",
         ));
     }
@@ -72,8 +72,8 @@ pub async fn monitoring(
         "sfu": sfu_figures(&state),
         "turn": turn_figures(&state).await,
         "livekit": {
-            "enabled": state.access.livekit.is_some(),
-            "activeRooms": state.access.livekit.as_ref().map_or(0, |l| l.active_rooms()),
+            "enabled": state.livekit.is_some(),
+            "activeRooms": state.livekit.as_ref().map_or(0, |l| l.active_rooms()),
         },
         "timestamp": state.service.now(),
     })))
@@ -127,7 +127,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
             ("{limit=\"user\"}".to_owned(), limits.user.keys() as u64),
         ],
     );
-    let c = state.media.sfu.connection_counters();
+    let c = state.sfu.sfu.connection_counters();
     let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
     family(
         &mut text,
@@ -169,7 +169,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
          huddle_sfu_datagrams_dropped_total{{reason=\"overflow\"}} {}\n",
         sfu["activeRooms"], sfu["droppedUnroutable"], sfu["droppedOverflow"]
     ));
-    if let Some(livekit) = &state.access.livekit {
+    if let Some(livekit) = &state.livekit {
         text.push_str(&format!(
             "# HELP huddle_livekit_rooms LiveKit rooms Huddle opened for live calls.\n\
              # TYPE huddle_livekit_rooms gauge\n\
@@ -252,7 +252,7 @@ async fn turn_figures(state: &AppState) -> Value {
 
 /// The SFU's own figures.
 fn sfu_figures(state: &AppState) -> Value {
-    let sfu = &state.media.sfu;
+    let sfu = &state.sfu.sfu;
     let (unroutable, overflow) = sfu.dropped();
     let c = sfu.connection_counters();
     json!({

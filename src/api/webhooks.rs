@@ -7,21 +7,21 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
 use super::extract::RawBody;
+use crate::wire::Failure;
 
 pub async fn livekit(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<Value>, ApiError> {
-    let Some(livekit) = &state.access.livekit else {
-        return Err(ApiError::not_found(
+) -> Result<Json<Value>, Failure> {
+    let Some(livekit) = &state.livekit else {
+        return Err(Failure::not_found(
             "LiveKit is not configured on this server",
         ));
     };
     let unauthorized =
-        |message: String| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+        |message: String| Failure::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

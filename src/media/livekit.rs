@@ -14,10 +14,14 @@ use livekit_api::services::room::{CreateRoomOptions, RoomClient};
 use livekit_api::webhooks::WebhookReceiver;
 use serde_json::{Value, json};
 
+use signaling::events::SfuMessage;
+
+use super::{MediaPlane, not_an_sfu_call};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags};
 use crate::calls::model::{CallId, CallType, EndReason, MediaMode, UserId};
 use crate::calls::service::{BoxFuture, CallService, RoomHost, ServiceError};
+use crate::wire::Failure;
 
 /// How Huddle reaches LiveKit.
 #[derive(Debug, Clone)]
@@ -40,10 +44,31 @@ pub struct LiveKitConfig {
 /// checker, all with the same API key.
 pub struct LiveKit {
     config: LiveKitConfig,
-    rooms: RoomClient,
+    rooms: Arc<Rooms>,
     webhooks: WebhookReceiver,
+}
+
+/// LiveKit's rooms as Huddle sees them; shared with the background tasks that
+/// close rooms and remove participants.
+struct Rooms {
+    client: RoomClient,
     /// Rooms Huddle opened and has not closed.
     open: Mutex<HashSet<String>>,
+}
+
+impl Rooms {
+    fn open_rooms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn delete(&self, room: &str) {
+        match self.client.delete_room(room).await {
+            Ok(()) => {
+                self.open_rooms().remove(room);
+            }
+            Err(e) => tracing::warn!(%room, error = %e, "LiveKit: room not deleted"),
+        }
+    }
 }
 
 impl std::fmt::Debug for LiveKit {
@@ -62,7 +87,7 @@ pub struct WebhookRefused(String);
 
 impl LiveKit {
     pub fn new(config: LiveKitConfig) -> Self {
-        let rooms = RoomClient::with_api_key(&config.url, &config.api_key, &config.api_secret)
+        let client = RoomClient::with_api_key(&config.url, &config.api_key, &config.api_secret)
             .with_request_timeout(config.request_timeout);
         let webhooks = WebhookReceiver::new(TokenVerifier::with_api_key(
             &config.api_key,
@@ -70,90 +95,17 @@ impl LiveKit {
         ));
         LiveKit {
             config,
-            rooms,
+            rooms: Arc::new(Rooms {
+                client,
+                open: Mutex::default(),
+            }),
             webhooks,
-            open: Mutex::default(),
         }
     }
 
     /// Rooms open now.
     pub fn active_rooms(&self) -> usize {
-        self.open_rooms().len()
-    }
-
-    fn open_rooms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `{ token, url, roomName, identity }` for `user` in `call`: a token that joins
-    /// that room only, publishing what the call type allows (no camera in an audio
-    /// call), subscribing, and sending data.
-    pub fn token(&self, call: &CallSnapshot, user: &UserId) -> Result<Value, ServiceError> {
-        let room = &call.call.room_id;
-        let sources: &[&str] = match call.call.call_type {
-            CallType::Audio => &["microphone"],
-            CallType::Video => &["microphone", "camera", "screen_share", "screen_share_audio"],
-        };
-        let name = call
-            .member(user)
-            .and_then(|p| p.display_name.clone())
-            .unwrap_or_else(|| user.0.clone());
-        let token = AccessToken::with_api_key(&self.config.api_key, &self.config.api_secret)
-            .with_identity(&user.0)
-            .with_name(&name)
-            .with_ttl(self.config.token_ttl)
-            .with_grants(VideoGrants {
-                room_join: true,
-                room: room.clone(),
-                can_publish: Some(true),
-                can_subscribe: Some(true),
-                can_publish_data: Some(true),
-                can_publish_sources: sources.iter().map(|s| (*s).to_owned()).collect(),
-                ..Default::default()
-            })
-            .to_jwt()
-            .map_err(|e| ServiceError::Media(format!("cannot mint a LiveKit token: {e}")))?;
-        Ok(json!({
-            "token": token,
-            "url": self.config.url,
-            "roomName": room,
-            "identity": user.0,
-        }))
-    }
-
-    /// Keeps the room in step with the call: closed when the call ends, and a member
-    /// who left or declined removed from it. Runs in the background; failures are
-    /// logged (the room's empty timeout closes what is left).
-    pub fn call_changed(self: &Arc<Self>, call: &CallSnapshot, events: &[CallEvent]) {
-        if call.call.media_mode != MediaMode::Livekit {
-            return;
-        }
-        for event in events {
-            let (this, room) = (self.clone(), call.call.room_id.clone());
-            match event {
-                CallEvent::Ended { .. } => {
-                    tokio::spawn(async move { this.delete_room(&room).await });
-                }
-                CallEvent::Left { user } => {
-                    let identity = user.0.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = this.rooms.remove_participant(&room, &identity).await {
-                            tracing::debug!(%room, %identity, error = %e, "LiveKit: participant not removed");
-                        }
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn delete_room(&self, room: &str) {
-        match self.rooms.delete_room(room).await {
-            Ok(()) => {
-                self.open_rooms().remove(room);
-            }
-            Err(e) => tracing::warn!(%room, error = %e, "LiveKit: room not deleted"),
-        }
+        self.rooms.open_rooms().len()
     }
 
     /// Checks a webhook's signature (the `Authorization` token signs the body's
@@ -192,7 +144,7 @@ impl LiveKit {
                 service.end(&user, id, EndReason::Normal).await.map(|_| ())
             }
             ("room_finished", _) => {
-                self.open_rooms().remove(room);
+                self.rooms.open_rooms().remove(room);
                 finished(service, id).await
             }
             _ => Ok(()),
@@ -209,22 +161,6 @@ impl LiveKit {
                 Ok(())
             }
         }
-    }
-}
-
-/// The media token for `user` in `call`: LiveKit's for a `livekit` call, `null` for
-/// the others (the built-in SFU and p2p need none).
-pub fn media_token(
-    livekit: Option<&LiveKit>,
-    call: &CallSnapshot,
-    user: &UserId,
-) -> Result<Value, ServiceError> {
-    match (call.call.media_mode, livekit) {
-        (MediaMode::Livekit, Some(livekit)) => livekit.token(call, user),
-        (MediaMode::Livekit, None) => Err(ServiceError::Media(
-            "this livekit call's server no longer has LiveKit configured".into(),
-        )),
-        (MediaMode::Sfu | MediaMode::P2p, _) => Ok(Value::Null),
     }
 }
 
@@ -276,6 +212,76 @@ fn call_of_room(room: &str) -> Option<CallId> {
     room.strip_prefix("room_")?.parse().ok()
 }
 
+impl MediaPlane for LiveKit {
+    /// `{ token, url, roomName, identity }` for `user` in `call`: a token that joins
+    /// that room only, publishing what the call type allows (no camera in an audio
+    /// call), subscribing, and sending data.
+    fn token(&self, call: &CallSnapshot, user: &UserId) -> Result<Value, ServiceError> {
+        let room = &call.call.room_id;
+        let sources: &[&str] = match call.call.call_type {
+            CallType::Audio => &["microphone"],
+            CallType::Video => &["microphone", "camera", "screen_share", "screen_share_audio"],
+        };
+        let name = call
+            .member(user)
+            .and_then(|p| p.display_name.clone())
+            .unwrap_or_else(|| user.0.clone());
+        let token = AccessToken::with_api_key(&self.config.api_key, &self.config.api_secret)
+            .with_identity(&user.0)
+            .with_name(&name)
+            .with_ttl(self.config.token_ttl)
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: room.clone(),
+                can_publish: Some(true),
+                can_subscribe: Some(true),
+                can_publish_data: Some(true),
+                can_publish_sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .map_err(|e| ServiceError::Media(format!("cannot mint a LiveKit token: {e}")))?;
+        Ok(json!({
+            "token": token,
+            "url": self.config.url,
+            "roomName": room,
+            "identity": user.0,
+        }))
+    }
+
+    fn signal<'a>(
+        &'a self,
+        _: &'a CallSnapshot,
+        _: &'a UserId,
+        _: SfuMessage,
+    ) -> BoxFuture<'a, Result<Value, Failure>> {
+        Box::pin(async { Err(not_an_sfu_call(MediaMode::Livekit)) })
+    }
+
+    /// Keeps the room in step with the call: closed when the call ends, and a member
+    /// who left or declined removed from it. Runs in the background; failures are
+    /// logged (the room's empty timeout closes what is left).
+    fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
+        for event in events {
+            let (rooms, room) = (self.rooms.clone(), call.call.room_id.clone());
+            match event {
+                CallEvent::Ended { .. } => {
+                    tokio::spawn(async move { rooms.delete(&room).await });
+                }
+                CallEvent::Left { user } => {
+                    let identity = user.0.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = rooms.client.remove_participant(&room, &identity).await {
+                            tracing::debug!(%room, %identity, error = %e, "LiveKit: participant not removed");
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 impl RoomHost for LiveKit {
     fn open<'a>(&'a self, call: &'a CallSnapshot) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
@@ -285,16 +291,20 @@ impl RoomHost for LiveKit {
                 max_participants: self.config.max_participants.min(call.call.max_participants),
                 ..Default::default()
             };
-            self.rooms.create_room(room, options).await.map_err(|e| {
-                ServiceError::Media(format!("LiveKit did not create the room: {e}"))
-            })?;
-            self.open_rooms().insert(room.clone());
+            self.rooms
+                .client
+                .create_room(room, options)
+                .await
+                .map_err(|e| {
+                    ServiceError::Media(format!("LiveKit did not create the room: {e}"))
+                })?;
+            self.rooms.open_rooms().insert(room.clone());
             Ok(())
         })
     }
 
     fn close<'a>(&'a self, call: &'a CallSnapshot) -> BoxFuture<'a, ()> {
-        Box::pin(self.delete_room(&call.call.room_id))
+        Box::pin(self.rooms.delete(&call.call.room_id))
     }
 }
 

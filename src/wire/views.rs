@@ -1,7 +1,5 @@
 //! The JSON shapes of calls and participants (camelCase, as in the primary contract).
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -11,9 +9,6 @@ use crate::calls::model::{
     Call, CallId, CallState, CallType, ConnectionState, EndReason, MediaMode, Participant,
     ParticipantRole, UserId,
 };
-use crate::calls::service::ServiceError;
-use crate::ice::IceServers;
-use crate::livekit::{LiveKit, media_token};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,27 +106,6 @@ pub fn participants(snapshot: &CallSnapshot) -> Vec<ParticipantView<'_>> {
 /// `{ call, participants }`
 pub fn call_data(snapshot: &CallSnapshot) -> Value {
     json!({ "call": CallView::from(&snapshot.call), "participants": participants(snapshot) })
-}
-
-/// What start, join and token responses hand a client for its media.
-#[derive(Debug)]
-pub struct MediaAccess {
-    /// STUN and TURN, with TURN credentials minted per user.
-    pub ice: IceServers,
-    /// LiveKit, when configured: tokens for `livekit` calls.
-    pub livekit: Option<Arc<LiveKit>>,
-}
-
-impl MediaAccess {
-    /// What `user` needs to connect media: the call with its participants, the media
-    /// token (`null` for the built-in SFU and p2p, which need none; LiveKit's for a
-    /// `livekit` call), and the ICE servers.
-    pub fn connect_data(&self, call: &CallSnapshot, user: &UserId) -> Result<Value, ServiceError> {
-        let mut data = call_data(call);
-        data["token"] = media_token(self.livekit.as_deref(), call, user)?;
-        data["iceServers"] = json!(self.ice.for_user(&user.0));
-        Ok(data)
-    }
 }
 
 /// A call as listed in history and active calls: the call, its participants, and

@@ -1,7 +1,8 @@
-//! The built-in SFU as the call service sees it. [`MediaPlane`] admits only joined
-//! members of `sfu`-mode calls to a call's room, turns the SFU's offers and answers
-//! into `webrtc:*` notices from `"sfu"`, keeps rooms in step with the calls (leaving,
-//! muting, ending), and stores the quality the SFU measures.
+//! The built-in SFU as a [`MediaPlane`]: a call's room is named by the call id; the
+//! SFU's offers and answers go to members as `webrtc:*` notices from `"sfu"`; rooms
+//! follow their calls (leaving, muting, ending). The quality the SFU measures comes
+//! out as [`Measured`] reports, which the server stores (this plane does not hold the
+//! call service: the service's observer holds the planes).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,38 +11,42 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use rooms::{MediaSwitch, PeerId, RoomError, RoomId, Sfu, SfuConfig, SfuEvent, Source};
 use serde_json::{Map, Value, json};
+use signaling::Signaling;
 use signaling::events::{Notice, SFU_PEER, SfuMessage, SfuMessageKind};
-use signaling::{Signaling, User};
 use tokio::sync::mpsc;
 
-use crate::api::ApiError;
-use crate::api::calls::call_id;
+use super::MediaPlane;
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot};
-use crate::calls::model::{CallId, MediaMode, MetricSource, Participant, UserId};
+use crate::calls::model::{CallId, Participant, UserId};
 use crate::calls::quality::QualityReport;
-use crate::calls::service::{CallService, ServiceError};
+use crate::calls::service::{BoxFuture, ServiceError};
 use crate::config::{Config, outbound_ip};
-use crate::live::LiveCalls;
+use crate::wire::Failure;
 
-/// The SFU, bound to its port, and what it needs to reach the call service.
+/// The quality the SFU measured for a member of a call, to be stored.
 #[derive(Debug)]
-pub struct MediaPlane {
-    pub sfu: Sfu,
-    service: Arc<CallService>,
-    signaling: Signaling,
-    /// Who may reach a room, without a database read per message.
-    live: Arc<LiveCalls>,
+pub struct Measured {
+    pub call: CallId,
+    pub user: UserId,
+    pub report: QualityReport,
 }
 
-impl MediaPlane {
-    /// Binds the SFU's port; its events are handled until the SFU stops.
+/// The SFU, bound to its port.
+#[derive(Debug)]
+pub struct SfuPlane {
+    pub sfu: Sfu,
+    signaling: Signaling,
+    measured: mpsc::UnboundedSender<Measured>,
+}
+
+impl SfuPlane {
+    /// Binds the SFU's port; its events are handled until the SFU stops. The SFU's
+    /// quality measurements come out of the receiver.
     pub async fn start(
         config: &Config,
-        service: Arc<CallService>,
         signaling: Signaling,
-        live: Arc<LiveCalls>,
-    ) -> std::io::Result<Arc<Self>> {
+    ) -> std::io::Result<(Arc<Self>, mpsc::UnboundedReceiver<Measured>)> {
         let sfu_config = SfuConfig {
             listen: SocketAddr::new(config.sfu_host, config.sfu_port),
             announce_ip: config
@@ -51,32 +56,28 @@ impl MediaPlane {
             max_peers: config.max_call_participants as usize,
         };
         let (sfu, events) = Sfu::bind(sfu_config).await?;
+        let (measured, reports) = mpsc::unbounded_channel();
         let plane = Arc::new(Self {
             sfu,
-            service,
             signaling,
-            live,
+            measured,
         });
         tokio::spawn(pump(Arc::downgrade(&plane), events));
-        Ok(plane)
+        Ok((plane, reports))
     }
 
-    /// Carries out a client's `webrtc:*` message to `"sfu"`.
-    pub async fn handle(&self, user: &User, message: SfuMessage) -> Result<Value, ApiError> {
-        let id = call_id(&message.call_id)?;
-        let me = UserId(user.id.clone());
-        let call = self.live.joined(&self.service, &me, id).await?;
+    /// Carries out a member's `webrtc:*` message to `"sfu"`.
+    async fn handle(
+        &self,
+        call: &CallSnapshot,
+        user: &UserId,
+        message: SfuMessage,
+    ) -> Result<Value, Failure> {
         let member = call
-            .member(&me)
+            .member(user)
             .ok_or(ServiceError::Call(CallError::NotMember))?;
-        if call.call.media_mode != MediaMode::Sfu {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "NOT_AN_SFU_CALL",
-                "this call's media is p2p: send webrtc messages to its members",
-            ));
-        }
-        let (room, peer) = (room_of(id), PeerId(user.id.clone()));
+        let id = call.call.id;
+        let (room, peer) = (room_of(id), PeerId(user.0.clone()));
         match message.kind {
             SfuMessageKind::Offer { sdp, sources } => {
                 let sources = parse_sources(sources)?;
@@ -87,7 +88,7 @@ impl MediaPlane {
                     .map_err(room_error)?;
                 self.apply_switches(&room, member);
                 self.signaling.notify(
-                    vec![user.id.clone()],
+                    vec![user.0.clone()],
                     Notice::SfuAnswer {
                         call_id: id.to_string(),
                         from_user_id: SFU_PEER,
@@ -106,26 +107,6 @@ impl MediaPlane {
         Ok(json!({}))
     }
 
-    /// Keeps the call's room in step with a stored change.
-    pub fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
-        if call.call.media_mode != MediaMode::Sfu {
-            return;
-        }
-        let room = room_of(call.call.id);
-        for event in events {
-            match event {
-                CallEvent::Left { user } => self.sfu.leave(&room, &PeerId(user.0.clone())),
-                CallEvent::Updated { user } => {
-                    if let Some(member) = call.member(user) {
-                        self.apply_switches(&room, member);
-                    }
-                }
-                CallEvent::Ended { .. } => self.sfu.close(&room),
-                _ => {}
-            }
-        }
-    }
-
     /// Forwards only the media the participant has switched on.
     fn apply_switches(&self, room: &RoomId, member: &Participant) {
         let peer = PeerId(member.user_id.0.clone());
@@ -138,7 +119,7 @@ impl MediaPlane {
         }
     }
 
-    async fn on_event(&self, event: SfuEvent) {
+    fn on_event(&self, event: SfuEvent) {
         match event {
             SfuEvent::Offer {
                 room,
@@ -174,25 +155,55 @@ impl MediaPlane {
                     bandwidth: Some(stats.bitrate / 1000.0),
                     ..QualityReport::default()
                 };
-                let stored = self
-                    .service
-                    .report_quality(&UserId(peer.0.clone()), id, report, MetricSource::Sfu)
-                    .await;
-                if let Err(e) = stored {
-                    tracing::debug!(call = %id, user = %peer, error = %e, "SFU quality not stored");
+                let _ = self.measured.send(Measured {
+                    call: id,
+                    user: UserId(peer.0),
+                    report,
+                });
+            }
+        }
+    }
+}
+
+impl MediaPlane for SfuPlane {
+    /// The built-in SFU needs no token: a member's socket is their credential.
+    fn token(&self, _: &CallSnapshot, _: &UserId) -> Result<Value, ServiceError> {
+        Ok(Value::Null)
+    }
+
+    fn signal<'a>(
+        &'a self,
+        call: &'a CallSnapshot,
+        user: &'a UserId,
+        message: SfuMessage,
+    ) -> BoxFuture<'a, Result<Value, Failure>> {
+        Box::pin(self.handle(call, user, message))
+    }
+
+    fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
+        let room = room_of(call.call.id);
+        for event in events {
+            match event {
+                CallEvent::Left { user } => self.sfu.leave(&room, &PeerId(user.0.clone())),
+                CallEvent::Updated { user } => {
+                    if let Some(member) = call.member(user) {
+                        self.apply_switches(&room, member);
+                    }
                 }
+                CallEvent::Ended { .. } => self.sfu.close(&room),
+                _ => {}
             }
         }
     }
 }
 
 /// Handles the SFU's events while the media plane exists.
-async fn pump(plane: std::sync::Weak<MediaPlane>, mut events: mpsc::UnboundedReceiver<SfuEvent>) {
+async fn pump(plane: std::sync::Weak<SfuPlane>, mut events: mpsc::UnboundedReceiver<SfuEvent>) {
     while let Some(event) = events.recv().await {
         let Some(plane) = plane.upgrade() else {
             return;
         };
-        plane.on_event(event).await;
+        plane.on_event(event);
     }
 }
 
@@ -201,12 +212,12 @@ fn room_of(id: CallId) -> RoomId {
     RoomId(id.to_string())
 }
 
-fn parse_sources(sources: Vec<(String, String)>) -> Result<HashMap<String, Source>, ApiError> {
+fn parse_sources(sources: Vec<(String, String)>) -> Result<HashMap<String, Source>, Failure> {
     sources
         .into_iter()
         .map(|(track, source)| match Source::parse(&source) {
             Some(s) => Ok((track, s)),
-            None => Err(ApiError::invalid(
+            None => Err(Failure::invalid(
                 format!("sources.{track}"),
                 "must be microphone, camera, screen or screen_audio",
             )),
@@ -214,7 +225,7 @@ fn parse_sources(sources: Vec<(String, String)>) -> Result<HashMap<String, Sourc
         .collect()
 }
 
-fn room_error(e: RoomError) -> ApiError {
+fn room_error(e: RoomError) -> Failure {
     let (status, code) = match e {
         RoomError::Full(_) => (StatusCode::CONFLICT, "CALL_FULL"),
         RoomError::InvalidSdp(_) => (StatusCode::BAD_REQUEST, "INVALID_SDP"),
@@ -226,5 +237,5 @@ fn room_error(e: RoomError) -> ApiError {
         RoomError::Closed => (StatusCode::CONFLICT, "CALL_ENDED"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "MEDIA_ERROR"),
     };
-    ApiError::new(status, code, e.to_string())
+    Failure::new(status, code, e.to_string())
 }
