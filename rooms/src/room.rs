@@ -319,6 +319,18 @@ impl Room {
     ) -> Result<String, RoomError> {
         let offer = codecs::check_offer(offer)?;
         let (index, joined) = match self.index(peer) {
+            // A new peer connection from someone already here (their client restarted
+            // its media, e.g. after its socket reconnected): start them over.
+            Some(i) if self.peers[i].is_new_connection(&offer.sdp) => {
+                let old = &mut self.peers[i];
+                old.take_offer_token(now, self.config.offer_burst)?;
+                let budget = (old.offer_tokens, old.last_offer);
+                self.remove(now, i);
+                let index = self.join(now, peer)?;
+                let new = &mut self.peers[index];
+                (new.offer_tokens, new.last_offer) = budget;
+                (index, true)
+            }
             Some(i) => {
                 self.peers[i].take_offer_token(now, self.config.offer_burst)?;
                 (i, false)
@@ -1257,6 +1269,19 @@ impl Peer {
     /// How the logs name a participant's publish or subscribe connection.
     fn conn_name(publish: bool) -> &'static str {
         if publish { "publish" } else { "subscribe" }
+    }
+
+    /// Whether `offer` comes from another client peer connection than the one
+    /// publishing now: a new DTLS certificate. (An ICE restart or a renegotiation
+    /// on the same connection keeps its certificate.)
+    fn is_new_connection(&self, offer: &str) -> bool {
+        let fingerprint = |sdp: &str| {
+            sdp.lines()
+                .find_map(|l| l.trim_end().strip_prefix("a=fingerprint:"))
+                .map(str::to_owned)
+        };
+        let current = self.publish.pc.remote_description().map(|d| fingerprint(&d.sdp));
+        matches!((current, fingerprint(offer)), (Some(Some(now)), Some(new)) if now != new)
     }
 
     fn take_offer_token(&mut self, now: Instant, burst: u32) -> Result<(), RoomError> {

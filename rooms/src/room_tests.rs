@@ -661,3 +661,22 @@ fn subscribe_answers_with_wrong_mids_a_missing_m_section_no_fingerprint_or_an_un
     }
     everyone_receives_everyone(&sim, 100);
 }
+
+#[test]
+fn a_participant_who_publishes_from_a_new_connection_starts_over_and_media_flows_again() {
+    let mut sim = Sim::new(19);
+    sim.join("alice", &AV).unwrap();
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    // Bob's client drops both peer connections and publishes from a new one, as
+    // after `call:media_restart` or a reconnect; the room never heard him leave.
+    sim.clients.remove(1);
+    let before = sim.clients[0].receiving_from()["bob"];
+    sim.join("bob", &AV).unwrap();
+    sim.run(Duration::from_secs(2));
+    assert_eq!(sim.room.peers().count(), 2);
+    let (alice, bob) = (&sim.clients[0], &sim.clients[1]);
+    assert!(bob.receiving_from().get("alice").is_some_and(|n| *n > 100));
+    let from_bob = alice.receiving_from()["bob"];
+    assert!(from_bob > before + 100, "alice: {before} then {from_bob}");
+}
