@@ -27,6 +27,7 @@ pub mod api;
 pub mod auth;
 pub mod calls;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ice;

@@ -3,7 +3,8 @@
 //! messages to the SFU, dozens per participant) are checked without a database
 //! read. Every change stored by this process passes through the call service's
 //! observer, which keeps it current; a call not in it is read from the store once.
-//! (Changes made by another node sharing the database are not seen here.)
+//! In a cluster, a change stored by another node makes this one forget the call
+//! (`cluster` hears of it), so the next message reads it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,27 @@ impl LiveCalls {
         }
     }
 
+    /// Forgets call `id` if what is known of it is older than `version` (another
+    /// node changed it).
+    pub fn forget(&self, id: CallId, version: i64) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls
+            .get(&id)
+            .is_some_and(|known| known.call.version < version)
+        {
+            calls.remove(&id);
+        }
+    }
+
+    /// Call `id` as last known, if it is live and known.
+    pub fn peek(&self, id: CallId) -> Option<Arc<CallSnapshot>> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
     /// Live call `id` as `user` may see it: they must be a member of it and have
     /// joined it (a ringing invitee has not: they can answer or decline, nothing else).
     pub async fn joined(
@@ -43,13 +65,7 @@ impl LiveCalls {
         user: &UserId,
         id: CallId,
     ) -> Result<Arc<CallSnapshot>, ServiceError> {
-        let known = self
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
-        let call = match known {
+        let call = match self.peek(id) {
             Some(call) => call,
             None => {
                 let call = service.get_active(user, id).await?;

@@ -18,6 +18,7 @@ use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewC
 use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService};
+use crate::cluster::Cluster;
 use crate::live::LiveCalls;
 use crate::media::{MediaAccess, Planes};
 use crate::ratelimit::{RateLimits, ip_key};
@@ -33,12 +34,14 @@ pub struct Realtime {
     pub live: Arc<LiveCalls>,
     /// The REST rate limiters, shared: one budget per user and per address.
     pub limits: Arc<RateLimits>,
+    /// In a cluster: presence is cluster-wide.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl From<Failure> for SignalError {
     fn from(e: Failure) -> Self {
         SignalError {
-            code: e.code.to_owned(),
+            code: e.code.into_owned(),
             message: e.message,
             field: e.field,
             retry_after: e.retry_after,
@@ -247,16 +250,35 @@ impl CallDomain for Realtime {
         })
     }
 
+    /// In a cluster, a user whose last socket here closed is away only if no other
+    /// live node holds one of theirs; if one appeared meanwhile, they are back.
     fn user_away<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let user = UserId(user.id.clone());
-            self.service.away(&user).await.map_err(|e| e.to_string())
+            let Some(cluster) = &self.cluster else {
+                return self.service.away(&user).await.map_err(|e| e.to_string());
+            };
+            if cluster.user_gone(&user).await.map_err(|e| e.to_string())? {
+                return Ok(());
+            }
+            self.service.away(&user).await.map_err(|e| e.to_string())?;
+            if cluster
+                .connected_anywhere(&user)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                self.service.back(&user).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })
     }
 
     fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let user = UserId(user.id.clone());
+            if let Some(cluster) = &self.cluster {
+                cluster.user_here(&user).await.map_err(|e| e.to_string())?;
+            }
             self.service.back(&user).await.map_err(|e| e.to_string())
         })
     }
@@ -270,6 +292,8 @@ pub struct Notifier {
     pub live: Arc<LiveCalls>,
     /// Each call's room follows its call on the plane of its media mode.
     pub planes: Arc<Planes>,
+    /// In a cluster: the other nodes hear of every change.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl CallObserver for Notifier {
@@ -278,6 +302,9 @@ impl CallObserver for Notifier {
         self.planes
             .of(call.call.media_mode)
             .call_changed(call, events);
+        if let Some(cluster) = &self.cluster {
+            cluster.call_changed(call, events);
+        }
         let members: Vec<String> = call
             .participants
             .iter()

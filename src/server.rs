@@ -20,6 +20,8 @@ use crate::auth::JwtKey;
 use crate::calls::model::MetricSource;
 use crate::calls::service::{CallService, MediaSetup, RoomHost, ServiceError};
 use crate::clock::Clock;
+use crate::cluster::placed::PlacedSfu;
+use crate::cluster::{self, Cluster, ClusterError};
 use crate::config::Config;
 use crate::http::{self, Drain};
 use crate::ice::IceServers;
@@ -56,6 +58,8 @@ pub enum StartError {
     Media(std::io::Error),
     #[error("TURN_PORT: cannot start the embedded TURN server: {0}")]
     Turn(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A running server.
@@ -99,14 +103,35 @@ impl Server {
         let (sfu, measured) = SfuPlane::start(config, signaling.clone())
             .await
             .map_err(StartError::Media)?;
+        let cluster = match &config.redis_url {
+            Some(url) => Some(
+                Cluster::connect(
+                    &cluster::redis_client(url)?,
+                    config.node_id(),
+                    signaling.clone(),
+                    live.clone(),
+                    sfu.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        // In a cluster a call's room may be on another node.
+        let sfu_plane: Arc<dyn MediaPlane> = match &cluster {
+            Some(cluster) => Arc::new(PlacedSfu {
+                cluster: cluster.clone(),
+            }),
+            None => sfu.clone(),
+        };
         let planes = Arc::new(Planes::new(
-            sfu.clone(),
+            sfu_plane,
             livekit.clone().map(|l| l as Arc<dyn MediaPlane>),
         ));
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             live: live.clone(),
             planes: planes.clone(),
+            cluster: cluster.clone(),
         });
         let metrics = Arc::new(Metrics::default());
         let service = Arc::new(CallService::new(
@@ -120,14 +145,21 @@ impl Server {
                 room_host: livekit.clone().map(|l| l as Arc<dyn RoomHost>),
             },
         ));
-        // Nobody is connected to a process that just started: everyone still in a
-        // call gets CONNECTION_TIMEOUT from now to come back (crash or not).
-        let recovered = service.restarted().await?;
-        if recovered > 0 {
-            tracing::info!(
-                calls = recovered,
-                "live calls found at start-up: their members have CONNECTION_TIMEOUT to reconnect"
-            );
+        match &cluster {
+            // Other nodes may hold the sockets of people in live calls: only what
+            // an earlier process with this node id held is cleared.
+            Some(cluster) => cluster.run(service.clone()).await?,
+            None => {
+                // Nobody is connected to a process that just started: everyone still
+                // in a call gets CONNECTION_TIMEOUT from now to come back (crash or not).
+                let recovered = service.restarted().await?;
+                if recovered > 0 {
+                    tracing::info!(
+                        calls = recovered,
+                        "live calls found at start-up: their members have CONNECTION_TIMEOUT to reconnect"
+                    );
+                }
+            }
         }
         tokio::spawn(store_measured(service.clone(), measured));
         let (turn, ice) = start_turn(config, &sfu).await?;
@@ -138,6 +170,7 @@ impl Server {
             turn,
             sfu,
             livekit,
+            cluster: cluster.clone(),
             demo_tokens: config.demo_tokens.unwrap_or(config.jwt_secret.is_none()),
             metrics,
             rate_limits: Arc::new(config.rate_limits()),
@@ -150,6 +183,7 @@ impl Server {
             access: state.access.clone(),
             live,
             limits: state.rate_limits.clone(),
+            cluster: cluster.clone(),
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;
@@ -190,7 +224,11 @@ impl Server {
             tasks.push(serve(listener, api::metrics_app(state.clone())));
         }
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(sweep_until_stopped(state.service.clone(), sweeper_stopped));
+        let sweeper = tokio::spawn(sweep_until_stopped(
+            state.service.clone(),
+            cluster.clone(),
+            sweeper_stopped,
+        ));
         tracing::info!(
             %addr,
             ?metrics_addr,
@@ -225,6 +263,9 @@ impl Server {
         let until = began + self.drain_timeout;
         self.drain.begin();
         self.signaling.refuse_new();
+        if let Some(cluster) = &self.state.cluster {
+            cluster.drain(&self.state.service).await;
+        }
         let _ = self.stop_sweeper.send(true);
         let _ = self.sweeper.await;
         // Clients on keep-alive connections learn from their next response
@@ -243,6 +284,9 @@ impl Server {
         }
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         self.signaling.drain(left).await;
+        if let Some(cluster) = &self.state.cluster {
+            cluster.leave(&self.state.service).await;
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -326,17 +370,27 @@ async fn store_measured(
 /// Applies the timeout rules every [`SWEEP_EVERY`] until told to stop. A failed
 /// sweep is logged and retried on the next tick: nothing is lost, since due calls
 /// stay due until a sweep succeeds.
-async fn sweep_until_stopped(service: Arc<CallService>, mut stop: watch::Receiver<bool>) {
+async fn sweep_until_stopped(
+    service: Arc<CallService>,
+    cluster: Option<Arc<Cluster>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticks = tokio::time::interval(SWEEP_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ticks.tick() => match service.sweep().await {
-                Ok(0) => {}
-                Ok(changed) => tracing::debug!(changed, "timeouts applied"),
-                Err(e) => tracing::error!(error = %e, "timeout sweep failed"),
-            },
+            _ = ticks.tick() => {}
+        }
+        // In a cluster one node at a time sweeps (another's sweep would find nothing
+        // left to do: every change is a versioned write).
+        if cluster.as_ref().is_some_and(|c| !c.sweeps()) {
+            continue;
+        }
+        match service.sweep().await {
+            Ok(0) => {}
+            Ok(changed) => tracing::debug!(changed, "timeouts applied"),
+            Err(e) => tracing::error!(error = %e, "timeout sweep failed"),
         }
     }
 }

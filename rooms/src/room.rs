@@ -1280,7 +1280,11 @@ impl Peer {
                 .find_map(|l| l.trim_end().strip_prefix("a=fingerprint:"))
                 .map(str::to_owned)
         };
-        let current = self.publish.pc.remote_description().map(|d| fingerprint(&d.sdp));
+        let current = self
+            .publish
+            .pc
+            .remote_description()
+            .map(|d| fingerprint(&d.sdp));
         matches!((current, fingerprint(offer)), (Some(Some(now)), Some(new)) if now != new)
     }
 

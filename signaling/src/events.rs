@@ -459,6 +459,10 @@ pub enum Notice {
         from_user_id: &'static str,
         answer: Value,
     },
+    /// `call:media_restart`: the call's media moved to another server (`reason`:
+    /// `node_lost`, `node_draining`): close both peer connections and publish and
+    /// subscribe again, as when joining.
+    MediaRestart { call_id: String, reason: String },
 }
 
 impl Notice {
@@ -474,6 +478,7 @@ impl Notice {
             Notice::StateChanged { .. } => "call:state_changed",
             Notice::SfuOffer { .. } => webrtc::OFFER,
             Notice::SfuAnswer { .. } => webrtc::ANSWER,
+            Notice::MediaRestart { .. } => "call:media_restart",
         }
     }
 }

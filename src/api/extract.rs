@@ -240,7 +240,7 @@ mod tests {
         ] {
             let e = parse::<WithEnum>(body.as_bytes()).unwrap_err();
             assert_eq!(
-                (e.code, e.field.as_deref()),
+                (&*e.code, e.field.as_deref()),
                 ("VALIDATION_ERROR", Some("type")),
                 "{body}"
             );

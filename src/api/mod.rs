@@ -24,6 +24,7 @@ use signaling::Signaling;
 
 use crate::auth::JwtKey;
 use crate::calls::service::CallService;
+use crate::cluster::Cluster;
 use crate::http::Drain;
 use crate::media::MediaAccess;
 use crate::media::livekit::LiveKit;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub sfu: Arc<SfuPlane>,
     /// LiveKit, when configured (for its webhooks and figures).
     pub livekit: Option<Arc<LiveKit>>,
+    /// This node's part in a cluster (REDIS_URL), for its figures.
+    pub cluster: Option<Arc<Cluster>>,
     /// Socket.IO, for its counters.
     pub signaling: Signaling,
     /// The HTTP listener's shutdown state and counters.

@@ -75,8 +75,25 @@ pub async fn monitoring(
             "enabled": state.livekit.is_some(),
             "activeRooms": state.livekit.as_ref().map_or(0, |l| l.active_rooms()),
         },
+        "cluster": cluster_figures(&state).await,
         "timestamp": state.service.now(),
     })))
+}
+
+/// `{ enabled, node, nodes: [{ id, rooms, participants, draining, media }] }`: the
+/// live nodes as the registry has them (`nodes: null` when Redis does not answer).
+async fn cluster_figures(state: &AppState) -> Value {
+    let Some(cluster) = &state.cluster else {
+        return json!({ "enabled": false });
+    };
+    let nodes = match cluster.nodes().await {
+        Ok(nodes) => json!(nodes),
+        Err(e) => {
+            tracing::warn!(error = %e, "monitoring: Redis unreachable");
+            Value::Null
+        }
+    };
+    json!({ "enabled": true, "node": cluster.node(), "nodes": nodes })
 }
 
 /// `GET /metrics`: Prometheus text exposition. It always answers: a scrape matters

@@ -109,14 +109,40 @@ impl SfuPlane {
 
     /// Forwards only the media the participant has switched on.
     fn apply_switches(&self, room: &RoomId, member: &Participant) {
-        let peer = PeerId(member.user_id.0.clone());
-        for (media, on) in [
-            (MediaSwitch::Audio, member.audio_enabled),
-            (MediaSwitch::Video, member.video_enabled),
-            (MediaSwitch::ScreenShare, member.screen_share_enabled),
-        ] {
+        let switches = [
+            member.audio_enabled,
+            member.video_enabled,
+            member.screen_share_enabled,
+        ];
+        self.switch(room, &member.user_id, switches);
+    }
+
+    /// Forwards `user`'s audio, video and screen share as `on` says.
+    fn switch(&self, room: &RoomId, user: &UserId, on: [bool; 3]) {
+        let peer = PeerId(user.0.clone());
+        let media = [
+            MediaSwitch::Audio,
+            MediaSwitch::Video,
+            MediaSwitch::ScreenShare,
+        ];
+        for (media, on) in media.into_iter().zip(on) {
             self.sfu.set_muted(room, &peer, media, !on);
         }
+    }
+
+    /// Takes `user` out of `call`'s room.
+    pub fn leave(&self, call: CallId, user: &UserId) {
+        self.sfu.leave(&room_of(call), &PeerId(user.0.clone()));
+    }
+
+    /// Forwards `user`'s audio, video and screen share in `call`'s room as `on` says.
+    pub fn set_switches(&self, call: CallId, user: &UserId, on: [bool; 3]) {
+        self.switch(&room_of(call), user, on);
+    }
+
+    /// Closes `call`'s room (the call ended, or its room moves to another node).
+    pub fn close(&self, call: CallId) {
+        self.sfu.close(&room_of(call));
     }
 
     fn on_event(&self, event: SfuEvent) {

@@ -4,6 +4,8 @@
 //! `call:error` (`realtime`). Internal failures are logged with their cause and
 //! answered with a generic 500 / `INTERNAL_ERROR`.
 
+use std::borrow::Cow;
+
 use axum::http::StatusCode;
 
 use crate::auth::AuthError;
@@ -14,7 +16,7 @@ use crate::ratelimit::RetryAfter;
 #[derive(Debug)]
 pub struct Failure {
     pub(crate) status: StatusCode,
-    pub(crate) code: &'static str,
+    pub(crate) code: Cow<'static, str>,
     pub(crate) message: String,
     /// The request field at fault, for validation errors.
     pub(crate) field: Option<String>,
@@ -26,7 +28,7 @@ impl Failure {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             field: None,
             retry_after: None,
