@@ -20,8 +20,19 @@
 //! - When a user's last socket drops, [`CallDomain::user_away`] is told; when their
 //!   first socket opens, [`CallDomain::user_back`]. What being away means (a grace
 //!   period before leaving their calls) is the domain's to decide and to store.
+//!
+//! ## Single process or cluster
+//! [`Signaling::new`] serves one process, with socketioxide's in-memory adapter.
+//! [`Signaling::clustered`] makes one node of a cluster sharing a Redis: the same
+//! handlers run over socketioxide-redis's adapter, so a notice or a relay reaches the
+//! sockets of its users on every node. Either way the server applies the returned
+//! [`SignalingLayer`] to its router. Presence stays per node: [`CallDomain::user_away`]
+//! means this node's last socket of the user closed, and the domain decides what that
+//! means for the cluster.
 
+mod cluster;
 pub mod events;
+mod layer;
 mod presence;
 mod server;
 
@@ -31,7 +42,12 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use server::Signaling;
+pub use cluster::ClusterError;
+pub use layer::{SignalingLayer, SignalingService};
+/// The redis crate this crate is built with: make the client for
+/// [`Signaling::clustered`] with it (`signaling::redis::Client::open(url)`).
+pub use redis;
+pub use server::{PUBLISH_WAIT, Signaling};
 
 /// A boxed future, for the object-safe [`CallDomain`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -13,6 +13,23 @@
 //!   disconnected, so it reconnects and resyncs instead of missing answers;
 //! - a notice or relay that finds a socket's buffer full disconnects that socket
 //!   (a slow consumer) for the same reason, rather than skipping it.
+//!
+//! ## Cluster mode
+//! [`Signaling::clustered`] runs the same handlers over socketioxide-redis's adapter
+//! (every function here is generic over the [`Adapter`]). Every socket of a node is also
+//! in its node's room, and a notice or relay goes out twice, to disjoint sets of sockets:
+//! - to this node's sockets directly, as in single-process mode (a full buffer
+//!   disconnects the socket, counted in [`Signaling::slow_consumers`]), so this node's
+//!   sockets are served even while Redis is down;
+//! - to the other nodes' sockets through the adapter's broadcast
+//!   (`io.to(rooms).except(node room)`), published by one task per node in the order
+//!   the messages were produced. A node receiving it writes it to its sockets' buffers;
+//!   a full buffer there means that socket misses it (socketioxide-core logs a warning:
+//!   the adapter gives the receiving node no hook to disconnect it). A publish that
+//!   fails (Redis down) or that waited more than [`PUBLISH_WAIT`] is not retried: it is
+//!   logged and counted in [`Signaling::unpublished`]. Redis pub/sub keeps nothing for
+//!   a node that is not connected, so messages sent during an outage are lost for the
+//!   other nodes whatever this side does; clients resync when they reconnect.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,15 +38,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::socket::Socket;
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::socket::{Sid, Socket};
+use socketioxide::{SendError, SocketError, SocketIo, SocketIoBuilder};
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::{ClusterAdapter, ClusterError, RedisDriver};
 use crate::events::{self, Notice, Relay, SfuMessage};
+use crate::layer::SignalingLayer;
 use crate::presence::Presence;
 use crate::{CallDomain, SignalError, User};
 
@@ -47,16 +67,29 @@ const MAX_QUEUED_EVENTS: usize = 20_000;
 const SEND_WAIT: Duration = Duration::from_secs(10);
 /// How often a full outgoing buffer is looked at again.
 const SEND_RETRY: Duration = Duration::from_millis(2);
+/// Cluster mode: messages from other nodes waiting to be written to this node's
+/// sockets; beyond it they are lost (and logged). socketioxide-redis's default is 1024.
+const STREAM_BUFFER: usize = 8192;
+/// Cluster mode: a message for other nodes not published this long after it was
+/// produced (Redis slow or down) is dropped rather than delivered late.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// Handle to the Socket.IO server: attach handlers with [`Signaling::start`], send
 /// notices with [`Signaling::notify`], stop with [`Signaling::drain`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Signaling {
-    io: SocketIo,
+    io: Io,
     /// Notices waiting to be broadcast, in the order they were produced.
     outbox: mpsc::UnboundedSender<Delivery>,
     presence: Arc<Presence>,
     state: Arc<State>,
+}
+
+/// The Socket.IO server, on the adapter of the mode signaling runs in.
+#[derive(Clone)]
+enum Io {
+    Local(SocketIo<LocalAdapter>),
+    Cluster(SocketIo<ClusterAdapter>),
 }
 
 /// What every socket's tasks share.
@@ -68,6 +101,20 @@ struct State {
     pending: AtomicUsize,
     /// Sockets disconnected because they did not read what was sent to them.
     slow_consumers: AtomicU64,
+    /// Cluster mode: messages for other nodes that could not be published.
+    unpublished: AtomicU64,
+    /// Cluster mode only: how to reach the other nodes.
+    cluster: Option<ClusterLink>,
+}
+
+/// This node's way to the sockets of the other nodes.
+#[derive(Debug)]
+struct ClusterLink {
+    /// The room every socket of this node is in: broadcasts to the other nodes leave
+    /// it out, since this node serves its own sockets directly.
+    node_room: String,
+    /// The queue of the task publishing to the other nodes, in order.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
 /// Work for the delivery task.
@@ -75,6 +122,35 @@ enum Delivery {
     Notice(Vec<String>, Notice),
     /// Everything before this has been delivered: say so and stop.
     Stop(oneshot::Sender<()>),
+}
+
+/// Work for the task publishing to the other nodes.
+enum Outgoing {
+    /// `data` for the sockets in `rooms` on the other nodes.
+    Publish {
+        rooms: Vec<String>,
+        event: String,
+        data: Value,
+        /// When it was produced, for [`PUBLISH_WAIT`].
+        produced: Instant,
+    },
+    /// Everything before this has been published (or given up): say so and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+impl State {
+    /// Cluster mode: queues `data` for the sockets in `rooms` on the other nodes. (In
+    /// single-process mode there are none.)
+    fn to_other_nodes(&self, rooms: Vec<String>, event: &str, data: Value) {
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.outgoing.send(Outgoing::Publish {
+                rooms,
+                event: event.to_owned(),
+                data,
+                produced: Instant::now(),
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Signaling {
@@ -90,30 +166,74 @@ fn user_room(user: &str) -> String {
     format!("user:{user}")
 }
 
+/// socketioxide's builder with Huddle's limits. Client messages are small (relays
+/// are capped at 64 KiB): anything larger is refused at the transport, and
+/// per-connection read buffers stay small so that idle connections are cheap.
+fn builder() -> SocketIoBuilder<LocalAdapter> {
+    SocketIo::builder()
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(MAX_MESSAGE_BYTES)
+        .ws_read_buffer_size(1024)
+        .max_buffer_size(OUTGOING_PACKETS)
+}
+
 impl Signaling {
-    /// A Socket.IO server, and the tower layer that serves it at `/socket.io/`.
-    /// Must be called within a Tokio runtime (it starts the delivery task).
-    pub fn new() -> (SocketIoLayer, Self) {
-        // Client messages are small (relays are capped at 64 KiB): refuse anything
-        // larger at the transport, and keep per-connection read buffers small so that
-        // idle connections are cheap.
-        let (layer, io) = SocketIo::builder()
-            .max_payload(MAX_MESSAGE_BYTES as u64)
-            .ws_max_message_size(MAX_MESSAGE_BYTES)
-            .ws_max_frame_size(MAX_MESSAGE_BYTES)
-            .ws_read_buffer_size(1024)
-            .max_buffer_size(OUTGOING_PACKETS)
+    /// A Socket.IO server for a single process, and the tower layer that serves it at
+    /// `/socket.io/`. Must be called within a Tokio runtime (it starts the delivery task).
+    pub fn new() -> (SignalingLayer, Self) {
+        let (layer, io) = builder().build_layer();
+        let signaling = Self::with_io(Io::Local(io), State::default());
+        (SignalingLayer::local(layer), signaling)
+    }
+
+    /// A Socket.IO server that is one node of a cluster sharing the Redis of `redis`,
+    /// and the tower layer that serves it at `/socket.io/`: notices and relays reach
+    /// the sockets of their users on every node (see [the module](self) on what
+    /// happens while Redis is down).
+    ///
+    /// `redis` may be made from any URL (`redis::Client::open(REDIS_URL)`): it is used
+    /// over RESP3 whatever the URL says (Redis 6+). Fails if Redis cannot be reached
+    /// now; once started, the node reconnects (and resubscribes) by itself whenever
+    /// Redis comes back. Must be called within a Tokio runtime.
+    pub async fn clustered(redis: redis::Client) -> Result<(SignalingLayer, Self), ClusterError> {
+        let driver = RedisDriver::connect(&redis).await?;
+        let config = RedisAdapterConfig::new().with_stream_buffer(STREAM_BUFFER);
+        let (layer, io) = builder()
+            .with_adapter::<ClusterAdapter>(RedisAdapterCtr::new_with_driver(
+                driver.clone(),
+                config,
+            ))
             .build_layer();
+        let node_room = format!("node:{}", Sid::new());
+        let (outgoing, queue) = mpsc::unbounded_channel();
+        let state = State {
+            cluster: Some(ClusterLink {
+                node_room: node_room.clone(),
+                outgoing,
+            }),
+            ..State::default()
+        };
+        let signaling = Self::with_io(Io::Cluster(io.clone()), state);
+        let state = Arc::downgrade(&signaling.state);
+        tokio::spawn(publish(io, node_room, queue, state.clone()));
+        driver.keep_alive(state);
+        Ok((SignalingLayer::cluster(layer), signaling))
+    }
+
+    fn with_io(io: Io, state: State) -> Self {
         let (outbox, queue) = mpsc::unbounded_channel();
-        let state = Arc::new(State::default());
-        tokio::spawn(deliver(io.clone(), queue, state.clone()));
-        let signaling = Signaling {
+        let state = Arc::new(state);
+        match &io {
+            Io::Local(io) => tokio::spawn(deliver(io.clone(), queue, state.clone())),
+            Io::Cluster(io) => tokio::spawn(deliver(io.clone(), queue, state.clone())),
+        };
+        Signaling {
             io,
             outbox,
             presence: Arc::default(),
             state,
-        };
-        (layer, signaling)
+        }
     }
 
     /// Starts accepting sockets on the default namespace, served by `domain`.
@@ -123,10 +243,32 @@ impl Signaling {
     /// connected: an event sent the moment `connect` fires finds its handler, and a
     /// notice sent then finds the socket in its user's room. (The connect handler
     /// proper runs as a task of its own after that, too late for both.)
+    ///
+    /// In cluster mode the namespace subscribes to its Redis channels in the
+    /// background; a failure is logged (Redis went away since [`Signaling::clustered`]).
     pub fn start<D: CallDomain>(&self, domain: Arc<D>) {
         self.presence.start(domain.clone());
+        match &self.io {
+            Io::Local(io) => self.accept(io, domain),
+            Io::Cluster(io) => {
+                let subscribed = self.accept(io, domain);
+                tokio::spawn(async move {
+                    if let Err(e) = subscribed.await {
+                        tracing::error!(error = %e, "signaling could not subscribe to Redis: this node will not hear the others");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Serves the default namespace of `io` with `domain`.
+    fn accept<A: Adapter + DefinedAdapter, D: CallDomain>(
+        &self,
+        io: &SocketIo<A>,
+        domain: Arc<D>,
+    ) -> A::InitRes {
         let this = self.clone();
-        let accept = move |socket: SocketRef, auth: TryData<Value>| {
+        let accept = move |socket: SocketRef<A>, auth: TryData<Value>| {
             let (this, domain) = (this.clone(), domain.clone());
             async move {
                 if this.state.draining.load(Ordering::SeqCst) {
@@ -137,7 +279,7 @@ impl Signaling {
                 Ok::<(), String>(())
             }
         };
-        self.io.ns("/", (async |_: SocketRef| {}).with(accept));
+        io.ns("/", (async |_: SocketRef<A>| {}).with(accept))
     }
 
     /// Sends `notice` to every socket of each of `users`, after the notices sent before it.
@@ -152,6 +294,12 @@ impl Signaling {
         self.state.slow_consumers.load(Ordering::Relaxed)
     }
 
+    /// Cluster mode: notices and relays for other nodes that could not be published
+    /// so far (Redis down or too slow). Always 0 for a single process.
+    pub fn unpublished(&self) -> u64 {
+        self.state.unpublished.load(Ordering::Relaxed)
+    }
+
     /// From now on, new sockets are refused and new events answered
     /// `SHUTTING_DOWN`; sockets that close are not users going away.
     pub fn refuse_new(&self) {
@@ -160,8 +308,9 @@ impl Signaling {
     }
 
     /// Stops in order: refuses new sockets and events, answers the events already
-    /// taken (for at most `deadline`), delivers the notices already produced, then
-    /// disconnects every socket (without counting their users as gone).
+    /// taken (for at most `deadline`), delivers the notices already produced (in
+    /// cluster mode: publishes them, or gives up on them, too), then disconnects every
+    /// socket (without counting their users as gone).
     pub async fn drain(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
         self.refuse_new();
@@ -173,11 +322,17 @@ impl Signaling {
             let left = until.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left.max(Duration::from_secs(1)), delivered).await;
         }
-        self.io.close().await;
+        match &self.io {
+            Io::Local(io) => io.close().await,
+            Io::Cluster(io) => io.close().await,
+        }
     }
 
-    fn set_up<D: CallDomain>(&self, socket: &SocketRef, user: User, domain: Arc<D>) {
+    fn set_up<A: Adapter, D: CallDomain>(&self, socket: &SocketRef<A>, user: User, domain: Arc<D>) {
         socket.join(user_room(&user.id));
+        if let Some(cluster) = &self.state.cluster {
+            socket.join(cluster.node_room.clone());
+        }
         let (jobs, queue) = mpsc::unbounded_channel();
         let load = Arc::new(Load {
             bytes: AtomicUsize::new(0),
@@ -199,9 +354,9 @@ impl Signaling {
         socket.on_fallback(|_: Queued| async {});
         self.presence.connected(&user);
         let presence = self.presence.clone();
-        socket.on_disconnect(move |socket: SocketRef| {
+        socket.on_disconnect(move |socket: SocketRef<A>| {
             // The socket's task drops what is still queued and ends.
-            if let Some(inbox) = socket.extensions.remove::<Inbox>() {
+            if let Some(inbox) = socket.extensions.remove::<Inbox<A>>() {
                 inbox.load.gone.store(true, Ordering::SeqCst);
             }
             presence.disconnected(&user);
@@ -213,10 +368,18 @@ impl Signaling {
 /// A socket's queue of events to carry out, in arrival order. Kept in the socket's
 /// extensions: when the socket goes, so does the queue's only lasting sender, and
 /// the socket's task ends once it has emptied the queue.
-#[derive(Clone)]
-struct Inbox {
-    jobs: mpsc::UnboundedSender<Job>,
+struct Inbox<A: Adapter> {
+    jobs: mpsc::UnboundedSender<Job<A>>,
     load: Arc<Load>,
+}
+
+impl<A: Adapter> Clone for Inbox<A> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+            load: self.load.clone(),
+        }
+    }
 }
 
 /// What is waiting in a socket's queue.
@@ -231,7 +394,7 @@ struct Load {
 }
 
 /// One client event waiting its turn.
-struct Job {
+struct Job<A: Adapter> {
     event: String,
     data: Value,
     ack: Option<i64>,
@@ -240,7 +403,7 @@ struct Job {
     /// Refused before its turn (shutting down, overloaded): answered with this.
     refused: Option<SignalError>,
     /// The socket, as the acknowledgement sender needs it.
-    socket: Arc<Socket<LocalAdapter>>,
+    socket: Arc<Socket<A>>,
 }
 
 /// The extractor that puts an event into its socket's queue. socketioxide runs
@@ -248,15 +411,15 @@ struct Job {
 /// client sent them; the handler itself has nothing left to do.
 struct Queued;
 
-impl FromMessageParts<LocalAdapter> for Queued {
+impl<A: Adapter> FromMessageParts<A> for Queued {
     type Error = Infallible;
 
     fn from_message_parts(
-        socket: &Arc<Socket<LocalAdapter>>,
+        socket: &Arc<Socket<A>>,
         value: &mut socketioxide::handler::Value,
         ack: &Option<i64>,
     ) -> Result<Self, Infallible> {
-        let Some(Inbox { jobs, load }) = socket.extensions.get::<Inbox>() else {
+        let Some(Inbox { jobs, load }) = socket.extensions.get::<Inbox<A>>() else {
             return Ok(Queued);
         };
         let Ok(Event(event)) = Event::from_message_parts(socket, value, ack) else {
@@ -315,11 +478,11 @@ impl FromMessageParts<LocalAdapter> for Queued {
 /// Carries out one socket's events, one at a time, in order, answering each. Once
 /// the socket is gone, what is still queued is dropped uncarried (nobody could hear
 /// the answer), and the task ends.
-async fn serve_socket<D: CallDomain>(
-    socket: SocketRef,
+async fn serve_socket<A: Adapter, D: CallDomain>(
+    socket: SocketRef<A>,
     user: User,
     domain: Arc<D>,
-    mut queue: mpsc::UnboundedReceiver<Job>,
+    mut queue: mpsc::UnboundedReceiver<Job<A>>,
     load: Arc<Load>,
 ) {
     while let Some(job) = queue.recv().await {
@@ -334,7 +497,10 @@ async fn serve_socket<D: CallDomain>(
             let result = match job.refused {
                 Some(refusal) => Err(refusal),
                 None => match domain.admit(&user) {
-                    Ok(()) => dispatch(&*domain, &socket, &user, &job.event, job.data).await,
+                    Ok(()) => {
+                        let event = (job.event.as_str(), job.data);
+                        dispatch(&*domain, &socket, &user, event, &load.state).await
+                    }
                     Err(refusal) => Err(refusal),
                 },
             };
@@ -351,9 +517,9 @@ async fn serve_socket<D: CallDomain>(
 
 /// Who a connecting socket is: one without a valid token is refused with a
 /// `connect_error` whose message says why.
-fn authenticate<D: CallDomain>(
+fn authenticate<A: Adapter, D: CallDomain>(
     domain: &D,
-    socket: &SocketRef,
+    socket: &SocketRef<A>,
     auth: Option<Value>,
 ) -> Result<User, String> {
     let from_auth = auth
@@ -376,13 +542,13 @@ fn authenticate<D: CallDomain>(
     domain.authenticate(&token, socket.req_parts())
 }
 
-/// Carries out one client event.
-async fn dispatch<D: CallDomain>(
+/// Carries out one client event, `(name, data)`.
+async fn dispatch<A: Adapter, D: CallDomain>(
     domain: &D,
-    socket: &SocketRef,
+    socket: &SocketRef<A>,
     user: &User,
-    event: &str,
-    data: Value,
+    (event, data): (&str, Value),
+    state: &State,
 ) -> Result<Value, SignalError> {
     if event == events::ECHO {
         return Ok(json!({ "data": data }));
@@ -391,7 +557,7 @@ async fn dispatch<D: CallDomain>(
         return domain.handle(user, request?).await;
     }
     if let Some(relay) = events::parse_relay(event, data) {
-        return relay_to_member(domain, socket, user, event, relay?).await;
+        return relay_to_member(domain, socket, user, (event, relay?), state).await;
     }
     Err(SignalError::new(
         "UNKNOWN_EVENT",
@@ -399,13 +565,14 @@ async fn dispatch<D: CallDomain>(
     ))
 }
 
-/// Forwards a `webrtc:*` message to the sockets of its target, a fellow member.
-async fn relay_to_member<D: CallDomain>(
+/// Forwards a `webrtc:*` message, `(name, relay)`, to the sockets of its target, a
+/// fellow member, on every node.
+async fn relay_to_member<A: Adapter, D: CallDomain>(
     domain: &D,
-    socket: &SocketRef,
+    socket: &SocketRef<A>,
     user: &User,
-    event: &str,
-    relay: Relay,
+    (event, relay): (&str, Relay),
+    state: &State,
 ) -> Result<Value, SignalError> {
     if relay.target_user_id == events::SFU_PEER {
         return domain.to_sfu(user, SfuMessage::from_relay(relay)?).await;
@@ -418,38 +585,101 @@ async fn relay_to_member<D: CallDomain>(
         .await?;
     let mut payload = json!({ "callId": relay.call_id, "fromUserId": user.id });
     payload[relay.field] = relay.body;
-    let state = socket
-        .extensions
-        .get::<Inbox>()
-        .map(|inbox| inbox.load.state.clone())
-        .unwrap_or_default();
-    for target in socket.to(user_room(&relay.target_user_id)).sockets() {
-        send_or_drop(&target, event, &payload, &state);
+    let room = user_room(&relay.target_user_id);
+    for target in socket.to(room.clone()).sockets() {
+        send_or_drop(&target, event, &payload, state);
     }
+    state.to_other_nodes(vec![room], event, payload);
     Ok(json!({}))
 }
 
-/// Delivers notices in the order they were produced until told to stop.
-async fn deliver(io: SocketIo, mut queue: mpsc::UnboundedReceiver<Delivery>, state: Arc<State>) {
+/// Delivers notices in the order they were produced until told to stop: to this
+/// node's sockets now, to the other nodes' through the publishing task.
+async fn deliver<A: Adapter>(
+    io: SocketIo<A>,
+    mut queue: mpsc::UnboundedReceiver<Delivery>,
+    state: Arc<State>,
+) {
     while let Some(delivery) = queue.recv().await {
         match delivery {
             Delivery::Notice(users, notice) => {
                 let rooms: Vec<String> = users.iter().map(|u| user_room(u)).collect();
-                for socket in io.to(rooms).sockets() {
+                for socket in io.to(rooms.clone()).sockets() {
                     send_or_drop(&socket, notice.event(), &notice, &state);
+                }
+                if state.cluster.is_some() {
+                    match serde_json::to_value(&notice) {
+                        Ok(data) => state.to_other_nodes(rooms, notice.event(), data),
+                        Err(e) => tracing::error!(error = %e, "could not encode a notice"),
+                    }
                 }
             }
             Delivery::Stop(done) => {
-                let _ = done.send(());
+                match &state.cluster {
+                    Some(cluster) => {
+                        // Done once the publishing task has caught up; if it has
+                        // ended already, dropping `done` says so just as well.
+                        let _ = cluster.outgoing.send(Outgoing::Stop(done));
+                    }
+                    None => {
+                        let _ = done.send(());
+                    }
+                }
                 return;
             }
         }
     }
 }
 
+/// Cluster mode: publishes messages for the sockets of the other nodes, one at a time
+/// in the order they were produced, through the adapter's broadcast (which leaves out
+/// `node_room`, this node's sockets). A message that cannot be published is counted
+/// and dropped; see [the module](self).
+async fn publish<A: Adapter>(
+    io: SocketIo<A>,
+    node_room: String,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    state: std::sync::Weak<State>,
+) {
+    while let Some(outgoing) = queue.recv().await {
+        let (rooms, event, data, produced) = match outgoing {
+            Outgoing::Publish {
+                rooms,
+                event,
+                data,
+                produced,
+            } => (rooms, event, data, produced),
+            Outgoing::Stop(done) => {
+                let _ = done.send(());
+                return;
+            }
+        };
+        let published = if produced.elapsed() > PUBLISH_WAIT {
+            Err("waited too long for Redis".to_owned())
+        } else {
+            let broadcast = io.to(rooms).except(node_room.clone());
+            broadcast
+                .emit(&event, &data)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = published {
+            if let Some(state) = state.upgrade() {
+                state.unpublished.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(event, error = %e, "message for other nodes not published");
+        }
+    }
+}
+
 /// Sends an event to one socket now; a socket whose buffer is full is disconnected
 /// (it reconnects and resyncs) rather than silently missing it.
-fn send_or_drop<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T, state: &State) {
+fn send_or_drop<A: Adapter, T: Serialize + ?Sized>(
+    socket: &SocketRef<A>,
+    event: &str,
+    data: &T,
+    state: &State,
+) {
     match socket.emit(event, data) {
         Ok(()) | Err(SendError::Socket(SocketError::Closed)) => {}
         Err(SendError::Socket(SocketError::InternalChannelFull)) => {
@@ -462,7 +692,7 @@ fn send_or_drop<T: Serialize + ?Sized>(socket: &SocketRef, event: &str, data: &T
 /// Disconnects a socket that does not read what is sent to it. The disconnect
 /// packet itself needs room in its buffer: retried until it fits or the socket is
 /// gone (the transport's heartbeat ends a client that reads nothing at all).
-fn drop_slow_consumer(socket: SocketRef, state: &State) {
+fn drop_slow_consumer<A: Adapter>(socket: SocketRef<A>, state: &State) {
     state.slow_consumers.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(socket = %socket.id, "disconnecting a socket that does not read");
     tokio::spawn(async move {
@@ -490,9 +720,9 @@ impl Answer<'_> {
     /// Answers through the acknowledgement callback if the client sent one, else
     /// failures as `call:error`. Waits up to [`SEND_WAIT`] for room in the client's
     /// buffer; a client that never makes room is disconnected.
-    async fn send(
+    async fn send<A: Adapter>(
         self,
-        socket: &Arc<Socket<LocalAdapter>>,
+        socket: &Arc<Socket<A>>,
         result: Result<Value, SignalError>,
         load: &Load,
     ) {
