@@ -166,6 +166,10 @@ impl Driver for RedisDriver {
         Ok(())
     }
 
+    /// Tries until Redis says yes: the adapter subscribes once, when the namespace is
+    /// made, and the connection resubscribes after a reconnect only to the channels
+    /// Redis had confirmed. (A node that started while Redis was away thus hears the
+    /// others as soon as it is back.)
     async fn subscribe(
         &self,
         chan: String,
@@ -177,12 +181,13 @@ impl Driver for RedisDriver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(chan.clone(), tx);
-        if let Err(e) = self.conn.clone().subscribe(chan.as_str()).await {
-            self.handlers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&chan);
-            return Err(e);
+        let mut said = false;
+        while let Err(e) = self.conn.clone().subscribe(chan.as_str()).await {
+            if !said {
+                tracing::warn!(channel = chan, error = %e, "cannot subscribe to Redis yet: trying again");
+                said = true;
+            }
+            tokio::time::sleep(KEEPALIVE).await;
         }
         Ok(MessageStream::new(rx))
     }

@@ -189,8 +189,14 @@ impl Signaling {
 
     /// A Socket.IO server that is one node of a cluster sharing the Redis of `redis`,
     /// and the tower layer that serves it at `/socket.io/`: notices and relays reach
-    /// the sockets of their users on every node (see [the module](self) on what
-    /// happens while Redis is down).
+    /// every socket of their users on every node, exactly once per socket.
+    ///
+    /// This node's sockets are served directly, as by [`Signaling::new`] (a full buffer
+    /// disconnects the socket), whether Redis is up or not. The other nodes' sockets are
+    /// reached through Redis pub/sub, in the order this node produced the messages.
+    /// While Redis is down those messages are lost for the other nodes (counted in
+    /// [`Signaling::unpublished`]); a socket of another node whose buffer is full misses
+    /// the message (that node logs it) rather than being disconnected.
     ///
     /// `redis` may be made from any URL (`redis::Client::open(REDIS_URL)`): it is used
     /// over RESP3 whatever the URL says (Redis 6+). Fails if Redis cannot be reached
@@ -245,7 +251,8 @@ impl Signaling {
     /// proper runs as a task of its own after that, too late for both.)
     ///
     /// In cluster mode the namespace subscribes to its Redis channels in the
-    /// background; a failure is logged (Redis went away since [`Signaling::clustered`]).
+    /// background, trying again until Redis answers (if it went away since
+    /// [`Signaling::clustered`]); until then this node does not hear the others.
     pub fn start<D: CallDomain>(&self, domain: Arc<D>) {
         self.presence.start(domain.clone());
         match &self.io {
@@ -254,7 +261,7 @@ impl Signaling {
                 let subscribed = self.accept(io, domain);
                 tokio::spawn(async move {
                     if let Err(e) = subscribed.await {
-                        tracing::error!(error = %e, "signaling could not subscribe to Redis: this node will not hear the others");
+                        tracing::error!(error = %e, "signaling's Redis adapter did not start: this node will not hear the others");
                     }
                 });
             }

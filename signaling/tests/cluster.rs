@@ -148,6 +148,33 @@ async fn while_redis_is_down_local_sockets_are_served_and_once_it_is_back_other_
     assert_eq!(received.len(), 1, "{received:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_publishes_what_it_produced_then_refuses_sockets() {
+    let redis = RedisServer::start();
+    let (node1, url1) = node(&redis.url()).await;
+    let (_node2, url2) = node(&redis.url()).await;
+    redis.wait_for_subscribers(2).await;
+    let mut clients = Clients::start();
+    clients.connect("alice@2", &url2, "alice").await;
+
+    for n in 1..=3 {
+        node1.notify(vec!["alice".into()], state_changed(&format!("s{n}")));
+    }
+    node1.drain(Duration::from_secs(2)).await;
+
+    let received = clients.receive(3).await;
+    let states: Vec<&Value> = received.iter().map(|m| &m["data"]["state"]).collect();
+    assert_eq!(states, ["s1", "s2", "s3"], "{received:#?}");
+    clients
+        .send(json!({ "op": "connect", "id": "late@1", "url": url1, "token": "bob" }))
+        .await;
+    let refused = clients.receive(1).await;
+    assert_eq!(refused[0]["id"], "late@1", "{refused:#?}");
+    assert!(refused[0]["connectError"].is_string(), "{refused:#?}");
+    assert_eq!(node1.slow_consumers(), 0);
+    assert_eq!(node1.unpublished(), 0);
+}
+
 fn state_changed(state: &str) -> Notice {
     Notice::StateChanged {
         call_id: "call-1".into(),
