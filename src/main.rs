@@ -40,7 +40,10 @@ fn print_token(args: &TokenArgs) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    // LOG_LEVEL decides what is logged: the builder's own default (info) would hide
+    // the debug and trace it asks for.
     tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .finish()

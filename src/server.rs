@@ -60,6 +60,8 @@ pub enum StartError {
     Turn(std::io::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("REDIS_URL: {0}")]
+    Signaling(signaling::ClusterError),
 }
 
 /// A running server.
@@ -97,16 +99,26 @@ impl Server {
                 JwtKey::new(random_secret().as_bytes())
             }
         };
-        let (socket_layer, signaling) = Signaling::new();
+        let redis = config
+            .redis_url
+            .as_deref()
+            .map(cluster::redis_client)
+            .transpose()?;
+        let (socket_layer, signaling) = match &redis {
+            Some(client) => Signaling::clustered(client.clone())
+                .await
+                .map_err(StartError::Signaling)?,
+            None => Signaling::new(),
+        };
         let live = Arc::new(LiveCalls::default());
         let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
         let (sfu, measured) = SfuPlane::start(config, signaling.clone())
             .await
             .map_err(StartError::Media)?;
-        let cluster = match &config.redis_url {
-            Some(url) => Some(
+        let cluster = match &redis {
+            Some(client) => Some(
                 Cluster::connect(
-                    &cluster::redis_client(url)?,
+                    client,
                     config.node_id(),
                     signaling.clone(),
                     live.clone(),

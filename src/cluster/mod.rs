@@ -384,6 +384,7 @@ impl Cluster {
         message: placed::Forwarded,
     ) -> Result<Value, Failure> {
         let snapshot = self.live.joined(service, user, call).await?;
+        tracing::debug!(%call, %user, owned = self.owns(call), "forwarded message for a room");
         if !self.owns(call) && !self.claim(call).await? {
             return Err(placed::unavailable("the call's media moved: try again"));
         }
@@ -429,6 +430,17 @@ impl Cluster {
                 "node {node}, which has this call's media, did not answer: try again"
             ))),
         }
+    }
+
+    /// Whether `node` is this one or has beaten within [`LEASE`].
+    async fn is_alive(&self, node: &str) -> Result<bool, Failure> {
+        if node == self.node {
+            return Ok(true);
+        }
+        self.conn()
+            .exists(node_key(node))
+            .await
+            .map_err(|e| placed::unavailable(format!("cluster unreachable: {e}")))
     }
 
     /// The node owning `call`'s room, if any.

@@ -140,13 +140,22 @@ impl PlacedSfu {
                 return cluster.sfu.signal(call, user, message).await;
             }
             let node = match cluster.owner(id).await? {
+                // The owner died: its lease runs out and the node that reaps it
+                // restarts everyone's media; until then there is nowhere to go.
+                Some(owner) if !cluster.is_alive(&owner).await? => {
+                    return Err(unavailable(format!(
+                        "node {owner}, which had this call's media, is gone: try again"
+                    )));
+                }
                 Some(owner) => owner,
                 None => cluster.place(id).await?,
             };
             if node != cluster.node() {
+                tracing::debug!(call = %id, %user, %node, "message for the room forwarded");
                 return cluster.forward(&node, id, user, message.into()).await;
             }
             if cluster.claim(id).await? {
+                tracing::debug!(call = %id, "room placed here");
                 return cluster.sfu.signal(call, user, message).await;
             }
         }

@@ -87,14 +87,18 @@ impl SfuPlane {
                     .await
                     .map_err(room_error)?;
                 self.apply_switches(&room, member);
+                // The answer is the ack's too: a client that restarts its media can
+                // tell which offer it answers (the notice says only whose it is).
+                let answer = json!({ "type": "answer", "sdp": answer });
                 self.signaling.notify(
                     vec![user.0.clone()],
                     Notice::SfuAnswer {
                         call_id: id.to_string(),
                         from_user_id: SFU_PEER,
-                        answer: json!({ "type": "answer", "sdp": answer }),
+                        answer: answer.clone(),
                     },
                 );
+                return Ok(json!({ "answer": answer }));
             }
             SfuMessageKind::Answer { sdp } => {
                 self.sfu

@@ -265,7 +265,7 @@ export class Cluster {
         JWT_SECRET: SECRET,
         TURN_SECRET,
         DEMO_TOKENS: 'true',
-        LOG_LEVEL: 'info',
+        LOG_LEVEL: process.env.CLUSTER_LOG_LEVEL ?? 'info',
         ...(redis && { REDIS_URL: this.redis.url, NODE_ID: id }),
         ...env,
       });

@@ -97,12 +97,20 @@ async function loseTheOwner(signal) {
     const killedAt = Date.now();
     const exit = cluster.node(owner).kill(signal);
     const deadline = killedAt + RESUME_MS;
-    const resumed = await Promise.all(
+    // Every page's outcome, so that a failure explains all of them.
+    const settled = await Promise.allSettled(
       people.map(async (p, i) => {
         await decodesAgain(p, others(people, p), since[i], deadline);
         return Date.now() - killedAt;
       }),
     );
+    const failed = settled.filter((s) => s.status === 'rejected').map((s) => s.reason.message);
+    if (failed.length) {
+      const passed = people.filter((_, i) => settled[i].status === 'fulfilled');
+      const states = await Promise.all(passed.map((p) => p.explain()));
+      assert.fail([...failed, ...states.map((s) => `(resumed) ${s}`)].join('\n\n'));
+    }
+    const resumed = settled.map((s) => s.value);
     const reasons = await Promise.all(people.map(reasonsOf));
     console.log(
       `${signal} of owner ${owner}: decoding again after ` +
