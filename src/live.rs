@@ -4,10 +4,12 @@
 //! read. Every change stored by this process passes through the call service's
 //! observer, which keeps it current; a call not in it is read from the store once.
 //! In a cluster, a change stored by another node makes this one forget the call
-//! (`cluster` hears of it), so the next message reads it again.
+//! (`cluster` hears of it), so the next message reads it again; and since such news
+//! can be lost (Redis restarting), what is known is trusted only for a while there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::calls::lifecycle::{CallError, CallSnapshot};
 use crate::calls::model::{CallId, UserId};
@@ -16,10 +18,26 @@ use crate::calls::service::{CallService, ServiceError};
 #[derive(Debug, Default)]
 pub struct LiveCalls {
     // A std mutex: held for a map lookup or update, never across an await.
-    calls: Mutex<HashMap<CallId, Arc<CallSnapshot>>>,
+    calls: Mutex<HashMap<CallId, Known>>,
+    /// How long a call is trusted without news of it (`None`: until it changes).
+    max_age: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Known {
+    call: Arc<CallSnapshot>,
+    since: Instant,
 }
 
 impl LiveCalls {
+    /// Calls known for at most `max_age` before they are read again.
+    pub fn trusted_for(max_age: Duration) -> Self {
+        LiveCalls {
+            calls: Mutex::default(),
+            max_age: Some(max_age),
+        }
+    }
+
     /// Records `call` as it is now (dropping it once it has ended). An older version
     /// than the one known never replaces it: a read that raced a change loses.
     pub fn update(&self, call: &CallSnapshot) {
@@ -30,9 +48,13 @@ impl LiveCalls {
         }
         if calls
             .get(&call.call.id)
-            .is_none_or(|known| known.call.version <= call.call.version)
+            .is_none_or(|known| known.call.call.version <= call.call.version)
         {
-            calls.insert(call.call.id, Arc::new(call.clone()));
+            let known = Known {
+                call: Arc::new(call.clone()),
+                since: Instant::now(),
+            };
+            calls.insert(call.call.id, known);
         }
     }
 
@@ -42,19 +64,18 @@ impl LiveCalls {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         if calls
             .get(&id)
-            .is_some_and(|known| known.call.version < version)
+            .is_some_and(|known| known.call.call.version < version)
         {
             calls.remove(&id);
         }
     }
 
-    /// Call `id` as last known, if it is live and known.
+    /// Call `id` as last known, if it is live and known (and not too long ago).
     pub fn peek(&self, id: CallId) -> Option<Arc<CallSnapshot>> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let known = calls.get(&id)?;
+        let fresh = self.max_age.is_none_or(|age| known.since.elapsed() < age);
+        fresh.then(|| known.call.clone())
     }
 
     /// Live call `id` as `user` may see it: they must be a member of it and have

@@ -62,6 +62,11 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error("REDIS_URL: {0}")]
     Signaling(signaling::ClusterError),
+    #[error(
+        "REDIS_URL is set but DATABASE_URL is SQLite: the nodes of a cluster share one \
+         PostgreSQL database"
+    )]
+    ClusterOnSqlite,
 }
 
 /// A running server.
@@ -89,6 +94,9 @@ impl Server {
     /// serving. `clock` is the time the call rules see.
     pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let store = Store::connect(&config.database_url).await?;
+        if config.redis_url.is_some() && store.backend() == "sqlite" {
+            return Err(StartError::ClusterOnSqlite);
+        }
         let jwt = match &config.jwt_secret {
             Some(secret) => JwtKey::new(secret.as_bytes()),
             None => {
@@ -110,7 +118,11 @@ impl Server {
                 .map_err(StartError::Signaling)?,
             None => Signaling::new(),
         };
-        let live = Arc::new(LiveCalls::default());
+        let live = Arc::new(match &redis {
+            // Another node's change is heard of through Redis, which can lose news.
+            Some(_) => LiveCalls::trusted_for(cluster::TRUST_CACHED_CALLS),
+            None => LiveCalls::default(),
+        });
         let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
         let (sfu, measured) = SfuPlane::start(config, signaling.clone())
             .await

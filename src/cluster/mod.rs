@@ -53,6 +53,9 @@ pub const LEASE: Duration = Duration::from_secs(3);
 const SETTLED: Duration = Duration::from_secs(5);
 /// How long a member's message forwarded to a room's owner waits for its answer.
 const FORWARD_WAIT: Duration = Duration::from_secs(3);
+/// How long a node trusts what it knows of a call without news of it (news of
+/// other nodes' changes travels through Redis, and can be lost while it restarts).
+pub const TRUST_CACHED_CALLS: Duration = Duration::from_secs(5);
 /// The channel every node hears call changes on.
 const CHANGES: &str = "huddle:calls";
 
@@ -132,9 +135,14 @@ pub struct Cluster {
     sfu: Arc<SfuPlane>,
     /// Rooms this node owns: their leases are renewed every beat.
     owned: Mutex<HashSet<CallId>>,
+    /// Users with a socket on this node, as told to Redis.
+    here: Mutex<HashSet<UserId>>,
     draining: AtomicBool,
     /// Whether this node holds the sweeper's lease.
     sweeper: AtomicBool,
+    /// Whether this node has been in the registry (a later beat that adds it again
+    /// finds that Redis lost its state).
+    registered: AtomicBool,
     /// Since when Redis has answered every beat (`None`: the last beat failed).
     healthy_since: Mutex<Option<Instant>>,
     /// Answers awaited from other nodes, by request number.
@@ -237,8 +245,10 @@ impl Cluster {
             live,
             sfu,
             owned: Mutex::default(),
+            here: Mutex::default(),
             draining: AtomicBool::new(false),
             sweeper: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             healthy_since: Mutex::new(Some(Instant::now())),
             waiting: Mutex::default(),
             next_request: AtomicU64::new(1),
@@ -546,9 +556,13 @@ impl Cluster {
             .arg("PX")
             .arg(ttl)
             .ignore()
-            .sadd(NODES, &self.node)
-            .ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+            .sadd(NODES, &self.node);
+        let (added,): (i64,) = pipe.query_async(&mut conn).await?;
+        if added == 1 && self.registered.swap(true, Ordering::SeqCst) {
+            // Redis lost what this node had told it (it restarted empty): tell again.
+            tracing::warn!("Redis lost this node's state: writing it again");
+            self.tell_again(&mut conn, &owned).await?;
+        }
         for call in owned {
             let holder: String = Script::new(CLAIM)
                 .key(room_key(call))
@@ -576,6 +590,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Writes again who is connected here and which rooms this node has.
+    async fn tell_again(
+        &self,
+        conn: &mut ConnectionManager,
+        owned: &[CallId],
+    ) -> redis::RedisResult<()> {
+        let users: Vec<UserId> = lock(&self.here).iter().cloned().collect();
+        let mut pipe = redis::pipe();
+        for user in &users {
+            pipe.sadd(presence_key(user), &self.node)
+                .ignore()
+                .sadd(users_of(&self.node), &user.0)
+                .ignore();
+        }
+        for call in owned {
+            pipe.sadd(rooms_of(&self.node), call.to_string()).ignore();
+        }
+        pipe.query_async(conn).await
+    }
+
     /// Looks for nodes that stopped beating and reaps each once, cluster-wide.
     async fn reap_dead(&self, service: &CallService) -> Result<(), ClusterError> {
         let settled = lock(&self.healthy_since).is_some_and(|since| since.elapsed() >= SETTLED);
@@ -594,7 +628,7 @@ impl Cluster {
                 .arg(&self.node)
                 .arg("NX")
                 .arg("PX")
-                .arg(30_000)
+                .arg(10_000)
                 .query_async(&mut conn)
                 .await?;
             if mine.is_some() {
@@ -682,6 +716,7 @@ impl Cluster {
 
     /// This node's first socket of `user` opened.
     pub async fn user_here(&self, user: &UserId) -> redis::RedisResult<()> {
+        lock(&self.here).insert(user.clone());
         let mut pipe = redis::pipe();
         pipe.sadd(presence_key(user), &self.node)
             .ignore()
@@ -693,6 +728,7 @@ impl Cluster {
     /// This node's last socket of `user` closed; whether they are still connected to
     /// another live node.
     pub async fn user_gone(&self, user: &UserId) -> redis::RedisResult<bool> {
+        lock(&self.here).remove(user);
         let mut pipe = redis::pipe();
         pipe.srem(presence_key(user), &self.node)
             .ignore()

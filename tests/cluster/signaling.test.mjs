@@ -8,9 +8,13 @@ import { after, before, describe, test } from 'node:test';
 
 import { next, request, sleep, startCluster, uid } from './harness.mjs';
 
+const CONNECTION_TIMEOUT = 1;
+
 let cluster;
 before(async () => {
-  cluster = await startCluster({ ids: ['a', 'b', 'c'] });
+  // Each node runs a sweeper task; ringing times out after 5 s (the shortest allowed),
+  // and a user with no socket anywhere leaves their calls after 1 s.
+  cluster = await startCluster({ ids: ['a', 'b', 'c'], env: { RINGING_TIMEOUT: '5', CONNECTION_TIMEOUT: String(CONNECTION_TIMEOUT) } });
 });
 after(async () => {
   await cluster?.stop();
@@ -60,6 +64,59 @@ async function ring({ alice, phone, laptop, bobId }, type = 'video') {
   await Promise.all(rings);
   return ack.call.id;
 }
+
+describe('timeouts across nodes', () => {
+  test('an unanswered call times out once, cluster-wide: every socket hears call:ended once', async () => {
+    const p = await people();
+    const { alice, phone, laptop, seen } = p;
+    const callId = await ring(p);
+    const ended = (socket) => next(socket, 'call:ended', (d) => d.callId === callId, 12_000);
+    const endings = await Promise.all([ended(alice), ended(phone), ended(laptop)]);
+    for (const e of endings) assert.equal(e.reason, 'missed', JSON.stringify(e));
+    await sleep(SETTLE);
+    for (const [name, got] of Object.entries(seen)) {
+      assert.equal(of(got, 'call:ended', (d) => d.callId === callId).length, 1, `${name}: call:ended once`);
+    }
+    assertNoDuplicates(seen);
+  });
+});
+
+describe('presence across nodes', () => {
+  test('a user with a socket on another node stays in the call; with none anywhere, they leave', async () => {
+    const p = await people();
+    const { alice, phone, laptop, seen } = p;
+    const callId = await ring(p);
+    assert.equal((await request(phone, 'call:accept', { callId })).ok, true);
+    phone.disconnect();
+    await sleep(CONNECTION_TIMEOUT * 1000 + 3000);
+    assert.deepEqual(of(seen.alice, 'call:participant_left'), [], 'Bob is still connected on c');
+    assert.deepEqual(of(seen.alice, 'call:ended'), []);
+    const ended = next(alice, 'call:ended', (d) => d.callId === callId, 8000);
+    laptop.disconnect();
+    assert.equal((await ended).reason, 'normal');
+  });
+
+  test("a user's away deadline survives the loss of the node their socket was on", async () => {
+    const aliceId = uid('alice');
+    const bobId = uid('bob');
+    const alice = await cluster.connect('a', aliceId);
+    const bob = await cluster.connect('c', bobId);
+    const ringing = next(bob, 'call:incoming');
+    const ack = await request(alice, 'call:invite', { type: 'audio', participantIds: [bobId] });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    await ringing;
+    const callId = ack.call.id;
+    assert.equal((await request(bob, 'call:accept', { callId })).ok, true);
+    // kill -9: node c never says Bob went away; another node reaps it and does.
+    const killed = Date.now();
+    const ended = next(alice, 'call:ended', (d) => d.callId === callId, 15_000);
+    await cluster.node('c').kill('SIGKILL');
+    const end = await ended;
+    console.log(`node c killed: Bob left (call ended) after ${Date.now() - killed} ms`);
+    assert.equal(end.reason, 'normal');
+    await cluster.node('c').start();
+  });
+});
 
 describe('a call across nodes', () => {
   test('the invite rings both devices once; answering on one tells the other and the caller, once each', async () => {
