@@ -336,6 +336,7 @@ impl Config {
             policy: PeerPolicy {
                 allowed: self.turn_allowed_peers.clone(),
                 services,
+                ..PeerPolicy::default()
             },
             tcp: huddle_turn::TcpLimits {
                 idle_timeout: std::time::Duration::from_secs(self.turn_tcp_idle_timeout.into()),

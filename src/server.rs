@@ -187,6 +187,9 @@ impl Server {
         }
         tokio::spawn(store_measured(service.clone(), measured));
         let (turn, ice) = start_turn(config, &sfu).await?;
+        if let (Some(cluster), Some(turn)) = (&cluster, &turn) {
+            tokio::spawn(cluster::open_relays_to_nodes(cluster.clone(), turn.clone()));
+        }
         let state = AppState {
             service,
             jwt: Arc::new(jwt),

@@ -35,6 +35,7 @@ fn world() -> &'static (Runtime, GateProbe) {
         let policy = PeerPolicy {
             allowed: vec!["10.0.0.0/8".parse().unwrap()],
             services: vec!["127.0.0.1:7882".parse().unwrap()],
+            ..PeerPolicy::default()
         };
         let quota = Quota {
             per_user: 2,

@@ -823,6 +823,30 @@ async fn beat(cluster: std::sync::Weak<Cluster>, service: Arc<CallService>) {
     }
 }
 
+/// Keeps the embedded TURN server's relays able to reach every live node's media
+/// port (its own SFU they always reach), as the registry lists them, every [`BEAT`].
+pub async fn open_relays_to_nodes(cluster: Arc<Cluster>, turn: Arc<huddle_turn::TurnServer>) {
+    let mut ticks = tokio::time::interval(BEAT);
+    let mut known = Vec::new();
+    loop {
+        ticks.tick().await;
+        let Ok(nodes) = cluster.nodes().await else {
+            continue; // Redis unreachable: keep what was known
+        };
+        let mut media: Vec<SocketAddr> = nodes
+            .into_iter()
+            .filter(|n| n.id != cluster.node)
+            .map(|n| n.media)
+            .collect();
+        media.sort();
+        if media != known {
+            tracing::debug!(?media, "TURN relays may reach these nodes' media ports");
+            turn.reach_services(media.clone());
+            known = media;
+        }
+    }
+}
+
 /// Publishes call changes in order; one that cannot be published is logged (other
 /// nodes' caches of the call then expire by age).
 async fn publish(mut redis: ConnectionManager, mut outgoing: mpsc::UnboundedReceiver<Message>) {

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::{PoisonError, RwLock};
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +66,25 @@ impl std::fmt::Display for IpRange {
 }
 
 /// What an allocation may send to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PeerPolicy {
     /// Ranges opened by the operator, even if they are internal.
     pub allowed: Vec<IpRange>,
     /// Single internal socket addresses always reachable (the built-in SFU).
     pub services: Vec<SocketAddr>,
+    /// Services learnt while running, reachable like `services` (the media ports of
+    /// the other nodes of a cluster): see [`PeerPolicy::learn`].
+    pub learnt: RwLock<Vec<SocketAddr>>,
+}
+
+impl Clone for PeerPolicy {
+    fn clone(&self) -> Self {
+        PeerPolicy {
+            allowed: self.allowed.clone(),
+            services: self.services.clone(),
+            learnt: RwLock::new(self.learnt().clone()),
+        }
+    }
 }
 
 impl PeerPolicy {
@@ -80,6 +94,7 @@ impl PeerPolicy {
         !is_internal(ip)
             || self.allowed.iter().any(|range| range.contains(ip))
             || self.services.iter().any(|s| canonical(s.ip()) == ip)
+            || self.learnt().iter().any(|s| canonical(s.ip()) == ip)
     }
 
     /// Whether a datagram may be relayed to `peer`. Stricter than [`allows_ip`]: an
@@ -88,12 +103,20 @@ impl PeerPolicy {
     /// [`allows_ip`]: PeerPolicy::allows_ip
     pub fn allows(&self, peer: SocketAddr) -> bool {
         let ip = canonical(peer.ip());
+        let service = |s: &SocketAddr| canonical(s.ip()) == ip && s.port() == peer.port();
         !is_internal(ip)
             || self.allowed.iter().any(|range| range.contains(ip))
-            || self
-                .services
-                .iter()
-                .any(|s| canonical(s.ip()) == ip && s.port() == peer.port())
+            || self.services.iter().any(service)
+            || self.learnt().iter().any(service)
+    }
+
+    /// Makes `services` the learnt services (replacing those learnt before).
+    pub fn learn(&self, services: Vec<SocketAddr>) {
+        *self.learnt.write().unwrap_or_else(PoisonError::into_inner) = services;
+    }
+
+    fn learnt(&self) -> std::sync::RwLockReadGuard<'_, Vec<SocketAddr>> {
+        self.learnt.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -182,6 +205,7 @@ mod tests {
         let policy = PeerPolicy {
             allowed: vec!["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
             services: vec![addr("10.0.0.5:7882")],
+            ..PeerPolicy::default()
         };
         assert!(policy.allows(addr("127.0.0.1:5000")));
         assert!(policy.allows(addr("[::ffff:127.0.0.2]:5000")));
@@ -194,6 +218,22 @@ mod tests {
         );
         assert!(!policy.allows(addr("10.0.0.6:7882")));
         assert!(!policy.allows(addr("192.168.0.1:7882")));
+    }
+
+    #[test]
+    fn learnt_services_are_reachable_on_their_port_until_forgotten() {
+        let policy = PeerPolicy::default();
+        assert!(!policy.allows(addr("10.0.0.7:7883")));
+        policy.learn(vec![addr("10.0.0.7:7883")]);
+        assert!(policy.allows(addr("10.0.0.7:7883")));
+        assert!(policy.allows_ip(addr("10.0.0.7:1").ip()));
+        assert!(
+            !policy.allows(addr("10.0.0.7:22")),
+            "only the service's port"
+        );
+        policy.learn(vec![addr("10.0.0.8:7882")]);
+        assert!(!policy.allows(addr("10.0.0.7:7883")), "replaced, not added");
+        assert!(policy.allows(addr("10.0.0.8:7882")));
     }
 
     #[test]

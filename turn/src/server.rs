@@ -167,6 +167,7 @@ pub struct TurnStats {
 pub struct TurnServer {
     local: SocketAddr,
     gate: Arc<Gate>,
+    policy: Arc<PeerPolicy>,
     stop: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -223,6 +224,7 @@ impl TurnServer {
         Ok(TurnServer {
             local,
             gate,
+            policy,
             stop,
             tasks: std::sync::Mutex::new(tasks),
         })
@@ -231,6 +233,12 @@ impl TurnServer {
     /// Where UDP and TCP listen.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Lets relays reach `services` too (the media ports of a cluster's other
+    /// nodes), in place of those given before.
+    pub fn reach_services(&self, services: Vec<SocketAddr>) {
+        self.policy.learn(services);
     }
 
     pub async fn stats(&self) -> TurnStats {

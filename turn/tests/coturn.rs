@@ -73,7 +73,7 @@ async fn server_with_tcp(
 fn loopback_open() -> PeerPolicy {
     PeerPolicy {
         allowed: vec!["127.0.0.0/8".parse().unwrap()],
-        services: vec![],
+        ..PeerPolicy::default()
     }
 }
 
@@ -418,8 +418,8 @@ async fn loopback_peers_need_the_policy_to_open_them() {
     let service = server(
         QUOTA,
         PeerPolicy {
-            allowed: vec![],
             services: vec![peer_addr],
+            ..PeerPolicy::default()
         },
         (52300, 52349),
     )
