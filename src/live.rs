@@ -86,18 +86,38 @@ impl LiveCalls {
         user: &UserId,
         id: CallId,
     ) -> Result<Arc<CallSnapshot>, ServiceError> {
-        let call = match self.peek(id) {
-            Some(call) => call,
-            None => {
-                let call = service.get_active(user, id).await?;
-                self.update(&call);
-                Arc::new(call)
+        self.checked(service, user, id, |_| Ok(())).await
+    }
+
+    /// As [`LiveCalls::joined`], and `check` must pass too. In a cluster a refusal
+    /// from what is known is checked again against the store: another node may have
+    /// changed the call a moment ago (someone just answered), and its news is on
+    /// the way. (Alone, every change passes through here first: what is known is
+    /// current.)
+    pub async fn checked<E: From<ServiceError>>(
+        &self,
+        service: &CallService,
+        user: &UserId,
+        id: CallId,
+        check: impl Fn(&CallSnapshot) -> Result<(), E>,
+    ) -> Result<Arc<CallSnapshot>, E> {
+        let judge = |call: Arc<CallSnapshot>| {
+            match call.member(user) {
+                None => return Err(E::from(CallError::NotMember.into())),
+                Some(p) if !p.is_joined() => return Err(E::from(CallError::NotJoined.into())),
+                Some(_) => {}
             }
+            check(&call).map(|()| call)
         };
-        match call.member(user) {
-            None => Err(CallError::NotMember.into()),
-            Some(p) if !p.is_joined() => Err(CallError::NotJoined.into()),
-            Some(_) => Ok(call),
+        if let Some(call) = self.peek(id) {
+            match judge(call) {
+                Ok(call) => return Ok(call),
+                Err(refused) if self.max_age.is_none() => return Err(refused),
+                Err(_) => {}
+            }
         }
+        let call = service.get_active(user, id).await?;
+        self.update(&call);
+        judge(Arc::new(call))
     }
 }

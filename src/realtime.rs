@@ -160,11 +160,8 @@ impl Realtime {
     /// ringing invitee neither sends nor receives them until they answer.
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), Failure> {
         let sender = UserId(user.id.clone());
-        let call = self
-            .live
-            .joined(&self.service, &sender, call_id(call)?)
-            .await?;
-        match call.member(&UserId(target.to_owned())) {
+        let target = UserId(target.to_owned());
+        let target_joined = |call: &CallSnapshot| match call.member(&target) {
             Some(p) if p.is_joined() => Ok(()),
             Some(_) => Err(Failure::new(
                 StatusCode::CONFLICT,
@@ -176,7 +173,11 @@ impl Realtime {
                 "NOT_A_MEMBER",
                 "the target is not a member of this call",
             )),
-        }
+        };
+        self.live
+            .checked(&self.service, &sender, call_id(call)?, target_joined)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -2,8 +2,9 @@
 //! HTTP listener, sharing a `redis-server` the test starts (and kills), with sockets
 //! of the official socket.io client (Node, `tests/socketio/node_modules`).
 //!
-//! Needs `redis-server` and `node` on the PATH and `npm ci` run in `tests/socketio`:
-//! without them the tests fail, they do not skip.
+//! Needs `redis-server`, `node` and `npm` on the PATH (the client's packages are
+//! installed into `tests/socketio` from its lock file if missing): without them the
+//! tests fail, they do not skip.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -342,8 +343,26 @@ struct Clients {
     messages: mpsc::UnboundedReceiver<Value>,
 }
 
+/// Installs the socket.io client (`npm ci` in `tests/socketio`) once, if missing.
+fn install_client() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/socketio");
+        if dir.join("node_modules/socket.io-client").exists() {
+            return;
+        }
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm must be installed for the cluster tests");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    });
+}
+
 impl Clients {
     fn start() -> Self {
+        install_client();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster_client.cjs");
         let mut process = tokio::process::Command::new("node")
             .arg(script)
