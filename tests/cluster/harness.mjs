@@ -7,6 +7,7 @@
 // Tokens, waits and checks come from the single-node harnesses (../socketio,
 // ../browser); this file only adds what a cluster needs.
 
+import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -79,6 +80,34 @@ function waitFor(child, stream, pattern, what, ms = 30_000) {
       reject(new Error(`${what} exited (${code ?? signal}) before it was ready:\n${seen}`));
     });
   });
+}
+
+// ---- what sockets receive ------------------------------------------------------
+
+/** How long a duplicate has to turn up before a notice counts as delivered once. */
+export const SETTLE = 1500;
+
+/** Records every event `socket` receives, in order. */
+export function record(socket) {
+  const seen = [];
+  socket.onAny((event, data) => seen.push({ event, data }));
+  return seen;
+}
+
+/** The records of `event` (with a payload passing `filter`) in `seen`. */
+export const of = (seen, event, filter = () => true) => seen.filter((r) => r.event === event && filter(r.data));
+
+/** Fails if any socket of `who` received the same notice (name and payload) twice. */
+export function assertNoDuplicates(who) {
+  for (const [name, seen] of Object.entries(who)) {
+    const counts = new Map();
+    for (const { event, data } of seen) {
+      const key = `${event} ${JSON.stringify(data)}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    const twice = [...counts].filter(([, n]) => n > 1);
+    assert.deepEqual(twice, [], `${name} received notices more than once`);
+  }
 }
 
 // ---- Redis --------------------------------------------------------------------------

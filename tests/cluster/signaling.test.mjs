@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { next, request, sleep, startCluster, uid } from './harness.mjs';
+import { SETTLE, assertNoDuplicates, next, of, record, request, sleep, startCluster, uid } from './harness.mjs';
 
 const CONNECTION_TIMEOUT = 1;
 
@@ -19,32 +19,6 @@ before(async () => {
 after(async () => {
   await cluster?.stop();
 });
-
-/** How long a duplicate has to turn up before a notice counts as delivered once. */
-const SETTLE = 1500;
-
-/** Records every event `socket` receives, in order. */
-function record(socket) {
-  const seen = [];
-  socket.onAny((event, data) => seen.push({ event, data }));
-  return seen;
-}
-
-/** The records of `event` (with a payload passing `filter`) in `seen`. */
-const of = (seen, event, filter = () => true) => seen.filter((r) => r.event === event && filter(r.data));
-
-/** Fails if any socket of `who` received the same notice (name and payload) twice. */
-function assertNoDuplicates(who) {
-  for (const [name, seen] of Object.entries(who)) {
-    const counts = new Map();
-    for (const { event, data } of seen) {
-      const key = `${event} ${JSON.stringify(data)}`;
-      counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
-    const twice = [...counts].filter(([, n]) => n > 1);
-    assert.deepEqual(twice, [], `${name} received notices more than once`);
-  }
-}
 
 /** Alice on a; Bob's phone on b and his laptop on c, each recording what it receives. */
 async function people() {

@@ -3,97 +3,31 @@
 // mints, the RoomService requests it makes, how it fails when LiveKit does, and the
 // signed webhooks it accepts.
 //
-// No LiveKit server can run on this machine, so LiveKit's RoomService is played by a
-// local STAND-IN (`startRoomService` below): a plain HTTP server that speaks Twirp
-// the way LiveKit does (protobuf bodies in and out, `{code,msg}` JSON errors), checks
-// every request's token with the SDK's TokenVerifier and records what it was sent.
+// No LiveKit server can run on this machine: LiveKit's RoomService is played by the
+// local STAND-IN of ./stand-in.mjs, which also writes and signs the webhooks.
 
 import assert from 'node:assert/strict';
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
-import {
-  CreateRoomRequest,
-  DeleteRoomRequest,
-  ParticipantInfo,
-  Room,
-  RoomParticipantIdentity,
-  WebhookEvent,
-} from '@livekit/protocol';
-import { AccessToken, TokenVerifier, WebhookReceiver } from 'livekit-server-sdk';
+import { TokenVerifier, WebhookReceiver } from 'livekit-server-sdk';
 
 import { SECRET, next, startServer, token, uid } from '../socketio/harness.mjs';
+import {
+  API_KEY,
+  API_SECRET,
+  deliver as deliverTo,
+  livekitEnv as standInEnv,
+  post as postTo,
+  sign,
+  startRoomService,
+  webhookBody,
+} from './stand-in.mjs';
 
-const API_KEY = 'APIhuddleTest';
-const API_SECRET = 'livekit-test-secret-0123456789abcdef';
 const TOKEN_TTL = 600;
 const EMPTY_TIMEOUT = 120;
 const MAX_PARTICIPANTS = 6;
-
-const REQUESTS = {
-  CreateRoom: CreateRoomRequest,
-  DeleteRoom: DeleteRoomRequest,
-  RemoveParticipant: RoomParticipantIdentity,
-};
-
-/**
- * The stand-in for LiveKit's RoomService (no LiveKit server can run here). Every
- * request is recorded as { method, contentType, token, claims | authError, body };
- * `failCreate` makes CreateRoom answer 500 with a Twirp error.
- */
-async function startRoomService() {
-  const verifier = new TokenVerifier(API_KEY, API_SECRET);
-  const service = { requests: [], failCreate: false };
-  const server = createServer(async (req, res) => {
-    const chunks = [];
-    for await (const chunk of req) chunks.push(chunk);
-    const raw = Buffer.concat(chunks);
-    const twirpError = (status, code, msg) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ code, msg }));
-    };
-    const match = /^\/twirp\/livekit\.RoomService\/(\w+)$/.exec(req.url);
-    const method = match?.[1];
-    const record = { method: method ?? req.url, contentType: req.headers['content-type'], token: null };
-    service.requests.push(record);
-    const auth = req.headers.authorization ?? '';
-    record.token = auth.startsWith('Bearer ') ? auth.slice(7) : null;
-    try {
-      record.claims = await verifier.verify(record.token ?? '');
-    } catch (e) {
-      record.authError = String(e);
-    }
-    if (!REQUESTS[method] || req.method !== 'POST') return twirpError(404, 'bad_route', `no handler for ${req.url}`);
-    try {
-      record.body = REQUESTS[method].fromBinary(new Uint8Array(raw));
-    } catch (e) {
-      record.bodyError = String(e);
-      return twirpError(400, 'malformed', String(e));
-    }
-    if (record.authError) return twirpError(401, 'unauthenticated', record.authError);
-    if (method === 'CreateRoom' && service.failCreate) return twirpError(500, 'internal', 'stand-in told to fail');
-    res.writeHead(200, { 'content-type': 'application/protobuf' });
-    if (method === 'CreateRoom') {
-      const room = new Room({
-        sid: `RM_${record.body.name.slice(-12)}`,
-        name: record.body.name,
-        emptyTimeout: record.body.emptyTimeout,
-        maxParticipants: record.body.maxParticipants,
-        creationTime: BigInt(Math.floor(Date.now() / 1000)),
-      });
-      res.end(Buffer.from(room.toBinary()));
-    } else {
-      res.end(); // DeleteRoomResponse and RemoveParticipantResponse are empty messages
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  service.url = `http://127.0.0.1:${server.address().port}`;
-  service.of = (method, room) =>
-    service.requests.filter((r) => r.method === method && (r.body?.name ?? r.body?.room) === room);
-  service.stop = () => new Promise((resolve) => server.close(resolve));
-  return service;
-}
 
 /** A port nothing listens on. */
 async function closedPort() {
@@ -105,9 +39,7 @@ async function closedPort() {
 }
 
 const livekitEnv = (url) => ({
-  LIVEKIT_URL: url,
-  LIVEKIT_API_KEY: API_KEY,
-  LIVEKIT_API_SECRET: API_SECRET,
+  ...standInEnv(url),
   LIVEKIT_TOKEN_TTL: String(TOKEN_TTL),
   LIVEKIT_EMPTY_TIMEOUT: String(EMPTY_TIMEOUT),
   MAX_CALL_PARTICIPANTS: String(MAX_PARTICIPANTS),
@@ -374,46 +306,8 @@ describe('when LiveKit fails', () => {
 });
 
 describe('webhooks', () => {
-  /**
-   * LiveKit's webhook body for `event` in `room`, as the protocol types write it. (The
-   * protocol's WebhookEvent, not the SDK's subclass: the subclass's constructor resets
-   * `event` to "" after the fields passed to it are set.)
-   */
-  function webhookBody(event, room, participant) {
-    const body = new WebhookEvent({
-      id: `EV_${Math.random().toString(36).slice(2, 12)}`,
-      event,
-      createdAt: BigInt(Math.floor(Date.now() / 1000)),
-      room: new Room({ sid: 'RM_standin', name: room }),
-      ...(participant ? { participant: new ParticipantInfo(participant) } : {}),
-    }).toJsonString();
-    assert.equal(JSON.parse(body).event, event);
-    return body;
-  }
-
-  /** The Authorization LiveKit puts on a webhook: a token of the API key whose sha256 claim is the body's digest. */
-  async function sign(body, secret = API_SECRET) {
-    const at = new AccessToken(API_KEY, secret);
-    at.sha256 = createHash('sha256').update(body).digest('base64');
-    return at.toJwt();
-  }
-
-  async function post(body, authorization) {
-    const headers = { 'content-type': 'application/webhook+json' };
-    if (authorization !== undefined) headers.authorization = authorization;
-    const response = await fetch(`${server.url}/webhooks/livekit`, { method: 'POST', headers, body });
-    return { status: response.status, body: await response.json() };
-  }
-
-  async function deliver(body) {
-    const authorization = await sign(body);
-    // What Huddle is sent is what LiveKit's own receiver accepts.
-    const received = await new WebhookReceiver(API_KEY, API_SECRET).receive(body, authorization);
-    assert.equal(received.event, JSON.parse(body).event);
-    const res = await post(body, authorization);
-    assert.equal(res.status, 200, JSON.stringify(res.body));
-    assert.deepEqual(res.body, { success: true });
-  }
+  const post = (body, authorization) => postTo(server.url, body, authorization);
+  const deliver = (body) => deliverTo(server.url, body);
 
   const getCall = async (user, id) => {
     const res = await rest(server, 'GET', `/api/v1/calls/${id}`, user);
