@@ -319,6 +319,12 @@ export class Cluster {
     return this.redis.cli('get', `huddle:room:${callId}`) || null;
   }
 
+  /** Node `id`'s media (SFU) address `ip:port` as the registry has it, or null while it has no entry. */
+  media(id) {
+    const entry = this.redis.cli('get', `huddle:node:${id}`);
+    return entry ? JSON.parse(entry).media : null;
+  }
+
   /** Resolves to the owner of `callId`'s media once there is one. */
   async ownerOf(callId, ms = 10_000) {
     const deadline = Date.now() + ms;

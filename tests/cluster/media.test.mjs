@@ -2,7 +2,10 @@
 // whose pages are on three different nodes share one SFU call, whose room lives on one
 // of the nodes (its owner, from Redis). When the owner dies (kill -9) or shuts down
 // (SIGTERM), every page starts its media over (call:media_restart, or its reconnect)
-// and decodes the others again within 10 s; the call stays one call.
+// and decodes the others again within 10 s; the call stays one call. A relay-only page
+// (`?relay=1`) on a node that does not own the media gets its own node's embedded TURN
+// server, whose relays reach the owner's SFU (the nodes' media addresses it learns from
+// the registry).
 //
 // Each page reaches the cluster through a TCP proxy of its own (standing in for a load
 // balancer; see `Cluster.proxy`), so a page whose node is gone reconnects to another.
@@ -11,8 +14,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { launchChromium, until } from '../browser/harness.mjs';
-import { Person, call, counter, receives } from '../browser/people.mjs';
-import { startCluster } from './harness.mjs';
+import { addresses, packetsReceived, relayedOnly, turnFigures } from '../browser/ice.mjs';
+import { Person, call, counter, inCall, receives } from '../browser/people.mjs';
+import { SECRET, startCluster } from './harness.mjs';
 
 /** The spec's bound: from losing the owner to decoding everyone again. */
 const RESUME_MS = 10_000;
@@ -29,17 +33,20 @@ after(async () => {
   await cluster?.stop();
 });
 
+/** `name` on the demo page (opened with `query`), through a proxy to node `id`. */
+async function signIn(name, id, { query = '' } = {}) {
+  const proxy = await cluster.proxy(id);
+  // What Person needs of a server: the page's address and a log for failures.
+  const door = { url: proxy.url, log: () => cluster.logs() };
+  const person = await Person.signIn({ browser, server: door }, name, { query });
+  person.node = id;
+  return person;
+}
+
 /** Alice, Bob and Carol on the demo page, through proxies to nodes a, b and c. */
 async function threePeople() {
   const people = [];
-  for (const [name, id] of [['Alice', 'a'], ['Bob', 'b'], ['Carol', 'c']]) {
-    const proxy = await cluster.proxy(id);
-    // What Person needs of a server: the page's address and a log for failures.
-    const door = { url: proxy.url, log: () => cluster.logs() };
-    const person = await Person.signIn({ browser, server: door }, name);
-    person.node = id;
-    people.push(person);
-  }
+  for (const [name, id] of [['Alice', 'a'], ['Bob', 'b'], ['Carol', 'c']]) people.push(await signIn(name, id));
   return people;
 }
 
@@ -137,6 +144,62 @@ async function loseTheOwner(signal) {
     for (const p of people) await p.page.context().close().catch(() => {});
   }
 }
+
+describe('a relay-only page on a node that does not own the call\'s media', () => {
+  test('its own node\'s TURN relays it to the owner\'s SFU: every candidate is a relay there, and everyone decodes everyone', { timeout: 120_000 }, async (t) => {
+    const people = [];
+    try {
+      // Bob (node b) calls Carol (node c); both publish, so the room is placed.
+      const bob = await signIn('Bob', 'b');
+      const carol = await signIn('Carol', 'c');
+      people.push(bob, carol);
+      await call(bob, [carol], 'video');
+      const callId = await bob.page.evaluate(() => window.huddle.callId);
+      await Promise.all([receives(bob, [carol]), receives(carol, [bob])]);
+      const owner = await cluster.ownerOf(callId);
+
+      // Alice signs in relay-only through a node that is not the owner: the iceServers
+      // of her join ack are that node's embedded TURN server.
+      const id = ['a', 'b', 'c'].find((n) => n !== owner);
+      const { turn } = addresses(cluster.node(id).log());
+      const sfu = cluster.media(owner);
+      assert.equal(sfu, addresses(cluster.node(owner).log()).sfu, `the registry has owner ${owner}'s announced SFU address`);
+      assert.notEqual(sfu, addresses(cluster.node(id).log()).sfu, 'two nodes, two SFU addresses');
+      const alice = await signIn('Alice', id, { query: '?relay=1' });
+      people.push(alice);
+      const before = await turnFigures(cluster.node(id).url, SECRET);
+
+      // Bob invites her into the call; she accepts.
+      await bob.page.fill('#more', alice.userId);
+      await bob.page.click('#invite');
+      await alice.page.waitForSelector('#incoming:not([hidden])', { timeout: 10_000 });
+      await alice.page.click('#accept');
+      await inCall(alice);
+      await Promise.all(people.map((p) => receives(p, others(people, p))));
+
+      // Alice's only candidates are relays of her node's TURN server, and the pair in
+      // use goes from one of them to the owner's SFU.
+      const report = await relayedOnly(alice, { turn, sfu });
+      assert.equal(await cluster.ownerOf(callId), owner, 'the room stayed where it was placed');
+
+      // Every RTP packet Alice received came through her node's relays.
+      const received = await packetsReceived(alice);
+      const after = await turnFigures(cluster.node(id).url, SECRET);
+      assert.ok(received > 50, `Alice received ${received} RTP packets`);
+      assert.ok(after.relayedPackets - before.relayedPackets >= received, `node ${id} relayed ${after.relayedPackets - before.relayedPackets} packets in the meantime, Alice received ${received}`);
+      assert.ok(after.allocations >= 2, `allocations alive on node ${id}: ${JSON.stringify(after)}`);
+      assert.equal(after.refused.peer, 0, `node ${id} refused no peer: ${JSON.stringify(after)}`);
+      for (const p of people) assert.deepEqual(p.errors, [], `${p.name}'s page threw`);
+      t.diagnostic(
+        `owner ${owner} (SFU ${sfu}); Alice on node ${id} (TURN ${turn}): ` +
+          report.sub.selected.map(({ local, remote }) => `${local.url} ${local.address}:${local.port} -> ${remote.address}:${remote.port}`).join() +
+          `; relayed ${after.relayedPackets - before.relayedPackets} packets, Alice received ${received}`,
+      );
+    } finally {
+      for (const p of people) await p.page.context().close().catch(() => {});
+    }
+  });
+});
 
 describe('an SFU call across three nodes', () => {
   test('kill -9 of the node owning the media: every page decodes the others again within 10 s', { timeout: 120_000 }, async () => {
