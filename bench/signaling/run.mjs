@@ -12,42 +12,26 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 
-const env = (name, fallback) => Number(process.env[name] ?? fallback);
+import { cpuSeconds, env, limitsOff, now, paced, percentile, rssKiB, sleep } from './common.mjs';
+
 const ECHO_RATE = env('ECHO_RATE', 2000);
 const RELAY_RATE = env('RELAY_RATE', 2000);
 const SECONDS = env('PHASE_SECONDS', 10);
 const PAIRS = env('PAIRS', 25);
 const CONNECTIONS = env('CONNECTIONS', 5000);
 const SECRET = 'bench-secret-0123456789abcdef';
-const TICKS_PER_SECOND = 100; // CLK_TCK on Linux
 const HUDDLE_BIN = process.env.HUDDLE_BIN;
 if (!HUDDLE_BIN) throw new Error('set HUDDLE_BIN to a release build of huddle (run.sh does)');
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
 
 function token(sub) {
   const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub, exp: Math.floor(Date.now() / 1000) + 7200 })}`;
   return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
-}
-
-/** CPU seconds (user + system) the process has used. */
-function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-}
-
-/** Resident memory in KiB. */
-function rssKiB(pid) {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
-  return Number(line.split(/\s+/)[1]);
 }
 
 /** Spawns a server and resolves to { pid, url, stop } once `pattern` gives its address. */
@@ -82,22 +66,6 @@ function connect(url, user) {
     socket.once('connect', () => resolve(socket));
     socket.once('connect_error', reject);
   });
-}
-
-/** Calls `send(i)` `rate` times a second for `seconds`; resolves to the number sent. */
-async function paced(rate, seconds, send) {
-  const start = now();
-  let sent = 0;
-  while (now() - start < seconds * 1000) {
-    const due = Math.floor(((now() - start) / 1000) * rate);
-    while (sent < due) send(sent++);
-    await sleep(2);
-  }
-  return sent;
-}
-
-function percentile(sorted, p) {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
 }
 
 /** Runs `phase` against `server` after a warm-up; returns CPU per message and latencies. */
@@ -166,10 +134,7 @@ async function main() {
   const huddle = await launch(HUDDLE_BIN, [], {
     HOST: '127.0.0.1', PORT: '0', JWT_SECRET: SECRET, LOG_LEVEL: 'info',
     DATABASE_URL: `sqlite://${join(dir, 'bench.db')}`,
-    // Every client here is one address and a few users, at rates past what any real
-    // user sends: the limits that protect a deployment would refuse the benchmark.
-    RATE_LIMIT_USER_PER_SEC: '0', RATE_LIMIT_IP_PER_SEC: '0',
-    HTTP_MAX_CONNECTIONS_PER_IP: String(CONNECTIONS + 1000),
+    ...limitsOff(CONNECTIONS),
   }, /addr=(\S+)/);
   huddle.url = `http://${huddle.url}`;
 
