@@ -56,6 +56,8 @@ const FORWARD_WAIT: Duration = Duration::from_secs(3);
 /// How long a node trusts what it knows of a call without news of it (news of
 /// other nodes' changes travels through Redis, and can be lost while it restarts).
 pub const TRUST_CACHED_CALLS: Duration = Duration::from_secs(5);
+/// Every how many beats a node checks that the calls of its rooms are still live.
+const PRUNE_EVERY: u64 = 10;
 /// The channel every node hears call changes on.
 const CHANGES: &str = "huddle:calls";
 
@@ -610,6 +612,23 @@ impl Cluster {
         pipe.query_async(conn).await
     }
 
+    /// Closes the rooms of calls that have ended without this node hearing of it
+    /// (news lost while Redis restarted), and gives up their leases.
+    async fn prune(&self, service: &CallService) {
+        let owned: Vec<CallId> = lock(&self.owned).iter().copied().collect();
+        for call in owned {
+            match service.store().load(call).await {
+                Ok(Some(c)) if c.call.state.is_active() => {}
+                Ok(_) => {
+                    tracing::info!(%call, "closing the room of a call that ended");
+                    self.sfu.close(call);
+                    self.release(call).await;
+                }
+                Err(e) => tracing::debug!(%call, error = %e, "room not checked"),
+            }
+        }
+    }
+
     /// Looks for nodes that stopped beating and reaps each once, cluster-wide.
     async fn reap_dead(&self, service: &CallService) -> Result<(), ClusterError> {
         let settled = lock(&self.healthy_since).is_some_and(|since| since.elapsed() >= SETTLED);
@@ -798,13 +817,16 @@ impl Cluster {
 async fn beat(cluster: std::sync::Weak<Cluster>, service: Arc<CallService>) {
     let mut ticks = tokio::time::interval(BEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for beat in 1u64.. {
         ticks.tick().await;
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
         if cluster.draining.load(Ordering::SeqCst) {
             continue;
+        }
+        if beat % PRUNE_EVERY == 0 {
+            cluster.prune(&service).await;
         }
         match cluster.beat().await {
             Ok(()) => {
