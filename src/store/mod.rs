@@ -64,6 +64,8 @@ macro_rules! with_pool {
     };
 }
 
+pub mod phone;
+
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
 macro_rules! bind_participant {
     ($query:expr, $p:expr) => {
