@@ -306,45 +306,6 @@ async fn prometheus_text(state: &AppState) -> Response {
         .into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accept(values: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for v in values {
-            headers.append(header::ACCEPT, v.parse().unwrap());
-        }
-        headers
-    }
-
-    #[test]
-    fn only_a_request_accepting_json_alone_gets_json() {
-        for json in [
-            &["application/json"][..],
-            &["Application/JSON; charset=utf-8"],
-            &["application/json;q=0.9"],
-            &["application/json, text/plain;q=0"],
-            &["application/json", "application/json"],
-        ] {
-            assert!(accepts_only_json(&accept(json)), "{json:?}");
-        }
-        for text in [
-            &[][..],
-            &["*/*"],
-            &["text/plain"],
-            &["application/json, */*"],
-            &["application/json", "text/plain"],
-            &[
-                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-            ],
-            &["application/json;q=0"],
-        ] {
-            assert!(!accepts_only_json(&accept(text)), "{text:?}");
-        }
-    }
-}
-
 /// The embedded TURN server's figures (`enabled: false` when coturn serves TURN).
 async fn turn_figures(state: &AppState) -> Value {
     let Some(turn) = &state.turn else {
@@ -386,4 +347,43 @@ fn sfu_figures(state: &AppState) -> Value {
             "dtlsFailed": c.dtls_failed.load(Ordering::Relaxed),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::ACCEPT, v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_a_request_accepting_json_alone_gets_json() {
+        for json in [
+            &["application/json"][..],
+            &["Application/JSON; charset=utf-8"],
+            &["application/json;q=0.9"],
+            &["application/json, text/plain;q=0"],
+            &["application/json", "application/json"],
+        ] {
+            assert!(accepts_only_json(&accept(json)), "{json:?}");
+        }
+        for text in [
+            &[][..],
+            &["*/*"],
+            &["text/plain"],
+            &["application/json, */*"],
+            &["application/json", "text/plain"],
+            &[
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ],
+            &["application/json;q=0"],
+        ] {
+            assert!(!accepts_only_json(&accept(text)), "{text:?}");
+        }
+    }
 }
