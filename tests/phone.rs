@@ -344,6 +344,31 @@ on_both_backends! {
         assert_eq!(i["calls"][0], json!({ "callId": "x", "state": "completed", "duration": 60 }));
     }
 
+    async fn events_of_one_call_arriving_at_once_give_the_whole_call(h) {
+        // A call's events in concurrent requests: whichever commits last must see the
+        // others' events (the call's row is locked first), whether the call is new
+        // or known already.
+        for round in 0..8 {
+            let call = format!("race-{round}");
+            let initiate = event(&format!("{call}-i"), &call, "INITIATE", A, B, "07:00:00");
+            if round % 2 == 0 {
+                post_events(&h, initiate.clone()).await;
+            }
+            let (i, a, d) = tokio::join!(
+                post_events(&h, initiate),
+                post_events(&h, event(&format!("{call}-a"), &call, "ANSWER", A, B, "07:00:02")),
+                post_events(&h, event(&format!("{call}-d"), &call, "DISCONNECT", A, B, "07:00:45")),
+            );
+            assert_eq!([&a, &d].map(|r| r["stored"].as_u64()), [Some(1); 2]);
+            assert_eq!(i["stored"].as_u64(), Some(u64::from(round % 2 == 1)));
+        }
+        let rows = history(&h, A, "").await;
+        assert_eq!(rows["pagination"]["total"], 8);
+        for row in rows["calls"].as_array().unwrap() {
+            assert_eq!((row["call_status"].as_str(), row["duration"].as_i64()), (Some("Completed Outbound"), Some(45)), "{row}");
+        }
+    }
+
     async fn seed_000s_start_and_end_events_on_its_own_path(h) {
         let service = service(&h);
         let start = json!({ "call_id": "s1", "from": "+1 415 555 2671", "to": B, "started": time("09:00:00") });
