@@ -64,6 +64,9 @@ macro_rules! with_pool {
     };
 }
 
+// After `with_pool!`, which it uses.
+mod analytics;
+
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
 macro_rules! bind_participant {
     ($query:expr, $p:expr) => {
