@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state, and the JSON envelope and error shape.
 //! [`app`] builds the router without binding a port; `server` serves it.
 
+mod analytics;
 mod calls;
 mod demo;
 mod error;
@@ -83,6 +84,8 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/history", get(calls::history))
         .route("/active", get(calls::active))
         .route("/stats", get(calls::stats))
+        // Call analytics (issue 16 §4).
+        .route("/analytics", get(analytics::analytics))
         .route("/{call_id}", get(calls::get))
         .route("/{call_id}/join", post(calls::join))
         .route("/{call_id}/end", post(calls::end))

@@ -64,6 +64,8 @@ macro_rules! with_pool {
     };
 }
 
+// After `with_pool!`, which they use.
+mod analytics;
 pub mod phone;
 
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
