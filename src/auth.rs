@@ -8,6 +8,8 @@
 //! - `name` (optional): a display name shown to other participants (see [`check_name`]).
 //! - `role` (optional): `"admin"` grants the operator views (global statistics,
 //!   `/monitoring/metrics`); it grants no access to other people's calls.
+//!   `"service"` marks a backend, such as a telephone system posting its call events
+//!   (`/api/v1/phone/*`); it grants nothing else either.
 //!
 //! Only `alg: HS256` is accepted; `none` and every other algorithm are refused, and
 //! the signature is compared in constant time. `exp` and `nbf` allow 30 s of clock skew.
@@ -68,6 +70,8 @@ pub struct Identity {
     pub id: UserId,
     pub name: Option<String>,
     pub admin: bool,
+    /// A backend's token (`"role": "service"`), for the phone-call endpoints.
+    pub service: bool,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +159,7 @@ impl Claims {
             id: UserId(self.sub),
             name: self.name.filter(|n| !n.trim().is_empty()),
             admin: self.role.as_deref() == Some("admin"),
+            service: self.role.as_deref() == Some("service"),
         })
     }
 }
@@ -204,7 +209,7 @@ mod tests {
             .unwrap();
         assert_eq!(identity.id.as_str(), "alice");
         assert_eq!(identity.name.as_deref(), Some("Alice"));
-        assert!(!identity.admin);
+        assert!(!identity.admin && !identity.service);
     }
 
     #[test]
@@ -213,6 +218,20 @@ mod tests {
         let mut c = claims("ops", NOW + 60);
         c.role = Some("admin".into());
         assert!(key.verify(&key.sign(&c), NOW).unwrap().admin);
+    }
+
+    #[test]
+    fn the_service_role_claim_marks_a_backend_not_an_operator() {
+        let key = JwtKey::new(b"k");
+        let mut c = claims("pbx", NOW + 60);
+        c.role = Some("service".into());
+        let identity = key.verify(&key.sign(&c), NOW).unwrap();
+        assert!(identity.service && !identity.admin);
+        assert!(
+            !key.verify(&key.sign(&claims("a", NOW + 60)), NOW)
+                .unwrap()
+                .service
+        );
     }
 
     #[test]

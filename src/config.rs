@@ -16,6 +16,8 @@ use crate::calls::model::MediaMode;
 use crate::http::HttpLimits;
 use crate::ice::{IceServer, IceServers, RestTurn};
 use crate::media::livekit::LiveKitConfig;
+use crate::phone::PhoneSettings;
+use crate::phone::number::{Numbers, parse_region};
 use crate::ratelimit::{Rate, RateLimits};
 
 /// Huddle: a self-hosted call server.
@@ -45,12 +47,34 @@ pub struct TokenArgs {
     /// Seconds until the token expires.
     #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
     pub ttl: u32,
-    /// Add `"role": "admin"` (global statistics and monitoring).
-    #[arg(long)]
+    /// Add `"role": "admin"` (global statistics and monitoring); `--role admin` too.
+    #[arg(long, conflicts_with = "role")]
     pub admin: bool,
+    /// The `role` claim: `admin` (global statistics and monitoring) or `service` (a
+    /// backend: posts phone-call events and reads phone histories). None: a user.
+    #[arg(long, value_enum)]
+    pub role: Option<TokenRole>,
     /// The server's signing secret.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub jwt_secret: Option<String>,
+}
+
+/// The `role` claim of a printed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenRole {
+    Admin,
+    Service,
+}
+
+impl TokenArgs {
+    /// The `role` claim: `--role`, or `admin` for `--admin`.
+    pub fn role(&self) -> Option<&'static str> {
+        match (self.role, self.admin) {
+            (Some(TokenRole::Admin), _) | (None, true) => Some("admin"),
+            (Some(TokenRole::Service), _) => Some("service"),
+            (None, false) => None,
+        }
+    }
 }
 
 /// Everything the server needs to run.
@@ -237,6 +261,14 @@ pub struct Config {
     /// This node's id in a cluster, unique among its nodes. Default: the host name.
     #[arg(long, env = "NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
+    /// Region whose numbers phone-call events may give without a country code
+    /// (`US`, `GB`, `DE`, ...): `(415) 555-2671` is then read as +14155552671.
+    /// Unset, every number must carry its country code (`+1 415 555 2671`).
+    #[arg(long, env = "PHONE_DEFAULT_REGION", value_parser = parse_phone_region)]
+    pub phone_default_region: Option<phonenumber::country::Id>,
+    /// Seconds after which a phone call started and not ended counts as stale.
+    #[arg(long, env = "PHONE_STALE_AFTER", default_value_t = 3_600, value_parser = clap::value_parser!(u32).range(1..=2_592_000))]
+    pub phone_stale_after: u32,
     /// Let the demo page at `/` mint tokens for any user id (`POST /demo/token`).
     /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
     #[arg(long, env = "DEMO_TOKENS")]
@@ -264,6 +296,14 @@ impl Config {
             away_grace: Duration::seconds(self.connection_timeout.into()),
             max_ringing: self.ringing_limit,
             decline_cooldown: Duration::seconds(self.decline_cooldown.into()),
+        }
+    }
+
+    /// Settings of phone-call tracking (PHONE_*).
+    pub fn phone(&self) -> PhoneSettings {
+        PhoneSettings {
+            numbers: Numbers::new(self.phone_default_region),
+            stale_after: Duration::seconds(self.phone_stale_after.into()),
         }
     }
 
@@ -490,6 +530,10 @@ fn parse_log_level(value: &str) -> Result<Targets, String> {
         ));
     }
     Targets::from_str(value).map_err(|e| e.to_string())
+}
+
+fn parse_phone_region(value: &str) -> Result<phonenumber::country::Id, String> {
+    parse_region(value)
 }
 
 fn parse_redis_url(value: &str) -> Result<String, String> {
@@ -775,6 +819,58 @@ mod tests {
         let err = Config::from_args(["huddle", "--log-level", "loud"]).unwrap_err();
         assert!(err.contains("LOG_LEVEL"), "{err}");
         assert!(Config::from_args(["huddle", "--log-level", "huddle=chatty"]).is_err());
+    }
+
+    #[test]
+    fn phone_settings_default_to_an_hour_and_no_region() {
+        let config = Config::from_args(["huddle"]).unwrap();
+        assert_eq!(config.phone_stale_after, 3_600);
+        assert!(config.phone_default_region.is_none());
+        let config = Config::from_args([
+            "huddle",
+            "--phone-default-region",
+            "gb",
+            "--phone-stale-after",
+            "600",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.phone().numbers.normalize("020 7183 8750").as_deref(),
+            Ok("+442071838750")
+        );
+        assert_eq!(config.phone().stale_after, Duration::minutes(10));
+        let err = Config::from_args(["huddle", "--phone-default-region", "Atlantis"]).unwrap_err();
+        assert!(err.contains("PHONE_DEFAULT_REGION"), "{err}");
+        let err = Config::from_args(["huddle", "--phone-stale-after", "0"]).unwrap_err();
+        assert!(err.contains("PHONE_STALE_AFTER"), "{err}");
+    }
+
+    #[test]
+    fn the_token_command_takes_a_role() {
+        let role = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Token(t)) => t.role(),
+            None => panic!("not the token command"),
+        };
+        assert_eq!(role(&["huddle", "token", "--user", "u"]), None);
+        assert_eq!(
+            role(&["huddle", "token", "--user", "u", "--admin"]),
+            Some("admin")
+        );
+        assert_eq!(
+            role(&["huddle", "token", "--user", "u", "--role", "admin"]),
+            Some("admin")
+        );
+        assert_eq!(
+            role(&["huddle", "token", "--user", "pbx", "--role", "service"]),
+            Some("service")
+        );
+        assert!(Cli::try_parse_from(["huddle", "token", "--user", "u", "--role", "root"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "huddle", "token", "--user", "u", "--admin", "--role", "service"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

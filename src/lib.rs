@@ -11,6 +11,9 @@
 //! PostgreSQL, one SQL text for both). Every stored change is diffed into
 //! `calls::events`, which `realtime::Notifier` sends to the call's members.
 //!
+//! Calls of an outside telephone system, tracked from its events, are `phone`'s
+//! (served by `api::phone`, stored by `store::phone`).
+//!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a
 //! [`clock::Clock`], and the lifecycle rules take `now` as an argument. A sweeper in
@@ -34,6 +37,7 @@ pub mod ice;
 pub mod live;
 pub mod media;
 pub mod metrics;
+pub mod phone;
 pub mod ratelimit;
 pub mod realtime;
 pub mod server;

@@ -33,7 +33,7 @@ fn print_token(args: &TokenArgs) -> ExitCode {
         iat: Some(now),
         nbf: None,
         name: args.name.clone(),
-        role: args.admin.then(|| "admin".to_owned()),
+        role: args.role().map(str::to_owned),
     };
     println!("{}", JwtKey::new(secret.as_bytes()).sign(&claims));
     ExitCode::SUCCESS

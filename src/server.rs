@@ -30,6 +30,7 @@ use crate::media::livekit::LiveKit;
 use crate::media::sfu::{Measured, SfuPlane};
 use crate::media::{MediaAccess, MediaPlane, Planes};
 use crate::metrics::Metrics;
+use crate::phone::PhoneCalls;
 use crate::realtime::{Notifier, Realtime};
 use crate::store::{Store, StoreError};
 
@@ -158,6 +159,11 @@ impl Server {
             cluster: cluster.clone(),
         });
         let metrics = Arc::new(Metrics::default());
+        let phone = Arc::new(PhoneCalls::new(
+            store.clone(),
+            clock.clone(),
+            config.phone(),
+        ));
         let service = Arc::new(CallService::new(
             store,
             clock,
@@ -203,6 +209,7 @@ impl Server {
             rate_limits: Arc::new(config.rate_limits()),
             signaling: signaling.clone(),
             drain: Arc::new(Drain::default()),
+            phone,
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),

@@ -303,6 +303,32 @@ async fn a_printed_token_is_accepted_by_a_server_with_the_same_secret() {
         "{}",
         String::from_utf8_lossy(&bytes)
     );
+
+    // A backend's token (`--role service`) reaches the phone endpoints, not the
+    // operator's views.
+    let out = huddle(&dir)
+        .env(secret.0, secret.1)
+        .args(["token", "--user", "pbx", "--role", "service"])
+        .output()
+        .expect("run huddle token");
+    assert!(out.status.success());
+    let service = [(
+        "authorization",
+        format!("Bearer {}", String::from_utf8_lossy(&out.stdout).trim()),
+    )];
+    for (path, expected) in [
+        ("/api/v1/phone/metrics", StatusCode::OK),
+        ("/monitoring/metrics", StatusCode::FORBIDDEN),
+    ] {
+        let (status, bytes) =
+            common::raw(running.addr, Method::GET, path, &service, Vec::new()).await;
+        assert_eq!(
+            status,
+            expected,
+            "{path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
     let (exit, _) = running.terminate();
     assert!(exit.success());
     let _ = std::fs::remove_dir_all(dir);

@@ -153,20 +153,27 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| Failure::invalid("query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(Failure::invalid("limit", "must be from 1 to 100"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if !(0..=1_000_000).contains(&offset) {
-        return Err(Failure::invalid("offset", "must be from 0 to 1000000"));
-    }
+    let (limit, offset) = page_bounds(query.limit, query.offset)?;
     let (calls, total) = state.service.history(&me.id, limit, offset).await?;
     let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
     ok(json!({
         "calls": items,
         "pagination": { "limit": limit, "offset": offset, "total": total },
     }))
+}
+
+/// `limit` (1 to 100, default 50) and `offset` (0 to 1000000, default 0) of a page of
+/// a history.
+pub(super) fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Failure> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Failure::invalid("limit", "must be from 1 to 100"));
+    }
+    let offset = offset.unwrap_or(0);
+    if !(0..=1_000_000).contains(&offset) {
+        return Err(Failure::invalid("offset", "must be from 0 to 1000000"));
+    }
+    Ok((limit, offset))
 }
 
 /// `GET /api/v1/calls/active`: the caller's calls that have not ended.

@@ -1,12 +1,14 @@
 //! The HTTP API: routes, shared state, and the JSON envelope and error shape.
 //! [`app`] builds the router without binding a port; `server` serves it.
 
+mod analytics;
 mod calls;
 mod demo;
 mod error;
 mod extract;
 mod middleware;
 mod monitoring;
+mod phone;
 mod webhooks;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::media::MediaAccess;
 use crate::media::livekit::LiveKit;
 use crate::media::sfu::SfuPlane;
 use crate::metrics::Metrics;
+use crate::phone::PhoneCalls;
 use crate::ratelimit::RateLimits;
 use crate::wire::Failure;
 
@@ -61,6 +64,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The per-IP and per-user rate limiters: one instance each, for every door.
     pub rate_limits: Arc<RateLimits>,
+    /// Calls of an outside telephone system (`/api/v1/phone`).
+    pub phone: Arc<PhoneCalls>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -79,13 +84,29 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/history", get(calls::history))
         .route("/active", get(calls::active))
         .route("/stats", get(calls::stats))
+        // Call analytics (issue 16 §4).
+        .route("/analytics", get(analytics::analytics))
         .route("/{call_id}", get(calls::get))
         .route("/{call_id}/join", post(calls::join))
         .route("/{call_id}/end", post(calls::end))
         .route("/{call_id}/token", post(calls::token))
         .route("/{call_id}/participant", patch(calls::update_participant));
+    // Phone calls of an outside telephone system (issue 16), and the paths of the
+    // reference services (seeds 000 and 002) as aliases with their answer shapes.
+    // Batches of events are larger than call requests: their own body limit.
+    let phone_body = DefaultBodyLimit::max(phone::BODY_LIMIT);
+    let phone = Router::new()
+        .route("/events", post(phone::ingest).layer(phone_body))
+        .route("/metrics", get(phone::metrics))
+        .route("/history/{number}", get(phone::history));
+    let phone_aliases = Router::new()
+        .route("/events", post(phone::ingest_seed_000).layer(phone_body))
+        .route("/call-history/{number}", get(phone::history_seed_002))
+        .route("/call-history/{number}/", get(phone::history_seed_002));
     let mut router = Router::new()
         .nest("/api/v1/calls", calls)
+        .nest("/api/v1/phone", phone)
+        .merge(phone_aliases)
         .route("/", get(demo::page))
         .route("/demo", get(demo::page))
         .route("/demo/socket.io.min.js", get(demo::socket_io_client))

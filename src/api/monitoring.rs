@@ -1,13 +1,14 @@
 //! Health and monitoring: `/health` (no token), `/monitoring/metrics` (admin token,
 //! the primary contract's JSON) and `/metrics` (Prometheus text, no token: expose it
-//! only where Prometheus can reach it, or move it to METRICS_PORT).
+//! only where Prometheus can reach it, or move it to METRICS_PORT; a request that
+//! accepts only JSON gets seed 000's `{ "latestStaleCalls": n }` there instead).
 
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -102,9 +103,71 @@ async fn cluster_figures(state: &AppState) -> Value {
 /// (`huddle_active_calls`, `huddle_participants_connected`) are left out rather than
 /// repeated from an earlier scrape: a stale value would look current, while a gap
 /// next to `huddle_database_up 0` says what happened.
-pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
-    let from_database =
-        tokio::time::timeout(DATABASE_SCRAPE_TIMEOUT, state.service.prometheus()).await;
+///
+/// A request whose `Accept` names only `application/json` is a client of seed 000's
+/// call tracker asking for its stale phone calls: it gets `{ "latestStaleCalls": n }`
+/// (500 `{ "error": "Failed to retrieve metrics" }`). Prometheus, which accepts
+/// text, and any request without `Accept` get the text exposition.
+pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if accepts_only_json(&headers) {
+        return match state.phone.stale_calls().await {
+            Ok(stale) => Json(json!({ "latestStaleCalls": stale })).into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: database unreachable");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({ "error": "Failed to retrieve metrics" })),
+                )
+                    .into_response()
+            }
+        };
+    }
+    prometheus_text(&state).await
+}
+
+/// Whether every media range `Accept` lists (refused ones, `q=0`, aside) is
+/// `application/json`, and there is one.
+fn accepts_only_json(headers: &HeaderMap) -> bool {
+    let mut json = false;
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        for range in text.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            if media.is_empty() || refused {
+                continue;
+            }
+            if !media.eq_ignore_ascii_case("application/json") {
+                return false;
+            }
+            json = true;
+        }
+    }
+    json
+}
+
+async fn prometheus_text(state: &AppState) -> Response {
+    let from_database = tokio::time::timeout(DATABASE_SCRAPE_TIMEOUT, async {
+        let mut text = state.service.prometheus().await?;
+        let stale = state.phone.stale_calls().await?;
+        family(
+            &mut text,
+            "huddle_phone_stale_calls",
+            "gauge",
+            "Phone calls started more than PHONE_STALE_AFTER ago and not ended.",
+            &[(String::new(), stale.unsigned_abs())],
+        );
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(text)
+    })
+    .await;
     let (mut text, up) = match from_database {
         Ok(Ok(text)) => (text, 1),
         Ok(Err(e)) => {
@@ -175,7 +238,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         "Connections refused for going over HTTP_MAX_CONNECTIONS_PER_IP.",
         &[(String::new(), read(&state.drain.refused_connections))],
     );
-    let sfu = sfu_figures(&state);
+    let sfu = sfu_figures(state);
     text.push_str(&format!(
         "# HELP huddle_sfu_rooms Media rooms running in the built-in SFU.\n\
          # TYPE huddle_sfu_rooms gauge\n\
@@ -240,6 +303,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         )],
         text,
     )
+        .into_response()
 }
 
 /// The embedded TURN server's figures (`enabled: false` when coturn serves TURN).
@@ -283,4 +347,43 @@ fn sfu_figures(state: &AppState) -> Value {
             "dtlsFailed": c.dtls_failed.load(Ordering::Relaxed),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::ACCEPT, v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_a_request_accepting_json_alone_gets_json() {
+        for json in [
+            &["application/json"][..],
+            &["Application/JSON; charset=utf-8"],
+            &["application/json;q=0.9"],
+            &["application/json, text/plain;q=0"],
+            &["application/json", "application/json"],
+        ] {
+            assert!(accepts_only_json(&accept(json)), "{json:?}");
+        }
+        for text in [
+            &[][..],
+            &["*/*"],
+            &["text/plain"],
+            &["application/json, */*"],
+            &["application/json", "text/plain"],
+            &[
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ],
+            &["application/json;q=0"],
+        ] {
+            assert!(!accepts_only_json(&accept(text)), "{text:?}");
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //! ([`lifecycle`], pure), what each change announces ([`events`], pure), quality
 //! reports ([`quality`]), and the service that applies them to stored calls
 //! ([`service`]). REST and Socket.IO handlers are thin layers over
-//! [`service::CallService`].
+//! [`service::CallService`]. [`analytics`] names what call analytics ask and
+//! builds their report from the figures the store computes.
 
+pub mod analytics;
 pub mod events;
 pub mod lifecycle;
 pub mod model;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::analytics;
 use super::events::{self, CallEvent};
 use super::lifecycle::{
     CallError, CallSnapshot, Caller, EndOutcome, Limits, MediaFlags, MediaPatch, NewCall,
@@ -446,6 +447,15 @@ impl CallService {
     /// Statistics over `user`'s calls, or over all calls for `None`.
     pub async fn stats(&self, user: Option<&UserId>) -> Result<CallStats, ServiceError> {
         Ok(self.store.stats(user).await?)
+    }
+
+    /// Call analytics over the query's window and scope, computed by the store.
+    pub async fn analytics(
+        &self,
+        query: &analytics::Query,
+    ) -> Result<analytics::Report, ServiceError> {
+        let figures = self.store.analytics(query).await?;
+        Ok(analytics::Report::build(query, figures))
     }
 
     /// The Prometheus exposition: process counters plus live gauges.

@@ -64,6 +64,10 @@ macro_rules! with_pool {
     };
 }
 
+// After `with_pool!`, which they use.
+mod analytics;
+pub mod phone;
+
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
 macro_rules! bind_participant {
     ($query:expr, $p:expr) => {

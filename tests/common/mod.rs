@@ -150,6 +150,11 @@ impl Harness {
         self.server.addr
     }
 
+    /// The URL of the test's own database, for tests that write rows directly.
+    pub fn database_url(&self) -> &str {
+        &self.config.database_url
+    }
+
     /// Checks that `ice` is what a client of the harness's server gets for `user`:
     /// the embedded TURN server as STUN, and as TURN over UDP and TCP with fresh
     /// credentials for `user` that TURN_SECRET signs.
