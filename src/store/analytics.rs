@@ -15,8 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Pool, Store, StoreError};
 use crate::calls::analytics::{
-    Figures, Kind, MAX_ROWS, NumberFigures, Outcome, QualityFigures, Query, Rows, Scope,
-    SummaryFigures, UserFigures,
+    Figures, Kind, MAX_ROWS, NumberFigures, Outcome, Query, Rows, Scope, SummaryFigures,
 };
 
 /// The UTC day (`YYYY-MM-DD`) and hour (0–23, BIGINT) of a timestamp column, per backend.
@@ -184,43 +183,44 @@ impl Store {
         let quality = app_quality();
         let days = per_bucket(&(bucket.day)("c.created_at"), "calls c", APP_CALLS);
         let hours = per_bucket(&(bucket.hour)("c.created_at"), "calls c", APP_CALLS);
+        // The statements are independent: run at once, on connections of their own,
+        // the report takes as long as its slowest statement rather than their sum.
         Ok(with_pool!(self, |pool| {
-            let summary: SummaryFigures = sqlx::query_as(&summary)
-                .bind(from)
-                .bind(to)
-                .bind(member)
-                .fetch_one(pool)
-                .await?;
-            let quality: Vec<QualityFigures> = sqlx::query_as(&quality)
-                .bind(from)
-                .bind(to)
-                .bind(member)
-                .fetch_all(pool)
-                .await?;
-            let days: Vec<(String, i64)> = sqlx::query_as(&days)
-                .bind(from)
-                .bind(to)
-                .bind(member)
-                .fetch_all(pool)
-                .await?;
-            let hours: Vec<(i64, i64)> = sqlx::query_as(&hours)
-                .bind(from)
-                .bind(to)
-                .bind(member)
-                .fetch_all(pool)
-                .await?;
-            let rows = match scope {
-                Scope::Member(_) => None,
-                Scope::All => {
-                    let users: Vec<UserFigures> = sqlx::query_as(APP_USERS)
+            let users = async {
+                match scope {
+                    Scope::Member(_) => Ok(None),
+                    Scope::All => sqlx::query_as(APP_USERS)
                         .bind(from)
                         .bind(to)
                         .bind(MAX_ROWS + 1)
                         .fetch_all(pool)
-                        .await?;
-                    Some(Rows::Users(users))
+                        .await
+                        .map(|users| Some(Rows::Users(users))),
                 }
             };
+            let (summary, quality, days, hours, rows) = tokio::try_join!(
+                sqlx::query_as(&summary)
+                    .bind(from)
+                    .bind(to)
+                    .bind(member)
+                    .fetch_one(pool),
+                sqlx::query_as(&quality)
+                    .bind(from)
+                    .bind(to)
+                    .bind(member)
+                    .fetch_all(pool),
+                sqlx::query_as(&days)
+                    .bind(from)
+                    .bind(to)
+                    .bind(member)
+                    .fetch_all(pool),
+                sqlx::query_as(&hours)
+                    .bind(from)
+                    .bind(to)
+                    .bind(member)
+                    .fetch_all(pool),
+                users,
+            )?;
             Figures {
                 summary,
                 quality,
@@ -246,33 +246,24 @@ impl Store {
         let numbers = phone_numbers();
         let (s, days, hours, numbers): (PhoneSummary, _, _, Option<Vec<NumberFigures>>) =
             with_pool!(self, |pool| {
-                let s = sqlx::query_as(&summary)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_one(pool)
-                    .await?;
-                let days: Vec<(String, i64)> = sqlx::query_as(&days)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                let hours: Vec<(i64, i64)> = sqlx::query_as(&hours)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                let numbers = match scope {
-                    Scope::Member(_) => None,
-                    Scope::All => Some(
-                        sqlx::query_as(&numbers)
+                let numbers = async {
+                    match scope {
+                        Scope::Member(_) => Ok(None),
+                        Scope::All => sqlx::query_as(&numbers)
                             .bind(from)
                             .bind(to)
                             .bind(MAX_ROWS + 1)
                             .fetch_all(pool)
-                            .await?,
-                    ),
+                            .await
+                            .map(Some),
+                    }
                 };
-                (s, days, hours, numbers)
+                tokio::try_join!(
+                    sqlx::query_as(&summary).bind(from).bind(to).fetch_one(pool),
+                    sqlx::query_as(&days).bind(from).bind(to).fetch_all(pool),
+                    sqlx::query_as(&hours).bind(from).bind(to).fetch_all(pool),
+                    numbers,
+                )?
             });
         Ok(Figures {
             summary: SummaryFigures {
