@@ -2,7 +2,10 @@
 -- samples, and phone calls, spread over the year before now(), into a database whose
 -- schema huddle's migrations made. Run by psql with -v calls=N -v phone=N
 -- -v users=N -v numbers=N (quality samples: 16 per connected call on average, ~10.2 M
--- for 1 M calls); the rows follow the schema of migrations/postgres/000{1,2,4}.
+-- for 1 M calls); the rows follow the schema of migrations/postgres/000{1,2,4,6}.
+-- Rows are inserted in the order they happen (calls and their members by creation
+-- time, samples by time, phone calls by start), as a running service writes them,
+-- so a table's heap is ordered by time as it would be in production.
 --
 -- Foreign keys are not checked while loading (session_replication_role = replica:
 -- the rows are consistent by construction), and the secondary indexes are dropped
@@ -18,7 +21,8 @@ SET work_mem = '256MB';
 CREATE TEMP TABLE bench_indexes AS
     SELECT indexname, indexdef FROM pg_indexes
     WHERE schemaname = current_schema()
-      AND tablename IN ('calls', 'call_participants', 'call_quality_metrics', 'phone_calls')
+      AND tablename IN ('calls', 'call_participants', 'call_quality_metrics',
+                        'call_quality_totals', 'phone_calls')
       AND indexname NOT IN (SELECT conname FROM pg_constraint);
 SELECT format('DROP INDEX %I', indexname) FROM bench_indexes \gexec
 
@@ -68,11 +72,11 @@ SELECT id, 'room-' || id, CASE WHEN audio THEN 'audio' ELSE 'video' END, 'ended'
        'user-' || lpad(initiator::text, 5, '0'), NULL, members > 2, 8,
        created, started, ended, coalesce(talk, 0), reason, recorded,
        CASE WHEN recorded THEN 'https://recordings.example/' || id END, NULL, ended, 3
-FROM bench_calls;
+FROM bench_calls ORDER BY created;
 
 INSERT INTO call_participants (id, call_id, user_id, display_name, role, invited_at, joined_at,
                                left_at, duration, connection_state, audio_enabled,
-                               video_enabled, screen_share_enabled)
+                               video_enabled, screen_share_enabled, call_created_at)
 SELECT md5('part' || c.g || '-' || k)::uuid::text, c.id,
        'user-' || lpad(((c.initiator + k * c.stride) % :users)::text, 5, '0'),
        'User ' || ((c.initiator + k * c.stride) % :users),
@@ -84,8 +88,9 @@ SELECT md5('part' || c.g || '-' || k)::uuid::text, c.id,
             WHEN c.started IS NOT NULL THEN c.talk ELSE 0 END,
        CASE WHEN k = 0 OR c.started IS NOT NULL THEN 'left'
             WHEN c.reason = 'declined' THEN 'declined' ELSE 'missed' END,
-       true, NOT c.audio, false
-FROM bench_calls c, generate_series(0, c.members - 1) k;
+       true, NOT c.audio, false, c.created
+FROM bench_calls c, generate_series(0, c.members - 1) k
+ORDER BY c.created, k;
 
 -- Quality samples of connected calls, alternately a member's client's and the SFU's,
 -- every 10 s of the call from its start.
@@ -102,7 +107,19 @@ SELECT md5('q' || c.g || '-' || s)::uuid::text, c.id,
        1 + random() * 3.5,
        CASE WHEN s % 2 = 0 THEN 'client' ELSE 'sfu' END
 FROM bench_calls c, generate_series(1, c.samples) s
-WHERE c.samples > 0;
+WHERE c.samples > 0
+ORDER BY c.started + make_interval(secs => s * 10);
+
+-- Each call's running totals per measurer, as storing its samples keeps them.
+INSERT INTO call_quality_totals
+SELECT q.call_id, q.source, c.created_at, COUNT(*),
+       COALESCE(SUM(q.jitter), 0), COUNT(q.jitter),
+       COALESCE(SUM(q.packet_loss), 0), COUNT(q.packet_loss),
+       COALESCE(SUM(q.round_trip_time), 0), COUNT(q.round_trip_time),
+       COALESCE(SUM(q.quality), 0), COUNT(q.quality)
+FROM call_quality_metrics q JOIN calls c ON c.id = q.call_id
+GROUP BY q.call_id, q.source, c.created_at
+ORDER BY c.created_at;
 
 DROP TABLE bench_calls;
 
@@ -128,7 +145,8 @@ FROM (
                CASE WHEN o < 0.62 THEN 1 WHEN o < 0.97 THEN 2 WHEN o < 0.985 THEN 3 ELSE 4 END] AS state,
            CASE WHEN o < 0.62 OR o >= 0.985 THEN floor(-ln(1 - random()) * 180)::int ELSE 0 END AS talk
     FROM (SELECT g, random() AS o FROM generate_series(1, :phone) g) s
-) d;
+) d
+ORDER BY t;
 
 SELECT indexdef FROM bench_indexes \gexec
 -- As autovacuum would have by now: statistics, and the visibility map that lets
@@ -136,4 +154,5 @@ SELECT indexdef FROM bench_indexes \gexec
 VACUUM (ANALYZE) calls;
 VACUUM (ANALYZE) call_participants;
 VACUUM (ANALYZE) call_quality_metrics;
+VACUUM (ANALYZE) call_quality_totals;
 VACUUM (ANALYZE) phone_calls;

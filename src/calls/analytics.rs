@@ -319,10 +319,9 @@ pub enum Rows {
 pub struct Figures {
     pub summary: SummaryFigures,
     pub quality: Vec<QualityFigures>,
-    /// `(YYYY-MM-DD, calls)` for the UTC days that had calls.
-    pub days: Vec<(String, i64)>,
-    /// `(hour 0-23, calls)` for the UTC hours that had calls.
-    pub hours: Vec<(i64, i64)>,
+    /// `("YYYY-MM-DD HH", calls)` for the UTC hours that had calls: the report's
+    /// days and hours of day are sums of these.
+    pub hourly: Vec<(String, i64)>,
     /// For [`Scope::All`]: up to [`MAX_ROWS`] + 1 rows, busiest first (the extra one
     /// says there are more).
     pub rows: Option<Rows>,
@@ -458,7 +457,16 @@ impl Report {
                 _ => quality.client = averages,
             }
         }
-        let per_day: HashMap<String, i64> = figures.days.into_iter().collect();
+        let mut per_day: HashMap<&str, i64> = HashMap::new();
+        let mut per_hour_of_day = [0i64; 24];
+        for (key, calls) in &figures.hourly {
+            // `YYYY-MM-DD HH`, as the store writes it.
+            let (date, hour) = key.split_at(key.len().min(10));
+            *per_day.entry(date).or_default() += calls;
+            if let Ok(hour @ 0..=23) = hour.trim().parse::<usize>() {
+                per_hour_of_day[hour] += calls;
+            }
+        }
         let daily = query
             .window
             .dates()
@@ -466,14 +474,13 @@ impl Report {
             .map(|d| {
                 let date = d.format("%Y-%m-%d").to_string();
                 DayCount {
-                    calls: per_day.get(&date).copied().unwrap_or(0),
+                    calls: per_day.get(date.as_str()).copied().unwrap_or(0),
                     date,
                 }
             })
             .collect();
-        let mut hours: Vec<HourCount> = figures
-            .hours
-            .into_iter()
+        let mut hours: Vec<HourCount> = (0..24)
+            .zip(per_hour_of_day)
             .filter(|(_, calls)| *calls > 0)
             .map(|(hour, calls)| HourCount { hour, calls })
             .collect();
@@ -628,13 +635,20 @@ mod tests {
         };
         let figures = Figures {
             summary: SummaryFigures {
-                total_calls: 3,
-                connected_calls: 2,
+                total_calls: 4,
+                connected_calls: 3,
                 average_duration: Some(525.0),
                 ..SummaryFigures::default()
             },
-            days: vec![("2024-03-02".into(), 3)],
-            hours: vec![(9, 1), (14, 1), (8, 1), (23, 0)],
+            // Two calls at 14h on different days make 14h the busiest hour of day.
+            hourly: [
+                ("2024-03-01 14", 1),
+                ("2024-03-02 09", 1),
+                ("2024-03-02 14", 1),
+                ("2024-03-02 08", 1),
+            ]
+            .map(|(hour, calls)| (hour.to_owned(), calls))
+            .to_vec(),
             ..Figures::default()
         };
         let report = Report::build(&query, figures);
@@ -646,12 +660,17 @@ mod tests {
             .collect();
         assert_eq!(
             days,
-            [("2024-03-01", 0), ("2024-03-02", 3), ("2024-03-03", 0)]
+            [("2024-03-01", 1), ("2024-03-02", 3), ("2024-03-03", 0)]
         );
-        let hours: Vec<i64> = report.trends.peak_hours.iter().map(|h| h.hour).collect();
-        assert_eq!(hours, [8, 9, 14]);
-        assert_eq!(report.trends.calls_per_day, 1.5);
-        assert_eq!(report.summary.connection_rate, 66.7);
+        let hours: Vec<(i64, i64)> = report
+            .trends
+            .peak_hours
+            .iter()
+            .map(|h| (h.hour, h.calls))
+            .collect();
+        assert_eq!(hours, [(14, 2), (8, 1), (9, 1)]);
+        assert_eq!(report.trends.calls_per_day, 2.0);
+        assert_eq!(report.summary.connection_rate, 75.0);
         assert_eq!(
             report.summary.average_call_duration_text.as_deref(),
             Some("00:08:45")

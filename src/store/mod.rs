@@ -95,10 +95,14 @@ const INSERT_CALL: &str = "INSERT INTO calls (id, room_id, type, state, initiato
      recording_enabled, recording_url, next_deadline, updated_at, version, media_mode) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 
+/// `call_created_at` is copied from the call (stored before its members), so that a
+/// window's memberships and a user's newest calls read one range of an index.
 const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, user_id, \
      display_name, role, invited_at, joined_at, left_at, duration, connection_state, \
-     audio_enabled, video_enabled, screen_share_enabled, away_until, declined_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     audio_enabled, video_enabled, screen_share_enabled, away_until, declined_at, \
+     call_created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+     (SELECT created_at FROM calls WHERE id = $2))";
 
 const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_at = $3, \
      duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, is_group = $8, \
@@ -108,6 +112,29 @@ const UPDATE_PARTICIPANT: &str = "UPDATE call_participants SET display_name = $1
      joined_at = $2, left_at = $3, duration = $4, connection_state = $5, audio_enabled = $6, \
      video_enabled = $7, screen_share_enabled = $8, invited_at = $9, away_until = $10, \
      declined_at = $11 WHERE id = $12";
+
+/// Adds one sample (`$3`..`$6`: jitter, packet loss, round-trip time, MOS, each
+/// possibly NULL) to call `$1`'s totals for measurer `$2`.
+const ADD_QUALITY_TOTALS: &str = "INSERT INTO call_quality_totals (call_id, source, \
+     call_created_at, samples, jitter_sum, jitter_samples, packet_loss_sum, \
+     packet_loss_samples, round_trip_time_sum, round_trip_time_samples, quality_sum, \
+     quality_samples) \
+     SELECT id, $2, created_at, 1, \
+         COALESCE($3, 0), CASE WHEN $3 IS NULL THEN 0 ELSE 1 END, \
+         COALESCE($4, 0), CASE WHEN $4 IS NULL THEN 0 ELSE 1 END, \
+         COALESCE($5, 0), CASE WHEN $5 IS NULL THEN 0 ELSE 1 END, \
+         COALESCE($6, 0), CASE WHEN $6 IS NULL THEN 0 ELSE 1 END \
+     FROM calls WHERE id = $1 \
+     ON CONFLICT (call_id, source) DO UPDATE SET \
+         samples = call_quality_totals.samples + 1, \
+         jitter_sum = call_quality_totals.jitter_sum + excluded.jitter_sum, \
+         jitter_samples = call_quality_totals.jitter_samples + excluded.jitter_samples, \
+         packet_loss_sum = call_quality_totals.packet_loss_sum + excluded.packet_loss_sum, \
+         packet_loss_samples = call_quality_totals.packet_loss_samples + excluded.packet_loss_samples, \
+         round_trip_time_sum = call_quality_totals.round_trip_time_sum + excluded.round_trip_time_sum, \
+         round_trip_time_samples = call_quality_totals.round_trip_time_samples + excluded.round_trip_time_samples, \
+         quality_sum = call_quality_totals.quality_sum + excluded.quality_sum, \
+         quality_samples = call_quality_totals.quality_samples + excluded.quality_samples";
 
 const INVITEE_STATUS: &str = "SELECT \
      (SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id \
@@ -331,10 +358,12 @@ impl Store {
         })
     }
 
-    /// Records a quality measurement.
+    /// Records a quality measurement, and adds it to its call's running totals for
+    /// that measurer (`call_quality_totals`, which analytics read).
     pub async fn insert_quality(&self, m: &QualityMetric) -> Result<(), StoreError> {
         let r = &m.report;
         with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO call_quality_metrics (id, call_id, participant_id, timestamp, jitter, \
                  packet_loss, round_trip_time, bandwidth, fps, resolution, codec, quality, source) \
@@ -353,9 +382,18 @@ impl Store {
             .bind(r.codec.as_deref())
             .bind(m.quality)
             .bind(m.source.as_str())
-            .execute(pool)
-            .await
-            .map(drop)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(ADD_QUALITY_TOTALS)
+                .bind(m.call_id.to_string())
+                .bind(m.source.as_str())
+                .bind(r.jitter)
+                .bind(r.packet_loss)
+                .bind(r.round_trip_time)
+                .bind(m.quality)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
         })?;
         Ok(())
     }
@@ -399,18 +437,21 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<CallSnapshot>, i64), StoreError> {
-        let page = format!(
-            "SELECT * FROM calls WHERE {MEMBER_OF} ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        );
-        let count = format!("SELECT COUNT(*) FROM calls WHERE {MEMBER_OF}");
+        // The user's member rows carry their calls' creation times: the page is a
+        // range of (user_id, call_created_at, call_id), newest first, and the count
+        // is their member rows (one per call: UNIQUE (call_id, user_id)).
+        let page = "SELECT c.* FROM call_participants p JOIN calls c ON c.id = p.call_id \
+             WHERE p.user_id = $1 ORDER BY p.call_created_at DESC, p.call_id DESC \
+             LIMIT $2 OFFSET $3";
+        let count = "SELECT COUNT(*) FROM call_participants WHERE user_id = $1";
         let (calls, total): (Vec<CallRow>, i64) = with_pool!(self, |pool| {
-            let calls = sqlx::query_as(&page)
+            let calls = sqlx::query_as(page)
                 .bind(user.as_str())
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(pool)
                 .await?;
-            let total = sqlx::query_scalar(&count)
+            let total = sqlx::query_scalar(count)
                 .bind(user.as_str())
                 .fetch_one(pool)
                 .await?;
