@@ -454,14 +454,14 @@ async fn serve_tcp(
             match tls {
                 None => {
                     let (reader, writer) = stream.into_split();
-                    client.serve(reader, writer, stop).await;
+                    serve_tcp_client(client, reader, writer, stop).await;
                 }
                 // The handshake is the first message: the idle timeout covers it.
                 Some(tls) => {
                     match tokio::time::timeout(limits.idle_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let (reader, writer) = tokio::io::split(stream);
-                            client.serve(reader, writer, stop).await;
+                            serve_tcp_client(client, reader, writer, stop).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TURN TLS handshake failed");
@@ -549,68 +549,65 @@ struct Client<'a> {
     manager: &'a Arc<Manager>,
 }
 
-impl Client<'_> {
-    /// Serves the connection's messages until it ends, then deletes its allocation.
-    async fn serve(
-        self,
-        reader: impl AsyncRead + Unpin,
-        writer: impl AsyncWrite + Unpin + Send + Sync + 'static,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let Client {
-            local,
-            peer,
-            limits,
-            gate,
-            manager,
-        } = self;
-        // Buffered, so that waiting for the start of a message (idle) and reading the rest
-        // (partial) are two steps without a system call more per message.
-        let mut reader = BufReader::new(reader);
-        let conn: Arc<dyn Conn + Send + Sync> = Arc::new(TcpConn::new(writer, local, peer));
-        // The allocation lives as long as its connection (RFC 8656 §5).
-        let five_tuple = FiveTuple {
-            src_addr: peer,
-            dst_addr: local,
-            protocol: PROTO_UDP,
-        };
-        let mut buf = Vec::with_capacity(MTU);
-        let read = async {
-            loop {
-                // fill_buf consumes nothing, so a timeout here loses no byte
-                match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
-                    Ok(Ok([])) | Ok(Err(_)) => return Ended::Closed,
-                    Ok(Ok(_)) => {}
-                    Err(_) => {
-                        if manager.get_allocation(&five_tuple).await.is_none() {
-                            return Ended::Idle;
-                        }
-                        continue;
+/// Serves a client's messages until the connection ends, then deletes its allocation.
+async fn serve_tcp_client(
+    Client {
+        local,
+        peer,
+        limits,
+        gate,
+        manager,
+    }: Client<'_>,
+    reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin + Send + Sync + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Buffered, so that waiting for the start of a message (idle) and reading the rest
+    // (partial) are two steps without a system call more per message.
+    let mut reader = BufReader::new(reader);
+    let conn: Arc<dyn Conn + Send + Sync> = Arc::new(TcpConn::new(writer, local, peer));
+    // The allocation lives as long as its connection (RFC 8656 §5).
+    let five_tuple = FiveTuple {
+        src_addr: peer,
+        dst_addr: local,
+        protocol: PROTO_UDP,
+    };
+    let mut buf = Vec::with_capacity(MTU);
+    let read = async {
+        loop {
+            // fill_buf consumes nothing, so a timeout here loses no byte
+            match tokio::time::timeout(limits.idle_timeout, reader.fill_buf()).await {
+                Ok(Ok([])) | Ok(Err(_)) => return Ended::Closed,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    if manager.get_allocation(&five_tuple).await.is_none() {
+                        return Ended::Idle;
                     }
-                }
-                let frame =
-                    tokio::time::timeout(limits.partial_timeout, read_frame(&mut reader, &mut buf))
-                        .await;
-                match frame {
-                    Ok(Ok(Some(()))) => serve(gate, &conn, manager, &buf, peer).await,
-                    Ok(Ok(None)) => return Ended::Closed,
-                    Ok(Err(_)) => return Ended::Malformed,
-                    Err(_) => return Ended::Partial,
+                    continue;
                 }
             }
-        };
-        let ended = tokio::select! {
-            _ = stop.changed() => Ended::Closed,
-            ended = read => ended,
-        };
-        match ended {
-            Ended::Closed => {}
-            Ended::Malformed => gate.counters.malformed(),
-            Ended::Idle => gate.counters.closed_tcp_idle(),
-            Ended::Partial => gate.counters.closed_tcp_partial(),
+            let frame =
+                tokio::time::timeout(limits.partial_timeout, read_frame(&mut reader, &mut buf))
+                    .await;
+            match frame {
+                Ok(Ok(Some(()))) => serve(gate, &conn, manager, &buf, peer).await,
+                Ok(Ok(None)) => return Ended::Closed,
+                Ok(Err(_)) => return Ended::Malformed,
+                Err(_) => return Ended::Partial,
+            }
         }
-        manager.delete_allocation(&five_tuple).await;
+    };
+    let ended = tokio::select! {
+        _ = stop.changed() => Ended::Closed,
+        ended = read => ended,
+    };
+    match ended {
+        Ended::Closed => {}
+        Ended::Malformed => gate.counters.malformed(),
+        Ended::Idle => gate.counters.closed_tcp_idle(),
+        Ended::Partial => gate.counters.closed_tcp_partial(),
     }
+    manager.delete_allocation(&five_tuple).await;
 }
 
 async fn prune_nonces(gate: Arc<Gate>, mut stop: watch::Receiver<bool>) {
