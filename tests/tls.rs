@@ -609,7 +609,7 @@ fn huddle(dir: &Path, env: &[(&str, &str)]) -> Command {
 }
 
 #[test]
-fn a_certificate_that_cannot_be_used_stops_start_up_with_one_line() {
+fn a_certificate_that_cannot_be_used_stops_start_up_and_huddle_check_with_one_line() {
     let pki = Pki::new();
     let leaf = pki.issue("first");
     let other = pki.issue("other");
@@ -618,50 +618,53 @@ fn a_certificate_that_cannot_be_used_stops_start_up_with_one_line() {
         ("SSL_CERT_PATH", cert.to_str().unwrap()),
         ("SSL_KEY_PATH", key.to_str().unwrap()),
     ];
-    let cases: [(&str, Leaf, &str); 3] = [
-        (
-            "a missing file",
-            Leaf {
-                cert: String::new(),
-                key: String::new(),
-            },
-            "SSL_CERT_PATH",
-        ),
+    let cases: [(&str, Option<Leaf>, &str); 3] = [
+        ("a missing file", None, "SSL_CERT_PATH"),
         (
             "a key of another certificate",
-            Leaf {
+            Some(Leaf {
                 key: other.key.clone(),
                 ..leaf.clone()
-            },
+            }),
             "SSL_KEY_PATH",
         ),
         (
             "no key",
-            Leaf {
+            Some(Leaf {
                 key: leaf.cert.clone(),
                 ..leaf.clone()
-            },
+            }),
             "SSL_KEY_PATH",
         ),
     ];
     for (case, files_hold, setting) in cases {
         let _ = std::fs::remove_file(&cert);
-        if !files_hold.cert.is_empty() {
-            pki.install(&files_hold);
+        if let Some(files_hold) = &files_hold {
+            pki.install(files_hold);
         }
-        let out = huddle(&pki.dir, &files)
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run huddle");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{case}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{case}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!("huddle: {setting}: ")),
-            "{case}: {stderr}"
-        );
+        for command in [None, Some("check")] {
+            let out = huddle(&pki.dir, &files)
+                .args(command)
+                .stderr(Stdio::piped())
+                .output()
+                .expect("run huddle");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{case}, huddle {command:?}: {stderr}");
+            assert_eq!(out.status.code(), Some(2), "{what}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{what}");
+            assert!(
+                stderr.starts_with(&format!("huddle: {setting}: ")),
+                "{what}"
+            );
+        }
     }
     assert!(!pki.dir.join("huddle.db").exists(), "nothing was started");
+    pki.install(&leaf);
+    let checked = huddle(&pki.dir, &files)
+        .arg("check")
+        .output()
+        .expect("run huddle check");
+    assert!(checked.status.success(), "{checked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
