@@ -200,6 +200,31 @@ async fn wait_until_served(addr: SocketAddr, client: &TlsConnector, leaf: &Leaf)
     }
 }
 
+/// Sends a STUN Binding request on `stream` (TURN over TLS) and checks that it is
+/// answered with a Binding success for the same transaction.
+async fn binds(stream: &mut TlsStream<TcpStream>, transaction: u8) {
+    // RFC 8489: type Binding request, no attributes, the magic cookie, a transaction id.
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(&[transaction; 12]);
+    stream
+        .write_all(&request)
+        .await
+        .expect("send a Binding request");
+    let mut header = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header))
+        .await
+        .expect("a Binding answer within 5 s")
+        .expect("read the answer");
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut attributes = vec![0u8; length];
+    stream
+        .read_exact(&mut attributes)
+        .await
+        .expect("read the answer");
+    assert_eq!(header[..2], [0x01, 0x01], "a Binding success");
+    assert_eq!(header[8..], request[8..], "for the request's transaction");
+}
+
 /// One HTTPS keep-alive connection (hyper's HTTP/1.1 client over rustls).
 struct Https {
     sender: SendRequest<Full<Bytes>>,
@@ -403,7 +428,7 @@ async fn https_serves_the_api_with_the_certificate_and_nothing_in_plain_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socketio_over_tls_keeps_its_connections_across_a_certificate_swap() {
+async fn https_socketio_and_turn_over_tls_keep_their_connections_across_a_certificate_swap() {
     let pki = Pki::new();
     let first = pki.issue("first");
     pki.install(&first);
@@ -440,12 +465,20 @@ async fn socketio_over_tls_keeps_its_connections_across_a_certificate_swap() {
         "{before}"
     );
 
-    // Renewed: a new certificate from the same CA. New connections get it...
+    let turn_tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let mut turn = handshake(turn_tls, &client).await.expect("TURN over TLS");
+    binds(&mut turn, 1).await;
+
+    // Renewed: a new certificate from the same CA. New connections get it, on HTTPS
+    // and TURN over TLS alike...
     let second = pki.issue("second");
     pki.install(&second);
     wait_until_served(h.addr(), &client, &second).await;
-    // ...while those open before go on: HTTPS keep-alive, and Socket.IO over WSS.
+    assert_eq!(served(turn_tls, &client).await, second.der());
+    // ...while those open before go on: HTTPS keep-alive, TURN over TLS, and
+    // Socket.IO over WSS and over HTTPS long-polling.
     assert_eq!(kept.health().await, StatusCode::OK);
+    binds(&mut turn, 2).await;
     peers.go_on();
     let after = peers.report().await;
     assert_eq!(after["accepted"], true, "{after}");
