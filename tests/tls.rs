@@ -270,6 +270,11 @@ impl Https {
             request = request.header("authorization", format!("Bearer {token}"));
         }
         let body = Full::new(Bytes::from(body.to_string()));
+        // The previous response read, the connection may still be finishing it.
+        self.sender
+            .ready()
+            .await
+            .expect("the open connection takes another request");
         let response = self
             .sender
             .send_request(request.body(body).expect("request"))
