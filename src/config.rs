@@ -471,12 +471,15 @@ impl Config {
             IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
             ip => format!("{ip}:{}", addr.port()),
         };
-        let tls = |addr: SocketAddr, port| match &self.turn_tls_host {
-            Some(name) => format!("turns:{name}:{port}?transport=tcp"),
-            None => format!(
-                "turns:{}?transport=tcp",
-                host(SocketAddr::new(addr.ip(), port))
-            ),
+        let tls = |addr: SocketAddr, port| {
+            let authority = match &self.turn_tls_host {
+                Some(name) => match name.parse::<IpAddr>() {
+                    Ok(ip) => host(SocketAddr::new(ip, port)),
+                    Err(_) => format!("{name}:{port}"),
+                },
+                None => host(SocketAddr::new(addr.ip(), port)),
+            };
+            format!("turns:{authority}?transport=tcp")
         };
         let stun = match (&self.stun_server_url, embedded) {
             (Some(url), _) => vec![url.clone()],
@@ -1199,6 +1202,12 @@ mod tests {
             servers[1].urls[2],
             "turns:turn.example.org:5349?transport=tcp"
         );
+        let v6 =
+            Config::from_args([&tls[..], &["--turn-tls-host", "2001:db8::7"]].concat()).unwrap();
+        let servers = v6
+            .ice_servers(Some(Secret::new("turn-secret-for-tests")), at, Some(443))
+            .for_user("bob");
+        assert_eq!(servers[1].urls[2], "turns:[2001:db8::7]:443?transport=tcp");
         let err = Config::from_args(["huddle", "--turn-tls-host", "turn example"]).unwrap_err();
         assert!(err.contains("TURN_TLS_HOST"), "{err}");
         let err = Config::from_args(["huddle", "--ssl-reload-interval", "soon"]).unwrap_err();
