@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -121,6 +122,15 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Signals are caught from before the server starts: one that arrives as soon
+        // as it says it is listening must not find the default action (exit at once).
+        let mut stop = match Signals::listen(config.tls_files().is_some()) {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("huddle: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::start(&config, Arc::new(SystemClock)).await {
             Ok(server) => server,
             Err(e) => {
@@ -132,13 +142,18 @@ fn serve(config: Config) -> ExitCode {
                 };
             }
         };
-        if let Some(tls) = server.tls() {
-            tokio::spawn(reload_on_sighup(tls));
+        if let (Some(tls), Some(mut hangups)) = (server.tls(), stop.hangup.take()) {
+            // Loads the certificate files again on every SIGHUP.
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tls.reload_and_log("SIGHUP");
+                }
+            });
         }
-        shutdown_signal().await;
+        stop.shutdown().await;
         tracing::info!("shutting down: finishing requests in flight (signal again to force)");
-        tokio::spawn(async {
-            shutdown_signal().await;
+        tokio::spawn(async move {
+            stop.shutdown().await;
             eprintln!("huddle: forced exit");
             std::process::exit(130);
         });
@@ -148,34 +163,29 @@ fn serve(config: Config) -> ExitCode {
     })
 }
 
-/// Loads the certificate files again on every SIGHUP. Only with TLS: otherwise
-/// SIGHUP keeps its default action.
-async fn reload_on_sighup(tls: Arc<huddle::tls::Certificates>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: certificates reload on file changes only");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        tls.reload_and_log("SIGHUP");
-    }
+/// The signals the server answers.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    /// SIGHUP, with TLS only (certificates reload on it); otherwise SIGHUP keeps its
+    /// default action.
+    hangup: Option<Signal>,
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+impl Signals {
+    fn listen(tls: bool) -> std::io::Result<Self> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: tls.then(|| signal(SignalKind::hangup())).transpose()?,
+        })
+    }
+
+    /// Resolves on the next SIGINT (Ctrl-C) or SIGTERM.
+    async fn shutdown(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }
