@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::error::ErrorBody;
 use super::extract::Auth;
+use super::phone::SeedError;
 use crate::metrics::family;
 use crate::wire::Failure;
 
@@ -20,7 +22,36 @@ use crate::wire::Failure;
 /// scrape timeout (10 s), so the in-memory figures arrive even when the database hangs.
 const DATABASE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Whether the server and its database answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    status: &'static str,
+    /// `huddle`.
+    service: &'static str,
+    version: &'static str,
+    database: DatabaseHealth,
+    timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DatabaseHealth {
+    /// `sqlite` or `postgres`.
+    backend: &'static str,
+    /// `ok` or `unreachable`.
+    status: &'static str,
+}
+
 /// `GET /health`: 200 when the database answers, 503 when it does not.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "monitoring",
+    responses(
+        (status = 200, description = "Up, with its database", body = Health),
+        (status = 503, description = "The database does not answer (`status: degraded`)", body = Health),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.service.store();
     let (status, db_status) = match store.ping().await {
@@ -30,17 +61,37 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
         }
     };
-    let body = json!({
-        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
-        "service": "huddle",
-        "version": env!("CARGO_PKG_VERSION"),
-        "database": { "backend": store.backend(), "status": db_status },
-        "timestamp": state.service.now(),
-    });
+    let body = Health {
+        status: if status == StatusCode::OK {
+            "ok"
+        } else {
+            "degraded"
+        },
+        service: "huddle",
+        version: env!("CARGO_PKG_VERSION"),
+        database: DatabaseHealth {
+            backend: store.backend(),
+            status: db_status,
+        },
+        timestamp: state.service.now(),
+    };
     (status, Json(body))
 }
 
 /// `GET /monitoring/metrics`: call counts and success rate over all calls.
+#[utoipa::path(
+    get,
+    path = "/monitoring/metrics",
+    tag = "monitoring",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "`{ calls: { total, active, completed, failed, missed, declined }, \
+            performance: { successRate, averageDuration }, sfu, turn, livekit, cluster, timestamp }` \
+            (docs/api.md, Monitoring)", body = Object),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn monitoring(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -108,21 +159,46 @@ async fn cluster_figures(state: &AppState) -> Value {
 /// call tracker asking for its stale phone calls: it gets `{ "latestStaleCalls": n }`
 /// (500 `{ "error": "Failed to retrieve metrics" }`). Prometheus, which accepts
 /// text, and any request without `Accept` get the text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "monitoring",
+    description = "Prometheus text exposition (always 200, with `huddle_database_up 0` while \
+        the database does not answer). A request whose `Accept` names only \
+        `application/json` gets seed 000's `{ latestStaleCalls }` instead.",
+    responses(
+        (status = 200, description = "The figures", content(
+            (String = "text/plain"),
+            (StaleCalls = "application/json"),
+        )),
+        (status = 500, description = "Seed 000's answer when the database fails (`Accept: application/json`)", body = SeedError),
+    )
+)]
 pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if accepts_only_json(&headers) {
         return match state.phone.stale_calls().await {
-            Ok(stale) => Json(json!({ "latestStaleCalls": stale })).into_response(),
+            Ok(stale) => Json(StaleCalls {
+                latest_stale_calls: stale,
+            })
+            .into_response(),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: database unreachable");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({ "error": "Failed to retrieve metrics" })),
+                    Json(SeedError::new("Failed to retrieve metrics")),
                 )
                     .into_response()
             }
         };
     }
     prometheus_text(&state).await
+}
+
+/// Seed 000's stale phone calls: started more than PHONE_STALE_AFTER ago, not ended.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleCalls {
+    latest_stale_calls: i64,
 }
 
 /// Whether every media range `Accept` lists (refused ones, `q=0`, aside) is
