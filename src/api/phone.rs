@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{
-    ArrayBuilder, ArrayItems, ObjectBuilder, OneOfBuilder, Schema, Type,
+    AnyOfBuilder, ArrayBuilder, ArrayItems, ObjectBuilder, Schema, Type,
 };
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
@@ -108,12 +108,12 @@ impl PartialSchema for PhoneEvents {
             .required("from")
             .required("to")
             .required("started");
-        let event: Schema = OneOfBuilder::new().item(seed_002).item(seed_000).into();
+        let event: Schema = AnyOfBuilder::new().item(seed_002).item(seed_000).into();
         let batch = ArrayBuilder::new()
             .items(ArrayItems::RefOrSchema(Box::new(event.clone().into())))
             .min_items(Some(1))
             .max_items(Some(1000));
-        OneOfBuilder::new().item(event).item(batch).into()
+        AnyOfBuilder::new().item(event).item(batch).into()
     }
 }
 
