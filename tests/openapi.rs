@@ -217,7 +217,7 @@ async fn swagger_ui_is_served_by_huddle_with_every_file_it_loads() {
 
 /// Generated requests per operation: enough to try each parameter's edges and bad
 /// shapes, few enough that the run takes about a minute on two cores.
-const MAX_EXAMPLES: &str = "100";
+const MAX_EXAMPLES: &str = "300";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
