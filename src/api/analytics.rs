@@ -45,8 +45,8 @@ fn field<T: std::str::FromStr<Err = &'static str>>(
     })
 }
 
-/// `GET /api/v1/calls/analytics?period=day|week|month&from&to&kind=app|phone`: over
-/// the caller's own calls, or everyone's with per-user rows for an admin. Phone calls
+/// Call analytics over a window (`period`, `from`, `to`), of Huddle's calls or (`kind`)
+/// phone calls: over the caller's own calls, or everyone's with per-user rows for an admin. Phone calls
 /// belong to no Huddle user, so `kind=phone` is for admins only.
 #[utoipa::path(
     get,

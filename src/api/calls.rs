@@ -24,6 +24,7 @@ pub struct StartRequest {
     #[serde(rename = "type")]
     call_type: CallType,
     /// The users to ring (1 to MAX_CALL_PARTICIPANTS - 1 ids, not the caller's).
+    #[schema(min_items = 1, example = json!(["bob"]))]
     participant_ids: Vec<String>,
     chat_id: Option<String>,
     /// Default `true`.
@@ -34,7 +35,7 @@ pub struct StartRequest {
     media_mode: Option<MediaMode>,
 }
 
-/// `POST /api/v1/calls/start`: starts a call and rings the invitees.
+/// Starts a call and rings the invitees.
 #[utoipa::path(
     post,
     path = "/api/v1/calls/start",
@@ -85,7 +86,7 @@ pub struct JoinRequest {
     audio_enabled: Option<bool>,
 }
 
-/// `POST /api/v1/calls/{callId}/join`: answers a call (or rejoins it).
+/// Answers a call (or rejoins it).
 #[utoipa::path(
     post,
     path = "/api/v1/calls/{callId}/join",
@@ -118,8 +119,8 @@ pub struct EndRequest {
     reason: Option<String>,
 }
 
-/// `POST /api/v1/calls/{callId}/end`: see `calls::lifecycle` for what ending means
-/// for the initiator, an invitee and a participant.
+/// Ends the call for everyone (its initiator, or its last participant), leaves it, or
+/// declines it (a ringing invitee): the rules are in `calls::lifecycle`.
 #[utoipa::path(
     post,
     path = "/api/v1/calls/{callId}/end",
@@ -152,8 +153,8 @@ pub async fn end(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {}
 
-/// `POST /api/v1/calls/{callId}/token`: fresh connection details for a member of a
-/// call that has not ended (reconnection).
+/// Fresh connection details (token, ICE servers) for a member who has joined a call
+/// that has not ended: for reconnecting.
 #[utoipa::path(
     post,
     path = "/api/v1/calls/{callId}/token",
@@ -184,7 +185,7 @@ pub struct CallDetails<'a> {
     quality: QualitySummary,
 }
 
-/// `GET /api/v1/calls/{callId}`
+/// A call, its members and its quality so far, for its members.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/{callId}",
@@ -244,7 +245,7 @@ pub struct History<'a> {
     pagination: Pagination,
 }
 
-/// `GET /api/v1/calls/history?limit&offset`: the caller's calls, newest first.
+/// The caller's calls, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/history",
@@ -292,7 +293,7 @@ pub struct ActiveCalls<'a> {
     calls: Vec<CallListItem<'a>>,
 }
 
-/// `GET /api/v1/calls/active`: the caller's calls that have not ended.
+/// The caller's calls that have not ended.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/active",
@@ -324,7 +325,7 @@ pub struct ParticipantData<'a> {
     participant: Option<ParticipantView<'a>>,
 }
 
-/// `PATCH /api/v1/calls/{callId}/participant`: the caller's own media toggles.
+/// Turns the caller's own audio, video or screen share on or off.
 #[utoipa::path(
     patch,
     path = "/api/v1/calls/{callId}/participant",
@@ -361,8 +362,7 @@ pub async fn update_participant(
     )
 }
 
-/// `GET /api/v1/calls/stats`: counts over the caller's calls; over all calls for an
-/// admin token.
+/// Counts over the caller's calls; over all calls for an admin token.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/stats",

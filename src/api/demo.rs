@@ -20,7 +20,7 @@ const SOCKET_IO_CLIENT: &str = include_str!("../../web/socket.io.min.js");
 /// Demo tokens last a day.
 const DEMO_TOKEN_TTL: i64 = 86_400;
 
-/// `GET /`: the demo page.
+/// The demo page.
 #[utoipa::path(
     get,
     path = "/",
@@ -31,7 +31,7 @@ pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-/// `GET /demo`: the demo page again.
+/// The demo page, at `/demo` too.
 #[utoipa::path(
     get,
     path = "/demo",
@@ -42,7 +42,7 @@ pub async fn demo_page() -> Html<&'static str> {
     page().await
 }
 
-/// `GET /demo/socket.io.min.js`
+/// The official Socket.IO client, for the demo page.
 #[utoipa::path(
     get,
     path = "/demo/socket.io.min.js",
@@ -70,7 +70,7 @@ pub struct DemoToken {
     token: String,
 }
 
-/// `POST /demo/token`: a token for any user id, when demo tokens are on.
+/// A token for any user id, when demo tokens are on (DEMO_TOKENS).
 #[utoipa::path(
     post,
     path = "/demo/token",

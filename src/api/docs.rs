@@ -212,7 +212,7 @@ fn add_response(operation: &mut Operation, status: &str, text: &str) {
 #[derive(Debug, Clone)]
 pub struct DocumentJson(pub Bytes);
 
-/// `GET /api/openapi.json`
+/// This document.
 #[utoipa::path(
     get,
     path = "/api/openapi.json",
@@ -244,7 +244,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// `GET /api/docs`
+/// Swagger UI over this document.
 #[utoipa::path(
     get,
     path = "/api/docs",
@@ -255,7 +255,7 @@ pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-/// `GET /api/docs/{file}`
+/// A file of Swagger UI, compiled into Huddle.
 #[utoipa::path(
     get,
     path = "/api/docs/{file}",

@@ -42,7 +42,7 @@ pub struct DatabaseHealth {
     status: &'static str,
 }
 
-/// `GET /health`: 200 when the database answers, 503 when it does not.
+/// Health: 200 when the database answers, 503 when it does not.
 #[utoipa::path(
     get,
     path = "/health",
@@ -78,7 +78,8 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// `GET /monitoring/metrics`: call counts and success rate over all calls.
+/// Call counts and success rate over all calls, and the SFU's, TURN's, LiveKit's and
+/// the cluster's figures.
 #[utoipa::path(
     get,
     path = "/monitoring/metrics",
@@ -148,7 +149,7 @@ async fn cluster_figures(state: &AppState) -> Value {
     json!({ "enabled": true, "node": cluster.node(), "nodes": nodes })
 }
 
-/// `GET /metrics`: Prometheus text exposition. It always answers: a scrape matters
+/// Prometheus text exposition. It always answers: a scrape matters
 /// most when something is wrong. When the database does not answer within
 /// [`DATABASE_SCRAPE_TIMEOUT`], `huddle_database_up` is 0 and the gauges read from it
 /// (`huddle_active_calls`, `huddle_participants_connected`) are left out rather than

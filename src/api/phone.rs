@@ -164,7 +164,7 @@ impl From<&Ingested> for IngestedData {
 const BACKEND_ONLY: &str =
     "`FORBIDDEN`: a user's token (phone calls need `role: service` or `admin`)";
 
-/// `POST /api/v1/phone/events`: one event or an array of up to 1000, stored all or
+/// Takes in a telephone system's events: one or an array of up to 1000, stored all or
 /// none.
 #[utoipa::path(
     post,
@@ -217,8 +217,8 @@ pub struct SeedOk {
     status: &'static str,
 }
 
-/// `POST /events` (seed 000's path): as [`ingest`], answered `{ "status": "ok" }`, and
-/// failures as `{ "error": "Bad Request", "message", "field"? }`.
+/// Seed 000's path for phone events: as `POST /api/v1/phone/events`, answered
+/// `{ "status": "ok" }`, failures as `{ "error": "Bad Request", "message", "field"? }`.
 #[utoipa::path(
     post,
     path = "/events",
@@ -232,7 +232,8 @@ pub struct SeedOk {
         (status = 403, description = "`Forbidden`: a user's token", body = SeedError),
         (status = 413, description = "`Payload Too Large`", body = SeedError),
         (status = 415, description = "`Unsupported Media Type`", body = SeedError),
-        (status = 429, description = "`Too Many Requests` (`Retry-After`)", body = SeedError),
+        (status = 429, description = "Over a rate limit (`Retry-After`): `{ error: \"Too Many Requests\" }` \
+            past a user's, Huddle's error shape (`RATE_LIMITED`) past an address's"),
         (status = 500, description = "`Internal Server Error`", body = SeedError),
     )
 )]
@@ -285,7 +286,7 @@ pub struct PhoneMetrics {
     stale_after_seconds: i64,
 }
 
-/// `GET /api/v1/phone/metrics`: `{ latestStaleCalls, staleAfterSeconds }`.
+/// The phone calls left hanging: `{ latestStaleCalls, staleAfterSeconds }`.
 #[utoipa::path(
     get,
     path = "/api/v1/phone/metrics",
@@ -329,6 +330,7 @@ pub struct HistoryQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct NumberPath {
+    #[param(example = "+14155552671")]
     number: String,
 }
 
@@ -378,8 +380,8 @@ pub struct PhoneHistory {
     pagination: Pagination,
 }
 
-/// `GET /api/v1/phone/history/{number}?limit&offset&from&to`: the ended calls of a
-/// number, newest first, as seed 002's rows, paginated like the call history.
+/// The ended calls of a number, newest first, as seed 002's rows, paginated like the
+/// call history.
 #[utoipa::path(
     get,
     path = "/api/v1/phone/history/{number}",
@@ -406,7 +408,7 @@ pub async fn history(
     })
 }
 
-/// `GET /call-history/{number}` (seed 002's path): the same rows as a bare array.
+/// Seed 002's path for a number's history: the same rows, as a bare array.
 #[utoipa::path(
     get,
     path = "/call-history/{number}",
@@ -430,7 +432,7 @@ pub async fn history_seed_002(
     Ok(Json(rows))
 }
 
-/// `GET /call-history/{number}/`: seed 002's path as its clients write it.
+/// Seed 002's path for a number's history, as its clients write it.
 #[utoipa::path(
     get,
     path = "/call-history/{number}/",

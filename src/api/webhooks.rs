@@ -16,6 +16,7 @@ pub struct Applied {
     success: bool,
 }
 
+/// Applies one of LiveKit's webhooks to the call whose room it names.
 #[utoipa::path(
     post,
     path = "/webhooks/livekit",
