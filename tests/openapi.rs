@@ -238,8 +238,16 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     h.start_call("ops", "video", &["bob"]).await;
     let url = format!("http://{}/api/openapi.json", h.addr());
     let auth = format!("Authorization: Bearer {}", h.admin_token("ops"));
+    // schemathesis keeps a cache in its working folder: a scratch one, removed after.
+    let scratch = std::env::temp_dir().join(format!(
+        "huddle-schemathesis-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let cwd = scratch.clone();
     let run = tokio::task::spawn_blocking(move || {
         Command::new(venv.join("bin/st"))
+            .current_dir(cwd)
             .args(["--no-color", "run", &url, "--header", &auth])
             .args([
                 "--checks",
@@ -255,9 +263,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
             .output()
             .expect("run schemathesis")
     })
-    .await
-    .unwrap();
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
     h.finish().await;
+    let run = run.unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
     eprintln!(
         "schemathesis: {}",
