@@ -7,10 +7,12 @@ use std::str::FromStr;
 
 use chrono::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use huddle_turn::{IpRange, PeerPolicy, Quota, Secret, TurnConfig};
 use tracing_subscriber::filter::Targets;
 
+use crate::browsers::Origin;
 use crate::calls::lifecycle::Limits;
 use crate::calls::model::MediaMode;
 use crate::http::HttpLimits;
@@ -19,6 +21,8 @@ use crate::media::livekit::LiveKitConfig;
 use crate::phone::PhoneSettings;
 use crate::phone::number::{Numbers, parse_region};
 use crate::ratelimit::{Rate, RateLimits};
+use crate::server::StartError;
+use crate::store::Store;
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -34,6 +38,13 @@ pub struct Cli {
 pub enum Command {
     /// Print a token signed with JWT_SECRET, for trying Huddle out.
     Token(TokenArgs),
+    /// Check the configuration as `huddle` would serve with it (flags and
+    /// environment), without opening any connection, and print the effective
+    /// settings with secrets masked; exit 2 naming the first problem.
+    Check(Box<Config>),
+    /// Apply the database migrations to DATABASE_URL, then exit (the server also
+    /// applies them when it starts).
+    Migrate(Box<Config>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -273,6 +284,11 @@ pub struct Config {
     /// Default: on only when JWT_SECRET is unset (tokens then die with the process).
     #[arg(long, env = "DEMO_TOKENS")]
     pub demo_tokens: Option<bool>,
+    /// Origins of other sites' pages that may call the REST API and connect to
+    /// Socket.IO, comma-separated (`https://app.example.org,http://localhost:3344`).
+    /// Unset: only pages Huddle serves itself (its own origin).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', value_parser = Origin::parse)]
+    pub cors_origins: Vec<Origin>,
 }
 
 impl Config {
@@ -453,10 +469,14 @@ impl Config {
 impl Cli {
     /// Parses the command line and environment. Help and version are printed and the
     /// process exits 0; any other problem is one line naming the setting, exit 2.
-    pub fn parse_or_exit() -> Self {
-        match Cli::try_parse() {
-            Ok(cli) => match cli.config.validate() {
-                Ok(()) => cli,
+    /// The matches say where each setting came from (for `huddle check`).
+    pub fn parse_or_exit() -> (Self, ArgMatches) {
+        let parsed = Cli::command()
+            .try_get_matches()
+            .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+        match parsed {
+            Ok((cli, matches)) => match cli.config.validate() {
+                Ok(()) => (cli, matches),
                 Err(message) => exit_with(&message),
             },
             Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -465,6 +485,99 @@ impl Cli {
             Err(e) => exit_with(&one_line(&e)),
         }
     }
+}
+
+impl Config {
+    /// What `huddle check` checks beyond parsing: the checks across settings, and
+    /// that DATABASE_URL and REDIS_URL are URLs the server could open. Returns the
+    /// database's kind.
+    pub fn check(&self) -> Result<&'static str, String> {
+        self.validate()?;
+        let database =
+            Store::check_url(&self.database_url).map_err(|e| format!("DATABASE_URL: {e}"))?;
+        if let Some(url) = &self.redis_url {
+            crate::cluster::redis_client(url).map_err(|e| e.to_string())?;
+            if database == "sqlite" {
+                return Err(StartError::ClusterOnSqlite.to_string());
+            }
+        }
+        Ok(database)
+    }
+}
+
+/// The settings `matches` (of `huddle` or one of its commands) gave, one
+/// `VARIABLE=value  # source` line each, in `--help`'s order; secrets (the settings
+/// whose values `--help` hides) and passwords in URLs masked.
+pub fn effective_settings(matches: &ArgMatches) -> Vec<String> {
+    let command = Cli::command();
+    let (command, matches) = match matches.subcommand() {
+        Some((name, sub)) => match command.find_subcommand(name) {
+            Some(command) => (command.clone(), sub),
+            None => (command, matches),
+        },
+        None => (command, matches),
+    };
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let var = arg.get_env()?.to_string_lossy().into_owned();
+            let id = arg.get_id().as_str();
+            let values: Vec<String> = matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let source = match matches.value_source(id) {
+                Some(ValueSource::DefaultValue) => "default",
+                Some(ValueSource::EnvVariable) => "environment",
+                Some(ValueSource::CommandLine) => "flag",
+                _ => return Some(format!("# {var} is unset")),
+            };
+            let value = if arg.is_hide_env_values_set() {
+                MASK.to_owned()
+            } else {
+                values
+                    .iter()
+                    .map(|v| mask_password(v))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            Some(format!("{var}={value}  # {source}"))
+        })
+        .collect()
+}
+
+/// What a masked secret reads as (whatever its length).
+const MASK: &str = "****";
+
+/// `value` with the password of a URL's `user:password@` and of any `password=`
+/// query parameter masked.
+pub fn mask_password(value: &str) -> String {
+    let mut masked = value.to_owned();
+    if let Some(start) = value.find("://").map(|i| i + 3) {
+        let authority_end = value[start..]
+            .find(['/', '?', '#'])
+            .map_or(value.len(), |i| start + i);
+        if let Some(at) = value[start..authority_end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = value[start..at].find(':').map(|i| start + i) {
+                masked = format!("{}{MASK}{}", &value[..=colon], &value[at..]);
+            }
+        }
+    }
+    if let Some((path, query)) = masked.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                    format!("{name}={MASK}")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        masked = format!("{path}?{}", query.join("&"));
+    }
+    masked
 }
 
 fn exit_with(message: &str) -> ! {
@@ -849,7 +962,7 @@ mod tests {
     fn the_token_command_takes_a_role() {
         let role = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
             Some(Command::Token(t)) => t.role(),
-            None => panic!("not the token command"),
+            _ => panic!("not the token command"),
         };
         assert_eq!(role(&["huddle", "token", "--user", "u"]), None);
         assert_eq!(
@@ -870,6 +983,53 @@ mod tests {
                 "huddle", "token", "--user", "u", "--admin", "--role", "service"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked_and_nothing_else() {
+        for (url, masked) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:****@h:5432/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=****&sslmode=require",
+            ),
+            ("redis://:pw@r:6379/0", "redis://:****@r:6379/0"),
+            ("rediss://user:p%40ss@r/0", "rediss://user:****@r/0"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("sqlite://huddle.db", "sqlite://huddle.db"),
+            (
+                "turn:t.example:3478?transport=udp",
+                "turn:t.example:3478?transport=udp",
+            ),
+            ("http://h/a@b:c", "http://h/a@b:c"),
+        ] {
+            assert_eq!(mask_password(url), masked, "{url}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let config = Config::from_args([
+            "huddle",
+            "--cors-origins",
+            "https://App.example,http://localhost:3344/",
+        ])
+        .unwrap();
+        let origins: Vec<String> = config
+            .cors_origins
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(origins, ["https://app.example", "http://localhost:3344"]);
+        let err = Config::from_args(["huddle", "--cors-origins", "https://app.example/login"])
+            .unwrap_err();
+        assert!(err.contains("CORS_ORIGINS"), "{err}");
+        assert!(
+            Config::from_args(["huddle"])
+                .unwrap()
+                .cors_origins
+                .is_empty()
         );
     }
 

@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod browsers;
 pub mod calls;
 pub mod clock;
 pub mod cluster;

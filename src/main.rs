@@ -1,5 +1,7 @@
-//! The `huddle` binary: `huddle` serves, `huddle token ...` prints a token.
+//! The `huddle` binary: `huddle` serves, `huddle token ...` prints a token,
+//! `huddle check` checks the configuration, `huddle migrate` migrates the database.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,15 +10,77 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use huddle::auth::{Claims, JwtKey};
 use huddle::clock::SystemClock;
-use huddle::config::{Cli, Command, Config, TokenArgs};
-use huddle::server::Server;
+use huddle::config::{Cli, Command, Config, TokenArgs, effective_settings, mask_password};
+use huddle::server::{Server, StartError};
+use huddle::store::Store;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_or_exit();
+    let (cli, matches) = Cli::parse_or_exit();
     match cli.command {
         Some(Command::Token(args)) => print_token(&args),
+        Some(Command::Check(config)) => check(&config, &matches),
+        Some(Command::Migrate(config)) => migrate(&config),
         None => serve(cli.config),
     }
+}
+
+/// `huddle check`: the first problem on stderr and exit 2, or the effective
+/// settings on stdout and exit 0.
+fn check(config: &Config, matches: &clap::ArgMatches) -> ExitCode {
+    let database = match config.check() {
+        Ok(database) => database,
+        Err(problem) => {
+            eprintln!("huddle: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = if config.redis_url.is_some() {
+        "a node of a cluster"
+    } else {
+        "one process"
+    };
+    let report = std::iter::once(format!(
+        "# huddle check: the configuration is valid ({database} database, {mode}); \
+         no connection was opened. Effective settings, secrets masked:"
+    ))
+    .chain(effective_settings(matches));
+    // Written without println!, which panics when the reader has gone (`| head`).
+    let mut out = std::io::stdout().lock();
+    for line in report {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `huddle migrate`: applies the migrations DATABASE_URL lacks (the store's own
+/// start-up step), then exits; 1 when the database cannot be reached or migrated.
+fn migrate(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("huddle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match Store::connect(&config.database_url).await {
+            Ok(store) => {
+                println!(
+                    "huddle: {} is migrated ({})",
+                    mask_password(&config.database_url),
+                    store.backend()
+                );
+                store.close().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("huddle: {}", StartError::from(e));
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn print_token(args: &TokenArgs) -> ExitCode {

@@ -17,6 +17,7 @@ use signaling::Signaling;
 
 use crate::api::{self, AppState, MetricsRoute};
 use crate::auth::JwtKey;
+use crate::browsers::{self, Browsers};
 use crate::calls::model::MetricSource;
 use crate::calls::service::{CallService, MediaSetup, RoomHost, ServiceError};
 use crate::clock::Clock;
@@ -243,6 +244,12 @@ impl Server {
                 http::drain_layer,
             ))
             .layer(socket_layer);
+        // Outermost, so that Socket.IO's own requests pass it too.
+        let guard = middleware::from_fn_with_state(
+            Browsers::new(config.cors_origins.clone()),
+            browsers::guard,
+        );
+        let app = app.layer(guard.clone());
         let serve = |listener, app| {
             tokio::spawn(http::serve(
                 listener,
@@ -255,7 +262,10 @@ impl Server {
         };
         let mut tasks = vec![serve(listener, app)];
         if let Some(listener) = metrics_listener {
-            tasks.push(serve(listener, api::metrics_app(state.clone())));
+            tasks.push(serve(
+                listener,
+                api::metrics_app(state.clone()).layer(guard),
+            ));
         }
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_until_stopped(

@@ -260,7 +260,10 @@ enum Db {
 
 impl Db {
     async fn open(h: &Harness) -> Db {
-        let url = h.database_url();
+        Db::connect(h.database_url()).await
+    }
+
+    async fn connect(url: &str) -> Db {
         if url.starts_with("sqlite:") {
             Db::Sqlite(sqlx::SqliteConnection::connect(url).await.expect("sqlite"))
         } else {
@@ -285,17 +288,95 @@ async fn insert_calls(h: &Harness, calls: &[Generated]) {
         for m in &g.quality {
             store.insert_quality(m).await.expect("insert quality");
         }
-        if g.recording_row {
-            db.execute(&format!(
-                "INSERT INTO call_recordings (id, call_id, started_at, status) \
-                 VALUES ('{}', '{}', {}, 'completed')",
-                Uuid::new_v4(),
-                g.call().id,
-                sql_time(g.call().created_at)
-            ))
-            .await;
-        }
+        insert_recording_row(&mut db, g).await;
     }
+}
+
+/// The `call_recordings` row of a call that has one.
+async fn insert_recording_row(db: &mut Db, g: &Generated) {
+    if g.recording_row {
+        db.execute(&format!(
+            "INSERT INTO call_recordings (id, call_id, started_at, status) \
+             VALUES ('{}', '{}', {}, 'completed')",
+            Uuid::new_v4(),
+            g.call().id,
+            sql_time(g.call().created_at)
+        ))
+        .await;
+    }
+}
+
+/// Writes a call, its members and its quality samples as a Huddle older than
+/// migration 0006 did: no `call_participants.call_created_at`, no quality totals.
+async fn insert_before_0006(db: &mut Db, g: &Generated) {
+    let text = |v: Option<&str>| v.map_or("NULL".to_owned(), |v| format!("'{v}'"));
+    let time = |t: Option<DateTime<Utc>>| t.map_or("NULL".to_owned(), sql_time);
+    let number = |v: Option<f64>| v.map_or("NULL".to_owned(), |v| format!("{v:?}"));
+    // Quoted, booleans read as such by both backends.
+    let flag = |b: bool| if b { "'1'" } else { "'0'" };
+    let c = g.call();
+    db.execute(&format!(
+        "INSERT INTO calls (id, room_id, type, state, initiator_id, is_group, \
+         max_participants, created_at, started_at, ended_at, duration, end_reason, \
+         recording_enabled, updated_at, version, media_mode) \
+         VALUES ('{}', '{}', '{}', '{}', '{}', {}, {}, {}, {}, {}, {}, {}, {}, {}, 1, '{}')",
+        c.id,
+        c.room_id,
+        c.call_type.as_str(),
+        c.state.as_str(),
+        c.initiator_id.as_str(),
+        flag(c.is_group),
+        c.max_participants,
+        sql_time(c.created_at),
+        time(c.started_at),
+        time(c.ended_at),
+        c.duration.map_or("NULL".to_owned(), |d| d.to_string()),
+        text(c.end_reason.map(|r| r.as_str())),
+        flag(c.recording_enabled),
+        sql_time(c.updated_at),
+        c.media_mode.as_str(),
+    ))
+    .await;
+    for p in &g.snapshot.participants {
+        db.execute(&format!(
+            "INSERT INTO call_participants (id, call_id, user_id, role, invited_at, joined_at, \
+             left_at, duration, connection_state, audio_enabled, video_enabled, \
+             screen_share_enabled) \
+             VALUES ('{}', '{}', '{}', '{}', {}, {}, {}, {}, '{}', {}, {}, {})",
+            p.id,
+            p.call_id,
+            p.user_id.as_str(),
+            p.role.as_str(),
+            sql_time(p.invited_at),
+            time(p.joined_at),
+            time(p.left_at),
+            p.duration,
+            p.connection_state.as_str(),
+            flag(p.audio_enabled),
+            flag(p.video_enabled),
+            flag(p.screen_share_enabled),
+        ))
+        .await;
+    }
+    for m in &g.quality {
+        let r = &m.report;
+        db.execute(&format!(
+            "INSERT INTO call_quality_metrics (id, call_id, participant_id, timestamp, jitter, \
+             packet_loss, round_trip_time, quality, source) \
+             VALUES ('{}', '{}', '{}', {}, {}, {}, {}, {}, '{}')",
+            m.id,
+            m.call_id,
+            m.participant_id,
+            sql_time(m.timestamp),
+            number(r.jitter),
+            number(r.packet_loss),
+            number(r.round_trip_time),
+            number(m.quality),
+            m.source.as_str(),
+        ))
+        .await;
+    }
+    insert_recording_row(db, g).await;
 }
 
 /// `GET /api/v1/calls/analytics?<query>` with `token`.
@@ -789,4 +870,83 @@ on_both_backends! {
         let (status, body) = h.call(Method::GET, "/api/v1/calls/analytics", None, None).await;
         assert_eq!((status, &body["error"]["code"]), (StatusCode::UNAUTHORIZED, &Value::from("UNAUTHORIZED")));
     }
+}
+
+/// Calls stored before migration 0006 (which added the copies and totals analytics
+/// read) are in the reports, history and per-user rows after the upgrade, as if
+/// stored after it.
+async fn an_upgrade_brings_existing_calls_into_the_reports(backend: common::Backend) {
+    let mut calls = generate_calls(&mut Rng(0x5EED_0006), 60);
+    // Ended calls only: a server that starts ends calls still live from 2024 whose
+    // members never come back (restart recovery), which is not what this tests.
+    calls.retain(|g| g.call().state == CallState::Ended);
+    let h = Harness::start_from_version(backend, 5, |url| {
+        let calls = &calls;
+        async move {
+            let mut db = Db::connect(&url).await;
+            for g in calls {
+                insert_before_0006(&mut db, g).await;
+            }
+        }
+    })
+    .await;
+    let report = report(&h, &h.admin_token("ops"), WINDOW).await;
+    expected_app(&calls).assert_matches(&report);
+    assert_quality(&report, &calls);
+    for user in USERS {
+        let theirs: Vec<&Generated> = calls.iter().filter(|g| g.has_member(user)).collect();
+        let mine = report_for(&h, user).await;
+        expected_app(theirs.iter().copied()).assert_matches(&mine);
+        assert_quality(&mine, theirs.iter().copied());
+        let row = report["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["userId"] == user);
+        let in_window = theirs
+            .iter()
+            .filter(|g| in_window(g.call().created_at))
+            .count();
+        assert_eq!(
+            row.map_or(0, |r| r["totalCalls"].as_u64().unwrap()) as usize,
+            in_window,
+            "{user}"
+        );
+        // Their history: every call, newest first.
+        let (status, body) = h.get("/api/v1/calls/history?limit=100", user).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut expected: Vec<(DateTime<Utc>, String)> = theirs
+            .iter()
+            .map(|g| (g.call().created_at, g.call().id.to_string()))
+            .collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        let listed: Vec<&str> = body["data"]["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = expected.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(listed, expected, "{user}'s history");
+        assert_eq!(
+            body["data"]["pagination"]["total"],
+            expected.len(),
+            "{user}"
+        );
+    }
+    h.finish().await;
+}
+
+async fn report_for(h: &Harness, user: &str) -> Value {
+    report(h, &h.token(user), WINDOW).await
+}
+
+#[tokio::test]
+async fn sqlite_an_upgrade_brings_existing_calls_into_the_reports() {
+    an_upgrade_brings_existing_calls_into_the_reports(common::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_an_upgrade_brings_existing_calls_into_the_reports() {
+    an_upgrade_brings_existing_calls_into_the_reports(common::Backend::Postgres).await;
 }

@@ -1,5 +1,6 @@
 //! The `huddle` binary as a user runs it: flags and environment, one-line errors,
-//! `huddle token`, a zero-configuration start, and shutdown on SIGTERM.
+//! `huddle token`, `huddle check`, `huddle migrate`, a zero-configuration start,
+//! and shutdown on SIGTERM.
 
 mod common;
 
@@ -53,6 +54,7 @@ const SETTINGS: &[&str] = &[
     "LIVEKIT_API_SECRET",
     "LIVEKIT_TOKEN_TTL",
     "LIVEKIT_EMPTY_TIMEOUT",
+    "CORS_ORIGINS",
 ];
 
 fn huddle(dir: &Path) -> Command {
@@ -84,7 +86,9 @@ fn help_lists_every_setting_with_its_environment_variable() {
             "--help does not mention {var}:\n{help}"
         );
     }
-    assert!(help.contains("token"), "{help}");
+    for command in ["token", "check", "migrate"] {
+        assert!(help.contains(&format!("  {command} ")), "{command}: {help}");
+    }
 }
 
 #[test]
@@ -332,4 +336,236 @@ async fn a_printed_token_is_accepted_by_a_server_with_the_same_secret() {
     let (exit, _) = running.terminate();
     assert!(exit.success());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `huddle` with nothing of this process's environment but `PATH`, in `dir`.
+fn bare_huddle(dir: &Path) -> Command {
+    let mut command = Command::new(HUDDLE);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn check_prints_the_effective_settings_with_every_secret_masked() {
+    let dir = scratch_dir();
+    let secrets = [
+        "jwt-secret-never-printed-0123",
+        "turn-secret-never-printed-0123",
+        "livekit-secret-never-printed",
+        "db-password-never-printed",
+        "query-password-never-printed",
+        "static-turn-password-never-printed",
+    ];
+    let database = format!(
+        "postgres://huddle:{}@db.example:5432/calls?sslmode=prefer&password={}",
+        secrets[3], secrets[4]
+    );
+    let out = bare_huddle(&dir)
+        .env("JWT_SECRET", secrets[0])
+        .env("TURN_SECRET", secrets[1])
+        .env("LIVEKIT_URL", "wss://lk.example")
+        .env("LIVEKIT_API_KEY", "APIkey")
+        .env("LIVEKIT_API_SECRET", secrets[2])
+        .env("DATABASE_URL", &database)
+        .env("TURN_SERVER_URL", "turn:t.example:3478")
+        .env("TURN_USERNAME", "static")
+        .env("TURN_PASSWORD", secrets[5])
+        .env("CORS_ORIGINS", "https://app.example,http://localhost:3344")
+        .args(["check", "--port", "4100"])
+        .output()
+        .expect("run huddle check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    for secret in secrets {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed:\n{stdout}{stderr}"
+        );
+    }
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "# huddle check: the configuration is valid (postgres database, one process)"
+        ),
+        "{stdout}"
+    );
+    for expected in [
+        "PORT=4100  # flag",
+        "HOST=0.0.0.0  # default",
+        "JWT_SECRET=****  # environment",
+        "TURN_SECRET=****  # environment",
+        "LIVEKIT_API_SECRET=****  # environment",
+        "TURN_PASSWORD=****  # environment",
+        "LIVEKIT_API_KEY=APIkey  # environment",
+        "DATABASE_URL=postgres://huddle:****@db.example:5432/calls?sslmode=prefer&password=****  # environment",
+        "CORS_ORIGINS=https://app.example,http://localhost:3344  # environment",
+        "# REDIS_URL is unset",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "no line {expected:?} in:\n{stdout}"
+        );
+    }
+    // Every setting is accounted for, set or not, once.
+    for var in SETTINGS {
+        let mentions = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{var}=")) || **l == format!("# {var} is unset"))
+            .count();
+        assert_eq!(mentions, 1, "{var} in:\n{stdout}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("dir").count(),
+        0,
+        "check opens and creates nothing"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_names_the_first_problem_and_fails() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("PORT", "http")], "PORT"),
+        (
+            &[("PORT", "4100"), ("METRICS_PORT", "4100")],
+            "METRICS_PORT",
+        ),
+        (
+            &[("DATABASE_URL", "postgres://db.example:port/calls")],
+            "DATABASE_URL",
+        ),
+        (&[("REDIS_URL", "redis://r.example:6379/0")], "REDIS_URL"),
+        (
+            &[("CORS_ORIGINS", "https://app.example/path")],
+            "CORS_ORIGINS",
+        ),
+        (&[("DEFAULT_MEDIA_MODE", "livekit")], "DEFAULT_MEDIA_MODE"),
+    ];
+    for (env, setting) in cases {
+        let out = bare_huddle(&std::env::temp_dir())
+            .envs(env.iter().copied())
+            .arg("check")
+            .output()
+            .expect("run huddle check");
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{env:?}: {stderr}");
+        assert!(
+            stderr.starts_with("huddle: ") && stderr.contains(setting),
+            "{env:?}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{env:?}: nothing is printed as effective"
+        );
+    }
+}
+
+/// The migrations recorded as applied, in order.
+const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+
+/// The versions of the migrations in `migrations/<dialect>`.
+fn migrations_in(dialect: &str) -> Vec<i64> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let mut versions: Vec<i64> = std::fs::read_dir(dir)
+        .expect("migrations")
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .split('_')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
+#[tokio::test]
+async fn migrate_applies_every_migration_to_a_fresh_sqlite_file_and_exits() {
+    use sqlx::Connection;
+    let dir = scratch_dir();
+    let url = format!("sqlite://{}", dir.join("calls.db").display());
+    for _ in 0..2 {
+        let out = bare_huddle(&dir)
+            .env("DATABASE_URL", &url)
+            .arg("migrate")
+            .output()
+            .expect("run huddle migrate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.trim(), format!("huddle: {url} is migrated (sqlite)"));
+    }
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    let applied: Vec<i64> = sqlx::query_scalar(APPLIED)
+        .fetch_all(&mut conn)
+        .await
+        .expect("migrations table");
+    assert_eq!(applied, migrations_in("sqlite"));
+    drop(conn);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn migrate_applies_every_migration_to_a_fresh_postgres_schema() {
+    use sqlx::Connection;
+    let base = common::postgres_url();
+    let schema = format!("huddle_migrate_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for this test: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let out = bare_huddle(&std::env::temp_dir())
+        .env("DATABASE_URL", &url)
+        .arg("migrate")
+        .output()
+        .expect("run huddle migrate");
+    let migrated = out.status.success();
+    let applied: Vec<i64> = match sqlx::PgConnection::connect(&url).await {
+        Ok(mut conn) => sqlx::query_scalar(APPLIED)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default(),
+        Err(_) => vec![],
+    };
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .expect("drop schema");
+    assert!(migrated, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("is migrated (postgres)\n"));
+    assert_eq!(applied, migrations_in("postgres"));
+}
+
+#[test]
+fn migrate_without_a_database_fails_naming_it() {
+    let out = refusal(
+        bare_huddle(&std::env::temp_dir())
+            .env(
+                "DATABASE_URL",
+                "postgres://nobody:secret-pw@127.0.0.1:1/none",
+            )
+            .arg("migrate"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("huddle: DATABASE_URL: "), "{stderr}");
+    assert!(!stderr.contains("secret-pw"), "{stderr}");
 }

@@ -1,10 +1,14 @@
 //! The demo page: a reference client of the SFU protocol, built into the binary so
 //! that a fresh `cargo run` serves it at `/`, with the official Socket.IO client.
 
+use std::sync::LazyLock;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::docs::Success;
@@ -20,6 +24,26 @@ const SOCKET_IO_CLIENT: &str = include_str!("../../web/socket.io.min.js");
 /// Demo tokens last a day.
 const DEMO_TOKEN_TTL: i64 = 86_400;
 
+/// The demo page's Content-Security-Policy: its own inline script and style (by
+/// hash) and the Socket.IO client from this server, requests to this server only
+/// (`fetch`, Socket.IO polling and WebSocket), nothing else; WebRTC is not a fetch
+/// and needs no directive.
+static PAGE_CSP: LazyLock<String> = LazyLock::new(|| {
+    let hash = |open: &str, close: &str| {
+        let inline = PAGE
+            .split_once(open)
+            .and_then(|(_, rest)| rest.split_once(close))
+            .map_or("", |(inline, _)| inline);
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(inline))
+    };
+    format!(
+        "default-src 'none'; script-src 'self' 'sha256-{}'; style-src 'sha256-{}'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>"),
+    )
+});
+
 /// The demo page.
 #[utoipa::path(
     get,
@@ -27,8 +51,11 @@ const DEMO_TOKEN_TTL: i64 = 86_400;
     tag = "pages",
     responses((status = 200, description = "The demo page", content_type = "text/html", body = String))
 )]
-pub async fn page() -> Html<&'static str> {
-    Html(PAGE)
+pub async fn page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_SECURITY_POLICY, PAGE_CSP.as_str())],
+        Html(PAGE),
+    )
 }
 
 /// The demo page, at `/demo` too.
@@ -38,7 +65,7 @@ pub async fn page() -> Html<&'static str> {
     tag = "pages",
     responses((status = 200, description = "The demo page", content_type = "text/html", body = String))
 )]
-pub async fn demo_page() -> Html<&'static str> {
+pub async fn demo_page() -> impl IntoResponse {
     page().await
 }
 

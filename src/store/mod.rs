@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::calls::lifecycle::CallSnapshot;
@@ -45,6 +45,30 @@ pub enum StoreError {
 enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// The database a DATABASE_URL names, and how to open it.
+enum Target {
+    Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
+}
+
+impl Target {
+    fn of(url: &str) -> Result<Target, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Target::Sqlite(
+                SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true),
+            ))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Target::Postgres(PgConnectOptions::from_str(url)?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
 }
 
 /// The call records. Cheap to clone (a pool handle).
@@ -201,34 +225,39 @@ impl Store {
     /// Opens the database named by `url` (`sqlite:...` or `postgres://...`) and applies
     /// pending migrations. A SQLite file is created if missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
-            // An in-memory database lives and dies with its one connection.
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let pool = SqlitePoolOptions::new()
-                .max_connections(if in_memory { 1 } else { 4 })
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-            Pool::Sqlite(pool)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(10)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
-                .await?;
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Pool::Postgres(pool)
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let pool = match Target::of(url)? {
+            Target::Sqlite(options) => {
+                // An in-memory database lives and dies with its one connection.
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(if in_memory { 1 } else { 4 })
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                Pool::Sqlite(pool)
+            }
+            Target::Postgres(options) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                Pool::Postgres(pool)
+            }
         };
         Ok(Store { pool })
+    }
+
+    /// Reads `url` as [`Store::connect`] does, without connecting: `sqlite` or
+    /// `postgres` when it names a database that could be opened.
+    pub fn check_url(url: &str) -> Result<&'static str, StoreError> {
+        Ok(match Target::of(url)? {
+            Target::Sqlite(_) => "sqlite",
+            Target::Postgres(_) => "postgres",
+        })
     }
 
     /// `sqlite` or `postgres`.

@@ -16,7 +16,11 @@ export class Person {
     this.server = server;
     this.errors = [];
     this.owners = new Map(); // sub mid -> userId, as last mapped by the SFU
+    this.blocked = []; // what the page's Content-Security-Policy refused
     page.on('pageerror', (e) => this.errors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) this.blocked.push(m.text());
+    });
   }
 
   /** Opens the page (with `query`, e.g. `?relay=1`) and signs in with a demo token. */
@@ -31,6 +35,8 @@ export class Person {
       ms: 10_000,
       explain: () => person.explain(),
     });
+    // The page runs under the policy Huddle serves it with, and breaks none of it.
+    if (person.blocked.length) throw new Error(`the demo page's CSP blocked:\n${person.blocked.join('\n')}`);
     return person;
   }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -91,6 +92,54 @@ impl Harness {
     /// Starts a server with the harness's settings plus `extra` flags.
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         let (url, scratch) = scratch_database(backend).await;
+        Self::launch(url, scratch, extra).await
+    }
+
+    /// Starts a server on a database that was first brought to migration `version`
+    /// only and handed (by URL) to `fill`: the server's start applies the later
+    /// migrations to the rows `fill` wrote, as an upgrade does.
+    pub async fn start_from_version<F, Fut>(backend: Backend, version: i64, fill: F) -> Self
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (url, scratch) = scratch_database(backend).await;
+        let until = |mut migrator: sqlx::migrate::Migrator| {
+            let kept: Vec<_> = migrator
+                .migrations
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect();
+            migrator.migrations = kept.into();
+            migrator
+        };
+        match backend {
+            Backend::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                    .expect("sqlite url")
+                    .create_if_missing(true);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("sqlite");
+                until(sqlx::migrate!("migrations/sqlite"))
+                    .run(&mut conn)
+                    .await
+                    .expect("early migrations");
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                until(sqlx::migrate!("migrations/postgres"))
+                    .run(&mut conn)
+                    .await
+                    .expect("early migrations");
+            }
+        }
+        fill(url.clone()).await;
+        Self::launch(url, scratch, &[]).await
+    }
+
+    async fn launch(url: String, scratch: Scratch, extra: &[&str]) -> Self {
         let max = MAX_PARTICIPANTS.to_string();
         let ringing = RINGING_TIMEOUT.to_string();
         let duration = MAX_DURATION.to_string();
