@@ -180,6 +180,11 @@ async fn swagger_ui_is_served_by_huddle_with_every_file_it_loads() {
             .unwrap()
             .starts_with("text/html")
     );
+    let policy = head["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"),
+        "Swagger UI may run its own scripts and ask this server only: {policy}"
+    );
     let page = String::from_utf8(page.to_vec()).unwrap();
     assert!(
         !page.contains("//"),
