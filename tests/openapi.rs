@@ -239,8 +239,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         ],
     )
     .await;
-    // A call, so that operations on calls meet one that exists among the random ids.
-    h.start_call("ops", "video", &["bob"]).await;
+    // A call ringing the token's user, whose id, a phone number and a file of Swagger
+    // UI schemathesis uses as the paths' `callId`, `number` and `file`
+    // (`schemathesis.toml`, read from its working folder), so that generated requests
+    // reach a call, a history and a file, not only 404s.
+    let call = h.start_call("carol", "video", &["ops"]).await;
     let url = format!("http://{}/api/openapi.json", h.addr());
     let auth = format!("Authorization: Bearer {}", h.admin_token("ops"));
     // schemathesis keeps a cache in its working folder: a scratch one, removed after.
@@ -249,6 +252,14 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(
+        scratch.join("schemathesis.toml"),
+        format!(
+            "[parameters]\ncallId = \"{call}\"\nnumber = \"+14155552671\"\n\
+             file = \"swagger-ui.css\"\n"
+        ),
+    )
+    .unwrap();
     let cwd = scratch.clone();
     let run = tokio::task::spawn_blocking(move || {
         Command::new(venv.join("bin/st"))
