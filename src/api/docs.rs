@@ -105,8 +105,9 @@ impl Modify for BearerJwt {
     }
 }
 
-/// Adds to every operation the answers of the layers in front of its handler: 414,
-/// 431 and 503 to all; 429 to all but `/health` and `/metrics` (not rate limited);
+/// Adds to every operation the answers of the layers in front of its handler
+/// (`crate::browsers` and `middleware`, and `crate::http`'s drain): 403, 414, 431 and
+/// 503 to all; 429 to all but `/health` and `/metrics` (not rate limited);
 /// 401 to those that take a token; 400, 413 and 415 to those that take a JSON body;
 /// and to those about one call (`{callId}`), what the call service refuses. A status
 /// the operation documents already keeps its description, with these codes added.
@@ -121,6 +122,11 @@ pub fn common_responses(doc: &mut Document) {
                 .as_ref()
                 .is_some_and(|body| body.content.contains_key("application/json"));
             let mut add = |status: &str, text: &str| add_response(operation, status, text);
+            add(
+                "403",
+                "`ORIGIN_NOT_ALLOWED`: a browser's `Origin` that is neither this server's \
+                 nor in CORS_ORIGINS",
+            );
             add("414", "`URI_TOO_LONG`: a URI over 8 KiB");
             add("431", "`HEADERS_TOO_LARGE`: request headers over 64 KiB");
             add(
