@@ -17,7 +17,8 @@ ENV HOST=0.0.0.0 \
     PORT=3003 \
     DATABASE_URL=sqlite:///data/huddle.db
 # HTTP + Socket.IO, the SFU's one UDP media port, the embedded TURN server (UDP
-# and TCP) and its relay ports (set TURN_MIN_PORT/TURN_MAX_PORT to what you publish).
-EXPOSE 3003 7882/udp 3478/udp 3478/tcp 49152-65535/udp
+# and TCP, and TLS on 5349 with SSL_CERT_PATH) and its relay ports (set
+# TURN_MIN_PORT/TURN_MAX_PORT to what you publish).
+EXPOSE 3003 7882/udp 3478/udp 3478/tcp 5349/tcp 49152-65535/udp
 VOLUME ["/data"]
 ENTRYPOINT ["huddle"]

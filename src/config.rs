@@ -3,13 +3,16 @@
 //! and `main` read the environment.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use huddle_turn::{IpRange, PeerPolicy, Quota, Secret, TurnConfig};
+use huddle_turn::{IpRange, PeerPolicy, Quota, Secret, TurnConfig, TurnTls};
+use tokio_rustls::rustls::ServerConfig;
 use tracing_subscriber::filter::Targets;
 
 use crate::browsers::Origin;
@@ -23,6 +26,7 @@ use crate::phone::number::{Numbers, parse_region};
 use crate::ratelimit::{Rate, RateLimits};
 use crate::server::StartError;
 use crate::store::Store;
+use crate::tls::TlsFiles;
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -289,6 +293,26 @@ pub struct Config {
     /// Unset: only pages Huddle serves itself (its own origin).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', value_parser = Origin::parse)]
     pub cors_origins: Vec<Origin>,
+    /// PEM certificate chain (the server's certificate first) for HTTPS and WSS on
+    /// PORT, and TURN over TLS. Set with SSL_KEY_PATH; unset, PORT serves plain HTTP.
+    #[arg(long, env = "SSL_CERT_PATH")]
+    pub ssl_cert_path: Option<PathBuf>,
+    /// PEM private key of SSL_CERT_PATH's certificate.
+    #[arg(long, env = "SSL_KEY_PATH")]
+    pub ssl_key_path: Option<PathBuf>,
+    /// Seconds between looks at the certificate files' modification times: when they
+    /// change, the files are loaded again (as on SIGHUP). 0: on SIGHUP only.
+    #[arg(long, env = "SSL_RELOAD_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub ssl_reload_interval: u32,
+    /// TCP port of the embedded TURN server's TURN over TLS (`turns:`), served when
+    /// SSL_CERT_PATH is set (0 picks a free one). 443 passes firewalls that let only
+    /// HTTPS out.
+    #[arg(long, env = "TURN_TLS_PORT", default_value_t = 5349)]
+    pub turn_tls_port: u16,
+    /// Host name in the `turns:` URLs handed out, one the certificate names (clients
+    /// check it), e.g. `turn.example.org`. Default: TURN_PUBLIC_IP.
+    #[arg(long, env = "TURN_TLS_HOST", value_parser = parse_host_name)]
+    pub turn_tls_host: Option<String>,
 }
 
 impl Config {
@@ -376,8 +400,13 @@ impl Config {
     }
 
     /// The embedded TURN server's settings; `services` are internal addresses its
-    /// relays may always reach (the built-in SFU).
-    pub fn turn_config(&self, secret: Secret, services: Vec<SocketAddr>) -> TurnConfig {
+    /// relays may always reach (the built-in SFU); with `tls`, it serves TURN over TLS.
+    pub fn turn_config(
+        &self,
+        secret: Secret,
+        services: Vec<SocketAddr>,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> TurnConfig {
         TurnConfig {
             listen: SocketAddr::new(self.turn_host, self.turn_port),
             relay_bind: self.turn_relay_ip.unwrap_or(self.turn_host),
@@ -401,7 +430,25 @@ impl Config {
                 ),
                 max_per_ip: self.turn_tcp_max_per_ip as usize,
             },
+            tls: tls.map(|config| TurnTls {
+                listen: SocketAddr::new(self.turn_host, self.turn_tls_port),
+                config,
+            }),
         }
+    }
+
+    /// The certificate files, when SSL_CERT_PATH and SSL_KEY_PATH are set.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.ssl_cert_path.clone()?,
+            key: self.ssl_key_path.clone()?,
+        })
+    }
+
+    /// How often the certificate files are looked at, if at all.
+    pub fn ssl_reload_interval(&self) -> Option<std::time::Duration> {
+        (self.ssl_reload_interval > 0)
+            .then(|| std::time::Duration::from_secs(self.ssl_reload_interval.into()))
     }
 
     /// Where clients reach the embedded TURN server.
@@ -412,11 +459,27 @@ impl Config {
 
     /// The ICE servers handed to clients: STUN_SERVER_URL (or the embedded server as
     /// STUN), TURN with minted credentials (TURN_URLS, or the embedded server at
-    /// `embedded`, over UDP and TCP), and the fixed TURN_SERVER_URL.
-    pub fn ice_servers(&self, secret: Option<Secret>, embedded: Option<SocketAddr>) -> IceServers {
+    /// `embedded`, over UDP and TCP, and over TLS on port `embedded_tls` at
+    /// TURN_TLS_HOST), and the fixed TURN_SERVER_URL.
+    pub fn ice_servers(
+        &self,
+        secret: Option<Secret>,
+        embedded: Option<SocketAddr>,
+        embedded_tls: Option<u16>,
+    ) -> IceServers {
         let host = |addr: SocketAddr| match addr.ip() {
             IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
             ip => format!("{ip}:{}", addr.port()),
+        };
+        let tls = |addr: SocketAddr, port| {
+            let authority = match &self.turn_tls_host {
+                Some(name) => match name.parse::<IpAddr>() {
+                    Ok(ip) => host(SocketAddr::new(ip, port)),
+                    Err(_) => format!("{name}:{port}"),
+                },
+                None => host(SocketAddr::new(addr.ip(), port)),
+            };
+            format!("turns:{authority}?transport=tcp")
         };
         let stun = match (&self.stun_server_url, embedded) {
             (Some(url), _) => vec![url.clone()],
@@ -427,7 +490,9 @@ impl Config {
             _ if !self.turn_urls.is_empty() => self.turn_urls.clone(),
             Some(addr) => ["udp", "tcp"]
                 .map(|transport| format!("turn:{}?transport={transport}", host(addr)))
-                .to_vec(),
+                .into_iter()
+                .chain(embedded_tls.map(|port| tls(addr, port)))
+                .collect(),
             None => vec![],
         };
         IceServers {
@@ -455,6 +520,20 @@ impl Config {
         }
         if self.turn_min_port > self.turn_max_port {
             return Err("TURN_MIN_PORT: must not be above TURN_MAX_PORT".into());
+        }
+        if self.ssl_cert_path.is_some() != self.ssl_key_path.is_some() {
+            return Err("SSL_CERT_PATH and SSL_KEY_PATH: set both or neither".into());
+        }
+        let tls_turn = self.turn_embedded && self.tls_files().is_some();
+        let same_host = |a: IpAddr| {
+            a == self.turn_host || a.is_unspecified() || self.turn_host.is_unspecified()
+        };
+        if tls_turn
+            && self.turn_tls_port != 0
+            && (self.turn_tls_port == self.turn_port
+                || (self.turn_tls_port == self.port && same_host(self.host)))
+        {
+            return Err("TURN_TLS_PORT: must differ from TURN_PORT and PORT".into());
         }
         if !self.turn_embedded && self.turn_secret.is_some() && self.turn_urls.is_empty() {
             return Err(
@@ -488,11 +567,15 @@ impl Cli {
 }
 
 impl Config {
-    /// What `huddle check` checks beyond parsing: the checks across settings, and
-    /// that DATABASE_URL and REDIS_URL are URLs the server could open. Returns the
+    /// What `huddle check` checks beyond parsing: the checks across settings, that
+    /// DATABASE_URL and REDIS_URL are URLs the server could open, and that the
+    /// certificate and key of SSL_CERT_PATH and SSL_KEY_PATH load. Returns the
     /// database's kind.
     pub fn check(&self) -> Result<&'static str, String> {
         self.validate()?;
+        if let Some(files) = self.tls_files() {
+            crate::tls::Certificates::load(files).map_err(|e| e.to_string())?;
+        }
         let database =
             Store::check_url(&self.database_url).map_err(|e| format!("DATABASE_URL: {e}"))?;
         if let Some(url) = &self.redis_url {
@@ -678,6 +761,24 @@ fn parse_realm(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// A DNS name or IP address for URLs: letters, digits, `-` and `.` (or an IP).
+fn parse_host_name(value: &str) -> Result<String, String> {
+    if value.parse::<IpAddr>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    let label_fine = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if value.len() <= 253 && value.split('.').all(label_fine) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a host name (e.g. turn.example.org) or an IP address".to_owned())
+    }
+}
+
 /// The IP to announce when none is configured: the bind address if it is specific,
 /// else the address this host would use to reach the Internet (no packet is sent),
 /// else loopback.
@@ -733,7 +834,12 @@ mod tests {
             (3478, "huddle")
         );
         assert_eq!(config.turn_ttl, 86_400);
-        assert!(config.ice_servers(None, None).for_user("alice").is_empty());
+        assert!(
+            config
+                .ice_servers(None, None, None)
+                .for_user("alice")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -801,7 +907,7 @@ mod tests {
             "p",
         ])
         .unwrap();
-        let servers = config.ice_servers(None, None).for_user("alice");
+        let servers = config.ice_servers(None, None, None).for_user("alice");
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, ["stun:s.example:3478"]);
         assert_eq!(servers[1].username.as_deref(), Some("u"));
@@ -815,6 +921,7 @@ mod tests {
         let ice = config.ice_servers(
             Some(secret.clone()),
             Some("[2001:db8::7]:3478".parse().unwrap()),
+            None,
         );
         let servers = ice.for_user("alice");
         assert_eq!(servers.len(), 2);
@@ -887,7 +994,7 @@ mod tests {
         ])
         .unwrap();
         config.validate().unwrap();
-        let ice = config.ice_servers(config.turn_secret.as_deref().map(Secret::new), None);
+        let ice = config.ice_servers(config.turn_secret.as_deref().map(Secret::new), None, None);
         let servers = ice.for_user("bob");
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[1].urls.len(), 2);
@@ -1038,5 +1145,103 @@ mod tests {
         let config =
             Config::from_args(["huddle", "--port", "4000", "--metrics-port", "4000"]).unwrap();
         assert!(config.validate().unwrap_err().contains("METRICS_PORT"));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_a_key_together_and_adds_turns_to_the_ice_servers() {
+        let config = Config::from_args(["huddle"]).unwrap();
+        assert_eq!(config.tls_files(), None);
+        assert_eq!(config.turn_tls_port, 5349);
+        assert_eq!(
+            config.ssl_reload_interval(),
+            Some(std::time::Duration::from_secs(5))
+        );
+        for half in [["--ssl-cert-path", "/c.pem"], ["--ssl-key-path", "/k.pem"]] {
+            let err = Config::from_args([&["huddle"][..], &half].concat())
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.starts_with("SSL_CERT_PATH and SSL_KEY_PATH"), "{err}");
+        }
+        let tls = [
+            "huddle",
+            "--ssl-cert-path",
+            "/etc/huddle/cert.pem",
+            "--ssl-key-path",
+            "/etc/huddle/key.pem",
+        ];
+        let config = Config::from_args(tls).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.tls_files(),
+            Some(TlsFiles {
+                cert: "/etc/huddle/cert.pem".into(),
+                key: "/etc/huddle/key.pem".into(),
+            })
+        );
+        let secret = Secret::new("turn-secret-for-tests");
+        let at = Some("203.0.113.7:3478".parse().unwrap());
+        let servers = config
+            .ice_servers(Some(secret.clone()), at, Some(443))
+            .for_user("alice");
+        assert_eq!(
+            servers[1].urls,
+            [
+                "turn:203.0.113.7:3478?transport=udp",
+                "turn:203.0.113.7:3478?transport=tcp",
+                "turns:203.0.113.7:443?transport=tcp"
+            ]
+        );
+        let named =
+            Config::from_args([&tls[..], &["--turn-tls-host", "turn.example.org"]].concat())
+                .unwrap();
+        let servers = named
+            .ice_servers(Some(secret), at, Some(5349))
+            .for_user("bob");
+        assert_eq!(
+            servers[1].urls[2],
+            "turns:turn.example.org:5349?transport=tcp"
+        );
+        let v6 =
+            Config::from_args([&tls[..], &["--turn-tls-host", "2001:db8::7"]].concat()).unwrap();
+        let servers = v6
+            .ice_servers(Some(Secret::new("turn-secret-for-tests")), at, Some(443))
+            .for_user("bob");
+        assert_eq!(servers[1].urls[2], "turns:[2001:db8::7]:443?transport=tcp");
+        let err = Config::from_args(["huddle", "--turn-tls-host", "turn example"]).unwrap_err();
+        assert!(err.contains("TURN_TLS_HOST"), "{err}");
+        let err = Config::from_args(["huddle", "--ssl-reload-interval", "soon"]).unwrap_err();
+        assert!(err.contains("SSL_RELOAD_INTERVAL"), "{err}");
+    }
+
+    #[test]
+    fn turn_over_tls_needs_a_port_of_its_own() {
+        let tls = [
+            "huddle",
+            "--ssl-cert-path",
+            "c.pem",
+            "--ssl-key-path",
+            "k.pem",
+        ];
+        for clash in [["--turn-tls-port", "3478"], ["--turn-tls-port", "3003"]] {
+            let config = Config::from_args([&tls[..], &clash].concat()).unwrap();
+            assert!(
+                config.validate().unwrap_err().starts_with("TURN_TLS_PORT"),
+                "{clash:?}"
+            );
+        }
+        let apart = [
+            "--host",
+            "10.0.0.1",
+            "--turn-host",
+            "10.0.0.2",
+            "--turn-tls-port",
+            "3003",
+        ];
+        let config = Config::from_args([&tls[..], &apart].concat()).unwrap();
+        config.validate().unwrap();
+        // Without a certificate nothing listens there.
+        let config = Config::from_args(["huddle", "--turn-tls-port", "3478"]).unwrap();
+        config.validate().unwrap();
     }
 }

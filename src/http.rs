@@ -8,9 +8,12 @@
 //! - handlers find the client's address as axum's `ConnectInfo<SocketAddr>`;
 //! - [`Drain`] stops it in order: new requests are answered 503 `SHUTTING_DOWN`
 //!   (with `Connection: close`) while those already in flight finish, then every
-//!   connection is closed once its response is out.
+//!   connection is closed once its response is out;
+//! - with TLS settings, every connection is HTTPS: the handshake, under the idle
+//!   timeout, comes first.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use tower_service::Service;
 
 use crate::wire::Failure;
@@ -159,15 +164,18 @@ impl AsyncWrite for Counted {
 
 /// Serves `app` on `listener` until `stop` turns true; then closes every connection
 /// gracefully (after its response in flight), waiting at most `linger` for them.
+/// With `tls`, every connection is HTTPS (WebSockets then being WSS).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<ServerConfig>>,
     drain: Arc<Drain>,
     mut stop: watch::Receiver<bool>,
     linger: Duration,
 ) {
     let per_ip = PerIp::new(limits.max_per_ip);
+    let tls = tls.map(TlsAcceptor::from);
     let mut connections = JoinSet::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -192,36 +200,22 @@ pub async fn serve(
             stream,
             _slot: slot,
         };
-        let router = app.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<_>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
-            let mut router = router.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    router
-                        .call(request.map(axum::body::Body::new))
-                        .await
-                        .into_response(),
-                )
-            }
-        });
-        let mut stop = stop.clone();
+        let (router, tls, mut stop) = (app.clone(), tls.clone(), stop.clone());
         connections.spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.idle_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let stopping = async { stop.wait_for(|stopping| *stopping).await.map(drop) };
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stopping => {}
+            let Some(tls) = tls else {
+                return serve_connection(stream, router, remote, limits, stop).await;
+            };
+            // The handshake comes before any request head: the idle timeout covers it.
+            let handshake = tokio::time::timeout(limits.idle_timeout, tls.accept(stream));
+            let handshake = tokio::select! {
+                _ = stop.wait_for(|stopping| *stopping) => return,
+                handshake = handshake => handshake,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_connection(stream, router, remote, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
             }
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
         });
         // Reap finished connections so the set does not grow with the server's age.
         while connections.try_join_next().is_some() {}
@@ -235,4 +229,42 @@ pub async fn serve(
         );
         connections.abort_all();
     }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one connection from `remote` until it closes,
+/// or, once `stop` turns true, until its response in flight is out.
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    router: Router,
+    remote: SocketAddr,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |mut request: Request<_>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let mut router = router.clone();
+        async move {
+            Ok::<_, Infallible>(
+                router
+                    .call(request.map(axum::body::Body::new))
+                    .await
+                    .into_response(),
+            )
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let stopping = async { stop.wait_for(|stopping| *stopping).await.map(drop) };
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stopping => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }

@@ -43,4 +43,5 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wire;

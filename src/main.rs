@@ -125,9 +125,16 @@ fn serve(config: Config) -> ExitCode {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("huddle: {e}");
-                return ExitCode::FAILURE;
+                // A certificate that cannot be used is a bad setting, like any other.
+                return match e {
+                    StartError::Tls(_) => ExitCode::from(2),
+                    _ => ExitCode::FAILURE,
+                };
             }
         };
+        if let Some(tls) = server.tls() {
+            tokio::spawn(reload_on_sighup(tls));
+        }
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight (signal again to force)");
         tokio::spawn(async {
@@ -139,6 +146,22 @@ fn serve(config: Config) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Loads the certificate files again on every SIGHUP. Only with TLS: otherwise
+/// SIGHUP keeps its default action.
+async fn reload_on_sighup(tls: Arc<huddle::tls::Certificates>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: certificates reload on file changes only");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tls.reload_and_log("SIGHUP");
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
 use crate::realtime::{Notifier, Realtime};
 use crate::store::{Store, StoreError};
+use crate::tls::{Certificates, TlsError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +50,9 @@ const LINGER: Duration = Duration::from_secs(2);
 pub enum StartError {
     #[error("DATABASE_URL: {0}")]
     Database(#[from] StoreError),
+    /// SSL_CERT_PATH or SSL_KEY_PATH cannot be used: a bad setting.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot recover the calls in progress: {0}")]
     Recovery(#[from] ServiceError),
     #[error("cannot listen on {addr}: {source}")]
@@ -89,12 +93,15 @@ pub struct Server {
     /// Flipped to `true` to close the HTTP listeners (last thing before the rest).
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The certificate of HTTPS and TURN over TLS, when SSL_CERT_PATH is set.
+    tls: Option<Arc<Certificates>>,
 }
 
 impl Server {
     /// Connects the database (applying migrations), binds the listeners and starts
     /// serving. `clock` is the time the call rules see.
     pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let tls = config.tls_files().map(Certificates::load).transpose()?;
         let store = Store::connect(&config.database_url).await?;
         if config.redis_url.is_some() && store.backend() == "sqlite" {
             return Err(StartError::ClusterOnSqlite);
@@ -193,7 +200,7 @@ impl Server {
             }
         }
         tokio::spawn(store_measured(service.clone(), measured));
-        let (turn, ice) = start_turn(config, &sfu).await?;
+        let (turn, ice) = start_turn(config, &sfu, tls.as_ref()).await?;
         if let (Some(cluster), Some(turn)) = (&cluster, &turn) {
             tokio::spawn(cluster::open_relays_to_nodes(cluster.clone(), turn.clone()));
         }
@@ -250,22 +257,28 @@ impl Server {
             browsers::guard,
         );
         let app = app.layer(guard.clone());
-        let serve = |listener, app| {
+        let serve = |listener, app, tls| {
             tokio::spawn(http::serve(
                 listener,
                 app,
                 config.http_limits(),
+                tls,
                 drain.clone(),
                 stop.subscribe(),
                 LINGER,
             ))
         };
-        let mut tasks = vec![serve(listener, app)];
+        let mut tasks = vec![serve(listener, app, tls.as_ref().map(Certificates::https))];
+        // Prometheus scrapes a port of its own over the internal network: plain HTTP.
         if let Some(listener) = metrics_listener {
             tasks.push(serve(
                 listener,
                 api::metrics_app(state.clone()).layer(guard),
+                None,
             ));
+        }
+        if let (Some(tls), Some(every)) = (&tls, config.ssl_reload_interval()) {
+            tasks.push(tokio::spawn(tls.clone().watch(every, stop.subscribe())));
         }
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_until_stopped(
@@ -279,6 +292,8 @@ impl Server {
             sfu = %state.sfu.sfu.local_addr(),
             sfu_announced = %state.sfu.sfu.announced(),
             turn = ?state.turn.as_ref().map(|t| t.local_addr()),
+            turn_tls = ?state.turn.as_ref().and_then(|t| t.tls_local_addr()),
+            tls = tls.is_some(),
             database = state.service.store().backend(),
             "huddle is listening"
         );
@@ -293,7 +308,13 @@ impl Server {
             sweeper,
             stop,
             tasks,
+            tls,
         })
+    }
+
+    /// The certificate in use, to reload (on SIGHUP), when SSL_CERT_PATH is set.
+    pub fn tls(&self) -> Option<Arc<Certificates>> {
+        self.tls.clone()
     }
 
     /// Stops in order, within DRAIN_TIMEOUT: new HTTP requests (503), sockets and
@@ -343,11 +364,13 @@ impl Server {
     }
 }
 
-/// Starts the embedded TURN server (unless TURN_EMBEDDED is false) and works out
-/// the ICE servers clients are given. Its relays may always reach the built-in SFU.
+/// Starts the embedded TURN server (unless TURN_EMBEDDED is false), over TLS too
+/// with a certificate, and works out the ICE servers clients are given. Its relays
+/// may always reach the built-in SFU.
 async fn start_turn(
     config: &Config,
     media: &SfuPlane,
+    tls: Option<&Arc<Certificates>>,
 ) -> Result<(Option<Arc<TurnServer>>, IceServers), StartError> {
     let secret = match &config.turn_secret {
         Some(secret) => Some(Secret::new(secret)),
@@ -355,20 +378,22 @@ async fn start_turn(
         None => None,
     };
     let (Some(secret), true) = (secret.clone(), config.turn_embedded) else {
-        return Ok((None, config.ice_servers(secret, None)));
+        return Ok((None, config.ice_servers(secret, None, None)));
     };
     let sfu = media.sfu.announced();
     let mut services = vec![sfu];
     if !media.sfu.local_addr().ip().is_unspecified() {
         services.push(media.sfu.local_addr());
     }
-    let turn = TurnServer::start(config.turn_config(secret.clone(), services))
+    let turn_config = config.turn_config(secret.clone(), services, tls.map(Certificates::turn));
+    let turn = TurnServer::start(turn_config)
         .await
         .map_err(StartError::Turn)?;
     let public = SocketAddr::new(config.turn_public_ip(), turn.local_addr().port());
+    let tls_port = turn.tls_local_addr().map(|addr| addr.port());
     Ok((
         Some(Arc::new(turn)),
-        config.ice_servers(Some(secret), Some(public)),
+        config.ice_servers(Some(secret), Some(public), tls_port),
     ))
 }
 

@@ -55,6 +55,11 @@ const SETTINGS: &[&str] = &[
     "LIVEKIT_TOKEN_TTL",
     "LIVEKIT_EMPTY_TIMEOUT",
     "CORS_ORIGINS",
+    "SSL_CERT_PATH",
+    "SSL_KEY_PATH",
+    "SSL_RELOAD_INTERVAL",
+    "TURN_TLS_PORT",
+    "TURN_TLS_HOST",
 ];
 
 fn huddle(dir: &Path) -> Command {

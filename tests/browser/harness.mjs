@@ -2,8 +2,11 @@
 // loopback and demo tokens on, and drives the demo page it serves in headless
 // Chromium (Debian's /usr/bin/chromium, through playwright-core).
 
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash, createPublicKey } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -27,7 +30,10 @@ const CHROMIUM_FLAGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
-/** Starts huddle; resolves once it announces its address. */
+/**
+ * Starts huddle; resolves once it announces its address (`url` is https:// when
+ * `extraEnv` gives it a certificate).
+ */
 export async function startServer(extraEnv = {}) {
   const bin = process.env.HUDDLE_BIN;
   if (!bin) throw new Error('HUDDLE_BIN must name the huddle binary (cargo test sets it)');
@@ -57,7 +63,7 @@ export async function startServer(extraEnv = {}) {
       const match = /\baddr=(\S+)/.exec(log);
       if (match) {
         clearTimeout(timer);
-        resolve(`http://${match[1]}`);
+        resolve(`${extraEnv.SSL_CERT_PATH ? 'https' : 'http'}://${match[1]}`);
       }
     });
     child.on('exit', (code) => reject(new Error(`huddle exited with ${code}:\n${log}`)));
@@ -73,12 +79,66 @@ export async function startServer(extraEnv = {}) {
   };
 }
 
-/** Launches Chromium; fails (never skips) when it is not installed. */
-export async function launchChromium() {
+/** Launches Chromium (with `extraFlags`); fails (never skips) when it is not installed. */
+export async function launchChromium(extraFlags = []) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`Chromium is required at ${CHROMIUM} for the browser suite (Debian: apt-get install -y chromium)`);
   }
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  return chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_FLAGS, ...extraFlags] });
+}
+
+/** The CAs of testCertificate(), which httpGet trusts (and no other). */
+const trustedCAs = [];
+
+/**
+ * GET `url` from Node, over http:// or https:// (trusting testCertificate()'s CAs;
+ * Node's fetch takes no CA): resolves to `{ status, body }`.
+ */
+export function httpGet(url, headers = {}) {
+  const { request } = url.startsWith('https:') ? https : http;
+  return new Promise((resolve, reject) => {
+    request(url, { headers, ca: trustedCAs }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode, body }));
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+/**
+ * A server certificate for 127.0.0.1 and localhost from a CA made for it (the
+ * `openssl` CLI), in a folder of its own: `{ env, chromiumFlag, remove }`. `env`
+ * points SSL_CERT_PATH and SSL_KEY_PATH at it; `chromiumFlag` makes Chromium trust
+ * this certificate's key and nothing else (`--ignore-certificate-errors-spki-list`:
+ * Chromium takes no CA by flag, and checks TURN servers' certificates as it does
+ * pages').
+ */
+export function testCertificate() {
+  const dir = mkdtempSync(join(tmpdir(), 'huddle-cert-'));
+  const at = (name) => join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+    openssl('req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '2', '-subj', '/CN=Huddle browser test CA',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+    openssl('req', ...ec, '-keyout', at('key.pem'), '-out', at('server.csr'), '-subj', '/CN=localhost');
+    writeFileSync(at('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+    openssl('x509', '-req', '-in', at('server.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial',
+      '-out', at('cert.pem'), '-days', '2', '-extfile', at('server.ext'));
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`the openssl CLI is required to make a test certificate: ${e.stderr ?? e.message}`);
+  }
+  const spki = createPublicKey(readFileSync(at('key.pem'))).export({ type: 'spki', format: 'der' });
+  trustedCAs.push(readFileSync(at('ca.pem'), 'utf8'));
+  return {
+    env: { SSL_CERT_PATH: at('cert.pem'), SSL_KEY_PATH: at('key.pem') },
+    chromiumFlag: `--ignore-certificate-errors-spki-list=${createHash('sha256').update(spki).digest('base64')}`,
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 /** Polls `probe` (async, returns a truthy value when done) until it passes or `ms` run out. */

@@ -6,18 +6,20 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 
-import { until } from './harness.mjs';
+import { httpGet, until } from './harness.mjs';
 
 /**
  * Where a server's TURN and SFU listen, from its (last) "huddle is listening" log line:
- * `{ turn, sfu }`, TURN's `ip:port` and the SFU's announced `ip:port`.
+ * `{ turn, turnTls, sfu }`, TURN's `ip:port` (UDP and TCP), TURN over TLS's (when it
+ * runs) and the SFU's announced `ip:port`.
  */
 export function addresses(log) {
   const line = log.split('\n').filter((l) => l.includes('huddle is listening')).at(-1) ?? '';
   const turn = /\bturn=Some\((\S+?)\)/.exec(line)?.[1];
+  const turnTls = /\bturn_tls=Some\((\S+?)\)/.exec(line)?.[1];
   const sfu = /\bsfu_announced=(\S+)/.exec(line)?.[1];
   assert.ok(turn && sfu, `the server logs its TURN and SFU addresses:\n${log}`);
-  return { turn, sfu };
+  return { turn, turnTls, sfu };
 }
 
 /** An admin token signed with `secret` (the demo endpoint mints none). */
@@ -29,9 +31,9 @@ export function adminToken(secret) {
 
 /** The `turn` figures of the server at `url`'s /monitoring/metrics (JWT_SECRET `secret`). */
 export async function turnFigures(url, secret) {
-  const response = await fetch(url + '/monitoring/metrics', { headers: { authorization: `Bearer ${adminToken(secret)}` } });
+  const response = await httpGet(url + '/monitoring/metrics', { authorization: `Bearer ${adminToken(secret)}` });
   assert.equal(response.status, 200, 'an admin token reads /monitoring/metrics');
-  return (await response.json()).turn;
+  return JSON.parse(response.body).turn;
 }
 
 /**
@@ -69,10 +71,11 @@ export function ice(person) {
  * Waits until both of `person`'s connections are connected on one selected pair
  * (they settle once ICE has nominated: poll rather than sleep), and checks that their
  * media goes only through relays of the embedded TURN server at `turn` (over
- * `transports`, 'udp' and/or 'tcp', with REST credentials minted for `person`) to
- * the SFU at `sfu`. Resolves to the ICE report.
+ * `transports`, 'udp' and/or 'tcp', or 'tls' at `turnTls`, with REST credentials
+ * minted for `person`) to the SFU at `sfu`. Resolves to the ICE report.
  */
-export async function relayedOnly(person, { turn, sfu, transports = ['udp', 'tcp'] }) {
+export async function relayedOnly(person, { turn, turnTls, sfu, transports = ['udp', 'tcp'] }) {
+  const urlOf = (transport) => (transport === 'tls' ? `turns:${turnTls}?transport=tcp` : `turn:${turn}?transport=${transport}`);
   const report = await until(
     `${person.name}'s connections to select relayed candidate pairs`,
     async () => {
@@ -88,10 +91,10 @@ export async function relayedOnly(person, { turn, sfu, transports = ['udp', 'tcp
     assert.equal(iceTransportPolicy, 'relay', why);
     // The TURN servers are the ones Huddle handed out: the embedded server, with
     // REST credentials minted for this user (and, for ?relay=tcp, only its TCP URL).
-    const turnServers = iceServers.filter((s) => [s.urls].flat().some((u) => u.startsWith('turn:')));
+    const turnServers = iceServers.filter((s) => [s.urls].flat().some((u) => /^turns?:/.test(u)));
     assert.equal(turnServers.length, 1, why);
     const [{ urls, username, credential }] = turnServers;
-    assert.deepEqual([urls].flat().sort(), transports.map((t) => `turn:${turn}?transport=${t}`).sort(), why);
+    assert.deepEqual([urls].flat().sort(), transports.map(urlOf).sort(), why);
     assert.match(username, new RegExp(`^\\d+:${person.userId}$`), why);
     assert.ok(credential, why);
     // Every candidate the connection gathered, and the one it uses, is a relay.
@@ -103,7 +106,7 @@ export async function relayedOnly(person, { turn, sfu, transports = ['udp', 'tcp
     const [{ local, remote }] = selected;
     assert.equal(local.type, 'relay', why);
     assert.ok(transports.includes(local.relayProtocol), `relayProtocol ${local.relayProtocol} is one of ${transports}: ${why}`);
-    assert.equal(local.url, `turn:${turn}?transport=${local.relayProtocol}`, why);
+    assert.equal(local.url, urlOf(local.relayProtocol), why);
     // The relay address is on the embedded server: its public IP, a port of its
     // relay range (TURN_MIN_PORT..TURN_MAX_PORT, by default 49152..65535)...
     assert.equal(local.address, turn.replace(/:\d+$/, ''), why);

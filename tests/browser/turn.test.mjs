@@ -1,6 +1,8 @@
 // Calls relayed through Huddle's embedded TURN server: two people on the demo page in
 // headless Chromium, in a video call through the SFU, with relay-only peer connections
-// (the page's `?relay=` hook sets iceTransportPolicy 'relay'). Their only candidates
+// (the page's `?relay=` hook sets iceTransportPolicy 'relay'), over UDP and TCP, and
+// over TLS (`turns:`) with a server serving HTTPS from a test certificate that
+// Chromium is told to trust. Their only candidates
 // are relays the embedded server allocates with the credentials Huddle handed out; the
 // relays reach the SFU's announced address, which TURN lets through. Checked on the
 // pages with getStats() (media decoded; the selected pair's local candidate is a relay
@@ -9,21 +11,24 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { SECRET, launchChromium, startServer } from './harness.mjs';
+import { SECRET, httpGet, launchChromium, startServer, testCertificate } from './harness.mjs';
 import { addresses, packetsReceived, relayedOnly, turnFigures } from './ice.mjs';
 import { Person, call, receives } from './people.mjs';
 
 let browser;
+let certificate;
 before(async () => {
-  browser = await launchChromium();
+  certificate = testCertificate();
+  browser = await launchChromium([certificate.chromiumFlag]);
 });
 after(async () => {
   await browser?.close();
+  certificate?.remove();
 });
 
 /** The Prometheus text at /metrics (no token), as name (with labels) -> number. */
 async function prometheus(server) {
-  const text = await (await fetch(server.url + '/metrics')).text();
+  const { body: text } = await httpGet(server.url + '/metrics');
   const figures = {};
   for (const line of text.split('\n')) {
     const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
@@ -34,13 +39,14 @@ async function prometheus(server) {
 
 /**
  * Alice calls Bob on pages opened with `?relay=<mode>`; both must decode each other's
- * media through relays of the embedded server over `transports` ('udp', 'tcp').
+ * media through relays of the embedded server over `transports` ('udp', 'tcp',
+ * 'tls'), on a server started with `env`.
  */
-async function relayedCall(mode, transports) {
-  const server = await startServer();
+async function relayedCall(mode, transports, env = {}) {
+  const server = await startServer(env);
   const people = [];
   try {
-    const { turn, sfu } = addresses(server.log());
+    const { turn, turnTls, sfu } = addresses(server.log());
     const [alice, bob] = await Promise.all(['Alice', 'Bob'].map((name) => Person.signIn({ browser, server }, name, { query: `?relay=${mode}` })));
     people.push(alice, bob);
     const started = Date.now();
@@ -50,7 +56,7 @@ async function relayedCall(mode, transports) {
     const chosen = []; // each person's selected pair on the subscribe connection
 
     for (const person of people) {
-      const report = await relayedOnly(person, { turn, sfu, transports });
+      const report = await relayedOnly(person, { turn, turnTls, sfu, transports });
       chosen.push(report.sub.selected[0]);
     }
 
@@ -88,6 +94,11 @@ describe('a video call through the SFU with relay-only pages, via the embedded T
 
   test('?relay=tcp: TURN over TCP only, and media still flows', { timeout: 30_000 }, async (t) => {
     const result = await relayedCall('tcp', ['tcp']);
+    t.diagnostic(JSON.stringify(result));
+  });
+
+  test('?relay=tls: TURN over TLS only (turns:, the HTTPS certificate), and media still flows', { timeout: 30_000 }, async (t) => {
+    const result = await relayedCall('tls', ['tls'], { ...certificate.env, TURN_TLS_PORT: '0' });
     t.diagnostic(JSON.stringify(result));
   });
 });

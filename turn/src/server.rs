@@ -1,5 +1,6 @@
-//! The embedded TURN server: UDP and TCP on one port, relaying through the `turn`
-//! crate's allocations, behind the [`Gate`](crate::gate::Gate).
+//! The embedded TURN server: UDP and TCP on one port, and TURN over TLS on a port of
+//! its own when given a certificate, relaying through the `turn` crate's allocations,
+//! behind the [`Gate`](crate::gate::Gate).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,10 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
 use webrtc_turn::allocation::allocation_manager::{Manager, ManagerConfig};
 use webrtc_turn::allocation::five_tuple::FiveTuple;
 use webrtc_turn::proto::PROTO_UDP;
@@ -47,7 +50,19 @@ pub struct TurnConfig {
     pub secret: Secret,
     pub quota: Quota,
     pub policy: PeerPolicy,
+    /// Limits of TURN over TCP, and of TURN over TLS.
     pub tcp: TcpLimits,
+    /// TURN over TLS (`turns:`), if wanted.
+    pub tls: Option<TurnTls>,
+}
+
+/// TURN over TLS: TURN over TCP's framing inside TLS, on a TCP port of its own.
+#[derive(Debug, Clone)]
+pub struct TurnTls {
+    /// Where it listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The certificate (a resolver the owner may swap certificates in) and settings.
+    pub config: Arc<ServerConfig>,
 }
 
 /// What a TURN-over-TCP connection may hold on to. A TCP connection costs a task, a
@@ -150,12 +165,13 @@ pub struct TurnStats {
     /// Requests with credentials answered 401 (unknown, expired, forged, another
     /// realm, or a wrong MESSAGE-INTEGRITY).
     pub unauthorized: u64,
-    /// Datagrams or frames that were not TURN.
+    /// Datagrams or frames that were not TURN, and failed TLS handshakes.
     pub malformed: u64,
-    /// TCP connections closed on accept: too many from one IP, or on the server.
+    /// TCP (and TLS) connections closed on accept: too many from one IP, or on the
+    /// server.
     pub refused_tcp_limit: u64,
     /// TCP connections without an allocation closed for completing no message within
-    /// the idle timeout.
+    /// the idle timeout; TLS ones also for not completing the handshake within it.
     pub closed_tcp_idle: u64,
     /// TCP connections closed for leaving a message unfinished past the partial
     /// timeout.
@@ -166,6 +182,7 @@ pub struct TurnStats {
 #[derive(Debug)]
 pub struct TurnServer {
     local: SocketAddr,
+    tls_local: Option<SocketAddr>,
     gate: Arc<Gate>,
     policy: Arc<PeerPolicy>,
     stop: watch::Sender<bool>,
@@ -173,10 +190,21 @@ pub struct TurnServer {
 }
 
 impl TurnServer {
-    /// Binds UDP and TCP and starts serving.
+    /// Binds UDP and TCP (and TLS) and starts serving.
     pub async fn start(config: TurnConfig) -> std::io::Result<TurnServer> {
         let (udp, tcp) = bind_pair(config.listen).await?;
         let local = udp.local_addr()?;
+        let tls = match config.tls {
+            Some(tls) => Some((
+                TcpListener::bind(tls.listen).await?,
+                TlsAcceptor::from(tls.config),
+            )),
+            None => None,
+        };
+        let tls_local = tls
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
+            .transpose()?;
         let counters = Arc::new(Counters::default());
         let policy = Arc::new(config.policy);
         let manager = || {
@@ -205,7 +233,7 @@ impl TurnServer {
             vec![udp_manager.clone(), tcp_manager.clone()],
         ));
         let (stop, _) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve_udp(
                 Arc::new(udp),
                 gate.clone(),
@@ -214,15 +242,29 @@ impl TurnServer {
             )),
             tokio::spawn(serve_tcp(
                 tcp,
+                None,
                 config.tcp,
                 gate.clone(),
-                tcp_manager,
+                tcp_manager.clone(),
                 stop.subscribe(),
             )),
             tokio::spawn(prune_nonces(gate.clone(), stop.subscribe())),
         ];
+        // Allocations over TLS are told apart from those over TCP by the listening
+        // port in their 5-tuple: one manager serves both.
+        if let Some((listener, acceptor)) = tls {
+            tasks.push(tokio::spawn(serve_tcp(
+                listener,
+                Some(acceptor),
+                config.tcp,
+                gate.clone(),
+                tcp_manager,
+                stop.subscribe(),
+            )));
+        }
         Ok(TurnServer {
             local,
+            tls_local,
             gate,
             policy,
             stop,
@@ -233,6 +275,11 @@ impl TurnServer {
     /// Where UDP and TCP listen.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Where TURN over TLS listens, if it does.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local
     }
 
     /// Lets relays reach `services` too (the media ports of a cluster's other
@@ -363,8 +410,10 @@ async fn serve_udp(
     }
 }
 
+/// Accepts TURN-over-TCP connections, or with `tls` TURN-over-TLS ones.
 async fn serve_tcp(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limits: TcpLimits,
     gate: Arc<Gate>,
     manager: Arc<Manager>,
@@ -392,8 +441,36 @@ async fn serve_tcp(
             continue;
         };
         let (gate, manager, stop) = (gate.clone(), manager.clone(), stop.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_tcp_client(stream, local, peer, limits, &gate, &manager, stop).await;
+            let _ = stream.set_nodelay(true);
+            let client = Client {
+                local,
+                peer,
+                limits,
+                gate: &gate,
+                manager: &manager,
+            };
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    serve_tcp_client(client, reader, writer, stop).await;
+                }
+                // The handshake is the first message: the idle timeout covers it.
+                Some(tls) => {
+                    match tokio::time::timeout(limits.idle_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let (reader, writer) = tokio::io::split(stream);
+                            serve_tcp_client(client, reader, writer, stop).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TURN TLS handshake failed");
+                            gate.counters.malformed();
+                        }
+                        Err(_) => gate.counters.closed_tcp_idle(),
+                    }
+                }
+            }
             drop((slot, mine));
         });
     }
@@ -462,17 +539,29 @@ enum Ended {
     Partial,
 }
 
-async fn serve_tcp_client(
-    stream: TcpStream,
+/// One TURN-over-TCP (or TLS) client connection, as the server sees it.
+struct Client<'a> {
+    /// The listening address: the "destination" of the client's 5-tuple.
     local: SocketAddr,
     peer: SocketAddr,
     limits: TcpLimits,
-    gate: &Gate,
-    manager: &Arc<Manager>,
+    gate: &'a Gate,
+    manager: &'a Arc<Manager>,
+}
+
+/// Serves a client's messages until the connection ends, then deletes its allocation.
+async fn serve_tcp_client(
+    Client {
+        local,
+        peer,
+        limits,
+        gate,
+        manager,
+    }: Client<'_>,
+    reader: impl AsyncRead + Unpin,
+    writer: impl AsyncWrite + Unpin + Send + Sync + 'static,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
     // Buffered, so that waiting for the start of a message (idle) and reading the rest
     // (partial) are two steps without a system call more per message.
     let mut reader = BufReader::new(reader);

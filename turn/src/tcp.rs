@@ -1,13 +1,12 @@
 //! TURN over TCP (RFC 8656 §5): STUN messages and ChannelData back to back on a
-//! stream, ChannelData padded to a multiple of four bytes. One [`TcpConn`] per client
-//! connection stands in for the listening socket of UDP: what the server sends to
-//! "the client" goes down this stream.
+//! stream, ChannelData padded to a multiple of four bytes; TURN over TLS is the same
+//! inside TLS. One [`TcpConn`] per client connection stands in for the listening
+//! socket of UDP: what the server sends to "the client" goes down this stream.
 
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use webrtc_util::Conn;
 
@@ -47,16 +46,17 @@ pub(crate) async fn read_frame(
     Ok(Some(()))
 }
 
-/// The server's side of one TURN-over-TCP client connection.
-pub(crate) struct TcpConn {
-    writer: Mutex<OwnedWriteHalf>,
+/// The server's side of one TURN-over-TCP (or TLS) client connection, writing to
+/// `W`: the write half of its stream.
+pub(crate) struct TcpConn<W> {
+    writer: Mutex<W>,
     /// The listening address: the "destination" of the client's 5-tuple.
     local: SocketAddr,
     peer: SocketAddr,
 }
 
-impl TcpConn {
-    pub fn new(writer: OwnedWriteHalf, local: SocketAddr, peer: SocketAddr) -> Self {
+impl<W> TcpConn<W> {
+    pub fn new(writer: W, local: SocketAddr, peer: SocketAddr) -> Self {
         TcpConn {
             writer: Mutex::new(writer),
             local,
@@ -66,7 +66,7 @@ impl TcpConn {
 }
 
 #[async_trait]
-impl Conn for TcpConn {
+impl<W: AsyncWrite + Unpin + Send + Sync + 'static> Conn for TcpConn<W> {
     async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
         Err(webrtc_util::Error::Other(
             "a TURN client connection is connected".into(),

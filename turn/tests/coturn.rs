@@ -65,6 +65,7 @@ async fn server_with_tcp(
         quota,
         policy,
         tcp,
+        tls: None,
     })
     .await
     .expect("the embedded TURN server starts")
