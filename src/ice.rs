@@ -9,7 +9,7 @@ use huddle_turn::Secret;
 use serde::Serialize;
 
 /// One STUN or TURN server, in the shape of the WebRTC `RTCIceServer` dictionary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

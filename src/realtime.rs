@@ -22,8 +22,8 @@ use crate::cluster::Cluster;
 use crate::live::LiveCalls;
 use crate::media::{MediaAccess, Planes};
 use crate::ratelimit::{RateLimits, ip_key};
-use crate::wire::views::{ParticipantView, call_data};
-use crate::wire::{Failure, call_id, end_reason, with_outcome};
+use crate::wire::views::{ParticipantView, call_data, end_data};
+use crate::wire::{Failure, call_id, end_reason};
 
 /// Serves signaling requests with the call service.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Realtime {
             } => {
                 let reason = end_reason(reason.as_deref())?;
                 let (call, outcome) = service.end(&me.id, call_id(&id)?, reason).await?;
-                with_outcome(call_data(&call), outcome)
+                end_data(&call, outcome)
             }
             Request::Toggle {
                 call_id: id,

@@ -1,22 +1,31 @@
 //! `GET /api/v1/calls/analytics`: call analytics (see `calls::analytics`). The query's
 //! fields are read as text and checked here, so that each bad one is a 400 naming it.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
-use super::AppState;
+use super::docs::Success;
+use super::error::ErrorBody;
 use super::extract::Auth;
-use crate::calls::analytics::{self, FieldError, Kind, Period, Scope, Window};
+use super::{ApiResult, AppState, ok};
+use crate::calls::analytics::{self, FieldError, Kind, Period, Report, Scope, Window};
 use crate::wire::Failure;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AnalyticsQuery {
+    /// The window's length when `from` or `to` is missing (default `week`).
+    #[param(value_type = Option<Period>)]
     period: Option<String>,
+    /// The window's start (inclusive): an RFC 3339 instant or a UTC date
+    /// (`2024-03-01`); default one period before `to`.
     from: Option<String>,
+    /// The window's end (exclusive; a date includes that day); default now.
     to: Option<String>,
+    /// `app` (default) or `phone` (admins only).
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
 }
 
@@ -36,14 +45,27 @@ fn field<T: std::str::FromStr<Err = &'static str>>(
     })
 }
 
-/// `GET /api/v1/calls/analytics?period=day|week|month&from&to&kind=app|phone`: over
-/// the caller's own calls, or everyone's with per-user rows for an admin. Phone calls
+/// Call analytics over a window (`period`, `from`, `to`), of Huddle's calls or (`kind`)
+/// phone calls: over the caller's own calls, or everyone's with per-user rows for an admin. Phone calls
 /// belong to no Huddle user, so `kind=phone` is for admins only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/analytics",
+    tag = "analytics",
+    security(("bearer" = []), ("bearer" = ["admin"])),
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "The report: the caller's calls, or everyone's with a row per user or number for an admin", body = Success<Report>),
+        (status = 400, description = "`VALIDATION_ERROR` (with `field`): a bad `kind`, `period`, `from` or `to`, a backwards window or one over 366 days, a field given twice", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: `kind=phone` without an admin token", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn analytics(
     State(state): State<AppState>,
     Auth(me): Auth,
     query: Result<Query<AnalyticsQuery>, QueryRejection>,
-) -> Result<Json<Value>, Failure> {
+) -> ApiResult {
     let Query(q) = query.map_err(|e| Failure::invalid("query", e.body_text()))?;
     let period = field("period", q.period.as_deref(), Period::Week)?;
     let kind = field("kind", q.kind.as_deref(), Kind::App)?;
@@ -68,6 +90,5 @@ pub async fn analytics(
         window,
         scope,
     };
-    let report = state.service.analytics(&query).await?;
-    Ok(Json(json!({ "success": true, "data": report })))
+    ok(state.service.analytics(&query).await?)
 }

@@ -2,38 +2,54 @@
 //! request's shape, asks the call service, and wraps the answer in
 //! `{ "success": true, "data": ... }`.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
+use super::docs::{Success, SuccessWithMessage};
+use super::error::ErrorBody;
 use super::extract::{Auth, CallIdPath, JsonBody};
+use super::{ApiResult, AppState, ok, ok_with_message};
 use crate::calls::lifecycle::{EndOutcome, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallType, MediaMode, UserId};
-use crate::wire::views::{CallListItem, ParticipantView, call_data};
-use crate::wire::{Failure, caller, end_reason, id_text, with_outcome};
+use crate::media::{ConnectData, MediaCredentials};
+use crate::store::{CallStats, QualitySummary};
+use crate::wire::views::{CallData, CallListItem, EndData, ParticipantView, end_data};
+use crate::wire::{Failure, caller, end_reason, id_text};
 
-type ApiResult = Result<Json<Value>, Failure>;
-
-fn ok(data: Value) -> ApiResult {
-    Ok(Json(json!({ "success": true, "data": data })))
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartRequest {
     #[serde(rename = "type")]
     call_type: CallType,
+    /// The users to ring (1 to MAX_CALL_PARTICIPANTS - 1 ids, not the caller's).
+    #[schema(min_items = 1, example = json!(["bob"]))]
     participant_ids: Vec<String>,
     chat_id: Option<String>,
+    /// Default `true`.
     video_enabled: Option<bool>,
+    /// Default `true`.
     audio_enabled: Option<bool>,
+    /// Default DEFAULT_MEDIA_MODE (`sfu` unless set).
     media_mode: Option<MediaMode>,
 }
 
-/// `POST /api/v1/calls/start`
+/// Starts a call and rings the invitees.
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/start",
+    tag = "calls",
+    security(("bearer" = [])),
+    request_body = StartRequest,
+    responses(
+        (status = 200, description = "The call, ringing", body = Success<ConnectData>),
+        (status = 400, description = "`VALIDATION_ERROR` (with `field`): a bad id, a self-invite or duplicate invitee, too many invitees", body = ErrorBody),
+        (status = 409, description = "`RINGING_LIMIT`, `DECLINED_RECENTLY` (with `Retry-After`)", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+        (status = 502, description = "`MEDIA_UNAVAILABLE`: a `livekit` call could not get its LiveKit room", body = ErrorBody),
+    )
+)]
 pub async fn start(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -61,14 +77,28 @@ pub async fn start(
     ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinRequest {
+    /// Default `true` (an audio call never carries video).
     video_enabled: Option<bool>,
+    /// Default `true`.
     audio_enabled: Option<bool>,
 }
 
-/// `POST /api/v1/calls/:callId/join`
+/// Answers a call (or rejoins it).
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{callId}/join",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    request_body = Option<JoinRequest>,
+    responses(
+        (status = 200, description = "The call, joined", body = Success<ConnectData>),
+        (status = 502, description = "`MEDIA_UNAVAILABLE`", body = ErrorBody),
+    )
+)]
 pub async fn join(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -83,13 +113,25 @@ pub async fn join(
     ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct EndRequest {
+    /// `normal` (default), `declined`, `busy`, `failed`, `cancelled` or `timeout`.
     reason: Option<String>,
 }
 
-/// `POST /api/v1/calls/:callId/end`: see `calls::lifecycle` for what ending means
-/// for the initiator, an invitee and a participant.
+/// Ends the call for everyone (its initiator, or its last participant), leaves it, or
+/// declines it (a ringing invitee): the rules are in `calls::lifecycle`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{callId}/end",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    request_body = Option<EndRequest>,
+    responses(
+        (status = 200, description = "Ended for everyone, left, or declined (`outcome`)", body = SuccessWithMessage<EndData>),
+    )
+)]
 pub async fn end(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -103,20 +145,28 @@ pub async fn end(
         EndOutcome::Declined => "Call declined",
         EndOutcome::Left => "Left the call",
     };
-    Ok(Json(json!({
-        "success": true,
-        "message": message,
-        "data": with_outcome(call_data(&snapshot), outcome),
-    })))
+    ok_with_message(message, end_data(&snapshot, outcome))
 }
 
 /// The body of `POST …/token`: no fields. It is read all the same, so that a body which
 /// is not JSON is refused (415) as on every other endpoint rather than ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {}
 
-/// `POST /api/v1/calls/:callId/token`: fresh connection details for a member of a
-/// call that has not ended (reconnection).
+/// Fresh connection details (token, ICE servers) for a member who has joined a call
+/// that has not ended: for reconnecting.
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{callId}/token",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    request_body = Option<TokenRequest>,
+    responses(
+        (status = 200, description = "A fresh token and ICE servers", body = Success<MediaCredentials>),
+        (status = 502, description = "`MEDIA_UNAVAILABLE`", body = ErrorBody),
+    )
+)]
 pub async fn token(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -124,29 +174,90 @@ pub async fn token(
     JsonBody(TokenRequest {}): JsonBody<TokenRequest>,
 ) -> ApiResult {
     let snapshot = state.service.get_joined(&me.id, id).await?;
-    let data = state.access.connect_data(&snapshot, &me.id)?;
-    ok(json!({ "token": data["token"], "iceServers": data["iceServers"] }))
+    ok(state.access.credentials(&snapshot, &me.id)?)
 }
 
-/// `GET /api/v1/calls/:callId`
+/// A call as `GET /api/v1/calls/{callId}` answers it: with its quality so far.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallDetails<'a> {
+    #[serde(flatten)]
+    call: CallData<'a>,
+    quality: QualitySummary,
+}
+
+/// A call, its members and its quality so far, for its members.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/{callId}",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    responses(
+        (status = 200, description = "The call, its members and its quality", body = Success<CallDetails>),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Auth(me): Auth,
     CallIdPath(id): CallIdPath,
 ) -> ApiResult {
     let snapshot = state.service.get(&me.id, id).await?;
-    let mut data = call_data(&snapshot);
-    data["quality"] = json!(state.service.quality(id).await?);
-    ok(data)
+    ok(CallDetails {
+        call: CallData::from(&snapshot),
+        quality: state.service.quality(id).await?,
+    })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// 1 to 100; default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// 0 to 1000000; default 0.
+    #[param(minimum = 0, maximum = 1_000_000)]
     offset: Option<i64>,
 }
 
-/// `GET /api/v1/calls/history?limit&offset`: the caller's calls, newest first.
+/// Where a page of a history is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    limit: i64,
+    offset: i64,
+    /// How many there are in all.
+    total: i64,
+}
+
+impl Pagination {
+    pub fn new(limit: i64, offset: i64, total: i64) -> Self {
+        Self {
+            limit,
+            offset,
+            total,
+        }
+    }
+}
+
+/// A page of the caller's calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History<'a> {
+    calls: Vec<CallListItem<'a>>,
+    pagination: Pagination,
+}
+
+/// The caller's calls, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/history",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the caller's calls, newest first", body = Success<History>),
+        (status = 400, description = "`VALIDATION_ERROR`: `limit` or `offset` out of range, or not a number", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -156,10 +267,10 @@ pub async fn history(
     let (limit, offset) = page_bounds(query.limit, query.offset)?;
     let (calls, total) = state.service.history(&me.id, limit, offset).await?;
     let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
-    ok(json!({
-        "calls": items,
-        "pagination": { "limit": limit, "offset": offset, "total": total },
-    }))
+    ok(History {
+        calls: items,
+        pagination: Pagination::new(limit, offset, total),
+    })
 }
 
 /// `limit` (1 to 100, default 50) and `offset` (0 to 1000000, default 0) of a page of
@@ -176,14 +287,31 @@ pub(super) fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i6
     Ok((limit, offset))
 }
 
-/// `GET /api/v1/calls/active`: the caller's calls that have not ended.
+/// The caller's calls that have not ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveCalls<'a> {
+    calls: Vec<CallListItem<'a>>,
+}
+
+/// The caller's calls that have not ended.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/active",
+    tag = "calls",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's calls that have not ended", body = Success<ActiveCalls>),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn active(State(state): State<AppState>, Auth(me): Auth) -> ApiResult {
     let calls = state.service.active(&me.id).await?;
     let items: Vec<CallListItem> = calls.iter().map(|c| CallListItem::new(c, &me.id)).collect();
-    ok(json!({ "calls": items }))
+    ok(ActiveCalls { calls: items })
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// At least one of the three.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantUpdate {
     audio_enabled: Option<bool>,
@@ -191,7 +319,24 @@ pub struct ParticipantUpdate {
     screen_share_enabled: Option<bool>,
 }
 
-/// `PATCH /api/v1/calls/:callId/participant`: the caller's own media toggles.
+/// The caller as a member of the call, after the change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParticipantData<'a> {
+    participant: Option<ParticipantView<'a>>,
+}
+
+/// Turns the caller's own audio, video or screen share on or off.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/calls/{callId}/participant",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    request_body = ParticipantUpdate,
+    responses(
+        (status = 200, description = "The caller's media, as it is now", body = SuccessWithMessage<ParticipantData>),
+    )
+)]
 pub async fn update_participant(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -211,17 +356,24 @@ pub async fn update_participant(
     }
     let snapshot = state.service.update_media(&me.id, id, patch).await?;
     let participant = snapshot.member(&me.id).map(ParticipantView::from);
-    Ok(Json(json!({
-        "success": true,
-        "message": "Participant settings updated",
-        "data": { "participant": participant },
-    })))
+    ok_with_message(
+        "Participant settings updated",
+        ParticipantData { participant },
+    )
 }
 
-/// `GET /api/v1/calls/stats`: counts over the caller's calls; over all calls for an
-/// admin token.
+/// Counts over the caller's calls; over all calls for an admin token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/stats",
+    tag = "calls",
+    security(("bearer" = []), ("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "Counts over the caller's calls (all calls for an admin)", body = Success<CallStats>),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn stats(State(state): State<AppState>, Auth(me): Auth) -> ApiResult {
     let scope = if me.admin { None } else { Some(&me.id) };
-    let stats = state.service.stats(scope).await?;
-    ok(json!(stats))
+    ok(state.service.stats(scope).await?)
 }

@@ -3,20 +3,20 @@
 
 use std::sync::LazyLock;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use super::AppState;
+use super::docs::Success;
+use super::error::ErrorBody;
 use super::extract::JsonBody;
+use super::{ApiResult, AppState, ok};
 use crate::auth::{self, Claims};
-use crate::wire::Failure;
-use crate::wire::id_text;
+use crate::wire::{Failure, id_text};
 
 const PAGE: &str = include_str!("../../web/index.html");
 /// socket.io-client's browser bundle (MIT), as published on npm.
@@ -44,7 +44,13 @@ static PAGE_CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `GET /`: the demo page.
+/// The demo page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    responses((status = 200, description = "The demo page", content_type = "text/html", body = String))
+)]
 pub async fn page() -> impl IntoResponse {
     (
         [(header::CONTENT_SECURITY_POLICY, PAGE_CSP.as_str())],
@@ -52,7 +58,24 @@ pub async fn page() -> impl IntoResponse {
     )
 }
 
-/// `GET /demo/socket.io.min.js`
+/// The demo page, at `/demo` too.
+#[utoipa::path(
+    get,
+    path = "/demo",
+    tag = "pages",
+    responses((status = 200, description = "The demo page", content_type = "text/html", body = String))
+)]
+pub async fn demo_page() -> impl IntoResponse {
+    page().await
+}
+
+/// The official Socket.IO client, for the demo page.
+#[utoipa::path(
+    get,
+    path = "/demo/socket.io.min.js",
+    tag = "pages",
+    responses((status = 200, description = "The official Socket.IO client the demo page uses", content_type = "text/javascript", body = String))
+)]
 pub async fn socket_io_client() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -60,18 +83,36 @@ pub async fn socket_io_client() -> impl IntoResponse {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemoTokenRequest {
     user_id: String,
     name: Option<String>,
 }
 
-/// `POST /demo/token`: a token for any user id, when demo tokens are on.
+/// A minted token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DemoToken {
+    /// A JWT for the user, valid for a day.
+    token: String,
+}
+
+/// A token for any user id, when demo tokens are on (DEMO_TOKENS).
+#[utoipa::path(
+    post,
+    path = "/demo/token",
+    tag = "pages",
+    request_body = DemoTokenRequest,
+    responses(
+        (status = 200, description = "A token for that user", body = Success<DemoToken>),
+        (status = 400, description = "`VALIDATION_ERROR`: a bad `userId` or `name`", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: demo tokens are off (DEMO_TOKENS)", body = ErrorBody),
+    )
+)]
 pub async fn token(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DemoTokenRequest>,
-) -> Result<Json<Value>, Failure> {
+) -> ApiResult {
     if !state.demo_tokens {
         return Err(Failure::not_found(
             "demo tokens are off: set DEMO_TOKENS=true, or make tokens with `huddle token`",
@@ -90,7 +131,7 @@ pub async fn token(
         name: body.name,
         role: None,
     };
-    Ok(Json(
-        json!({ "success": true, "data": { "token": state.jwt.sign(&claims) } }),
-    ))
+    ok(DemoToken {
+        token: state.jwt.sign(&claims),
+    })
 }

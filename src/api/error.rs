@@ -5,21 +5,43 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::wire::Failure;
 
+/// Every error answered over HTTP (but on seed 000's `POST /events`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    success: bool,
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, for programs (`VALIDATION_ERROR`, `CALL_NOT_FOUND`, ...).
+    #[schema(value_type = String)]
+    code: std::borrow::Cow<'static, str>,
+    /// What went wrong, for people.
+    message: String,
+    /// The request field at fault (`participantIds[1]`, `[3].called_number`), for
+    /// validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(field) = self.field {
-            error["field"] = field.into();
-        }
-        let mut response = (
-            self.status,
-            Json(json!({ "success": false, "error": error })),
-        )
-            .into_response();
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -44,10 +44,14 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// The `:callId` of a call endpoint. A segment that is not a UUID (or not even UTF-8,
+/// The `{callId}` of a call endpoint. A segment that is not a UUID (or not even UTF-8,
 /// which axum's `Path` would refuse in plain text) is a 400 naming `callId`.
-#[derive(Debug)]
-pub struct CallIdPath(pub CallId);
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("callId"), parameter_in = Path)]
+pub struct CallIdPath(
+    /// The call's id.
+    pub CallId,
+);
 
 impl FromRequestParts<AppState> for CallIdPath {
     type Rejection = Failure;

@@ -4,6 +4,7 @@
 mod analytics;
 mod calls;
 mod demo;
+mod docs;
 mod error;
 mod extract;
 mod middleware;
@@ -13,12 +14,17 @@ mod webhooks;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
-use axum::routing::{get, patch, post};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use huddle_turn::TurnServer;
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use middleware::{MAX_HEADER_BYTES, MAX_URI_LEN};
 
@@ -77,47 +83,53 @@ pub enum MetricsRoute {
     Separate,
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, and its OpenAPI document served at `/api/openapi.json`: each
+/// route is registered with `routes!`, which takes the handler's path, method and
+/// description from its `#[utoipa::path]`, so the router and the document are made
+/// from the same list and cannot disagree (`tests/openapi.rs` checks it anyway).
 pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
-    let calls = Router::new()
-        .route("/start", post(calls::start))
-        .route("/history", get(calls::history))
-        .route("/active", get(calls::active))
-        .route("/stats", get(calls::stats))
-        // Call analytics (issue 16 §4).
-        .route("/analytics", get(analytics::analytics))
-        .route("/{call_id}", get(calls::get))
-        .route("/{call_id}/join", post(calls::join))
-        .route("/{call_id}/end", post(calls::end))
-        .route("/{call_id}/token", post(calls::token))
-        .route("/{call_id}/participant", patch(calls::update_participant));
-    // Phone calls of an outside telephone system (issue 16), and the paths of the
-    // reference services (seeds 000 and 002) as aliases with their answer shapes.
-    // Batches of events are larger than call requests: their own body limit.
+    // Batches of phone events are larger than call requests: their own body limit.
     let phone_body = DefaultBodyLimit::max(phone::BODY_LIMIT);
-    let phone = Router::new()
-        .route("/events", post(phone::ingest).layer(phone_body))
-        .route("/metrics", get(phone::metrics))
-        .route("/history/{number}", get(phone::history));
-    let phone_aliases = Router::new()
-        .route("/events", post(phone::ingest_seed_000).layer(phone_body))
-        .route("/call-history/{number}", get(phone::history_seed_002))
-        .route("/call-history/{number}/", get(phone::history_seed_002));
-    let mut router = Router::new()
-        .nest("/api/v1/calls", calls)
-        .nest("/api/v1/phone", phone)
-        .merge(phone_aliases)
-        .route("/", get(demo::page))
-        .route("/demo", get(demo::page))
-        .route("/demo/socket.io.min.js", get(demo::socket_io_client))
-        .route("/demo/token", post(demo::token))
-        .route("/webhooks/livekit", post(webhooks::livekit))
-        .route("/health", get(monitoring::health))
-        .route("/monitoring/metrics", get(monitoring::monitoring));
+    let mut api = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(calls::start))
+        .routes(routes!(calls::history))
+        .routes(routes!(calls::active))
+        .routes(routes!(calls::stats))
+        // Call analytics (issue 16 §4).
+        .routes(routes!(analytics::analytics))
+        .routes(routes!(calls::get))
+        .routes(routes!(calls::join))
+        .routes(routes!(calls::end))
+        .routes(routes!(calls::token))
+        .routes(routes!(calls::update_participant))
+        // Phone calls of an outside telephone system (issue 16), and the paths of the
+        // reference services (seeds 000 and 002) as aliases with their answer shapes.
+        .routes(routes!(phone::ingest).layer(phone_body))
+        .routes(routes!(phone::metrics))
+        .routes(routes!(phone::history))
+        .routes(routes!(phone::ingest_seed_000).layer(phone_body))
+        .routes(routes!(phone::history_seed_002))
+        .routes(routes!(phone::history_seed_002_slash))
+        .routes(routes!(demo::page))
+        .routes(routes!(demo::demo_page))
+        .routes(routes!(demo::socket_io_client))
+        .routes(routes!(demo::token))
+        .routes(routes!(webhooks::livekit))
+        .routes(routes!(monitoring::health))
+        .routes(routes!(monitoring::monitoring))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::asset));
     if metrics == MetricsRoute::Main {
-        router = router.route("/metrics", get(monitoring::prometheus));
+        api = api.routes(routes!(monitoring::prometheus));
     }
+    let (router, mut document) = api.split_for_parts();
+    docs::common_responses(&mut document);
+    let json = document
+        .to_json()
+        .expect("the OpenAPI document serializes to JSON");
     router
+        .layer(Extension(docs::DocumentJson(json.into())))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -134,6 +146,19 @@ pub fn metrics_app(state: AppState) -> Router {
         .fallback(not_found)
         .layer(map_response(middleware::json_errors))
         .with_state(state)
+}
+
+/// What most handlers answer: a JSON body, or a [`Failure`].
+type ApiResult = Result<Json<Value>, Failure>;
+
+/// `{ "success": true, "data": data }`
+fn ok(data: impl Serialize) -> ApiResult {
+    Ok(Json(json!(docs::Success::new(data))))
+}
+
+/// `{ "success": true, "message": message, "data": data }`
+fn ok_with_message(message: &'static str, data: impl Serialize) -> ApiResult {
+    Ok(Json(json!(docs::SuccessWithMessage::new(message, data))))
 }
 
 async fn not_found() -> Failure {

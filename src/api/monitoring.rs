@@ -9,10 +9,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::error::ErrorBody;
 use super::extract::Auth;
+use super::phone::SeedError;
+use crate::cluster::NodeInfo;
 use crate::metrics::family;
 use crate::wire::Failure;
 
@@ -20,7 +26,36 @@ use crate::wire::Failure;
 /// scrape timeout (10 s), so the in-memory figures arrive even when the database hangs.
 const DATABASE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `GET /health`: 200 when the database answers, 503 when it does not.
+/// Whether the server and its database answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    status: &'static str,
+    /// `huddle`.
+    service: &'static str,
+    version: &'static str,
+    database: DatabaseHealth,
+    timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DatabaseHealth {
+    /// `sqlite` or `postgres`.
+    backend: &'static str,
+    /// `ok` or `unreachable`.
+    status: &'static str,
+}
+
+/// Health: 200 when the database answers, 503 when it does not.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "monitoring",
+    responses(
+        (status = 200, description = "Up, with its database", body = Health),
+        (status = 503, description = "The database does not answer (`status: degraded`)", body = Health),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.service.store();
     let (status, db_status) = match store.ping().await {
@@ -30,21 +65,40 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
         }
     };
-    let body = json!({
-        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
-        "service": "huddle",
-        "version": env!("CARGO_PKG_VERSION"),
-        "database": { "backend": store.backend(), "status": db_status },
-        "timestamp": state.service.now(),
-    });
+    let body = Health {
+        status: if status == StatusCode::OK {
+            "ok"
+        } else {
+            "degraded"
+        },
+        service: "huddle",
+        version: env!("CARGO_PKG_VERSION"),
+        database: DatabaseHealth {
+            backend: store.backend(),
+            status: db_status,
+        },
+        timestamp: state.service.now(),
+    };
     (status, Json(body))
 }
 
-/// `GET /monitoring/metrics`: call counts and success rate over all calls.
+/// Call counts and success rate over all calls, and the SFU's, TURN's, LiveKit's and
+/// the cluster's figures.
+#[utoipa::path(
+    get,
+    path = "/monitoring/metrics",
+    tag = "monitoring",
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "The figures", body = Monitoring),
+        (status = 403, description = "`FORBIDDEN`: not an admin token", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
 pub async fn monitoring(
     State(state): State<AppState>,
     Auth(me): Auth,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Json<Monitoring>, Failure> {
     if !me.admin {
         return Err(Failure::forbidden(
             "monitoring needs a token with \"role\": \"admin\"",
@@ -57,47 +111,107 @@ pub async fn monitoring(
     } else {
         0.0
     };
-    Ok(Json(json!({
-        "calls": {
-            "total": stats.total_calls,
-            "active": stats.active_calls,
-            "completed": stats.completed_calls,
-            "failed": stats.failed_calls,
-            "missed": stats.missed_calls,
-            "declined": stats.declined_calls,
+    Ok(Json(Monitoring {
+        calls: CallCounts {
+            total: stats.total_calls,
+            active: stats.active_calls,
+            completed: stats.completed_calls,
+            failed: stats.failed_calls,
+            missed: stats.missed_calls,
+            declined: stats.declined_calls,
         },
-        "performance": {
-            "successRate": format!("{success_rate:.2}%"),
-            "averageDuration": stats.average_duration,
+        performance: Performance {
+            success_rate: format!("{success_rate:.2}%"),
+            average_duration: stats.average_duration,
         },
-        "sfu": sfu_figures(&state),
-        "turn": turn_figures(&state).await,
-        "livekit": {
-            "enabled": state.livekit.is_some(),
-            "activeRooms": state.livekit.as_ref().map_or(0, |l| l.active_rooms()),
+        sfu: sfu_figures(&state),
+        turn: turn_figures(&state).await,
+        livekit: LiveKitFigures {
+            enabled: state.livekit.is_some(),
+            active_rooms: state.livekit.as_ref().map_or(0, |l| l.active_rooms()),
         },
-        "cluster": cluster_figures(&state).await,
-        "timestamp": state.service.now(),
-    })))
+        cluster: cluster_figures(&state).await,
+        timestamp: state.service.now(),
+    }))
 }
 
-/// `{ enabled, node, nodes: [{ id, rooms, participants, draining, media }] }`: the
-/// live nodes as the registry has them (`nodes: null` when Redis does not answer).
-async fn cluster_figures(state: &AppState) -> Value {
+/// Everything `GET /monitoring/metrics` reports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Monitoring {
+    /// Over all calls.
+    calls: CallCounts,
+    performance: Performance,
+    sfu: SfuFigures,
+    turn: TurnFigures,
+    livekit: LiveKitFigures,
+    cluster: ClusterFigures,
+    timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallCounts {
+    total: i64,
+    active: i64,
+    completed: i64,
+    failed: i64,
+    missed: i64,
+    declined: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Performance {
+    /// Completed calls over ended ones, as `97.35%`.
+    success_rate: String,
+    /// Seconds, over the calls that connected and ended.
+    average_duration: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveKitFigures {
+    enabled: bool,
+    /// LiveKit rooms Huddle opened for live calls.
+    active_rooms: usize,
+}
+
+/// This node's part in a cluster (REDIS_URL): `node` and `nodes` only when it runs
+/// in one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterFigures {
+    enabled: bool,
+    /// This node's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    /// The live nodes as the registry has them; `null` when Redis does not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<NodeInfo>>)]
+    nodes: Option<Option<Vec<NodeInfo>>>,
+}
+
+async fn cluster_figures(state: &AppState) -> ClusterFigures {
     let Some(cluster) = &state.cluster else {
-        return json!({ "enabled": false });
+        return ClusterFigures {
+            enabled: false,
+            node: None,
+            nodes: None,
+        };
     };
     let nodes = match cluster.nodes().await {
-        Ok(nodes) => json!(nodes),
+        Ok(nodes) => Some(nodes),
         Err(e) => {
             tracing::warn!(error = %e, "monitoring: Redis unreachable");
-            Value::Null
+            None
         }
     };
-    json!({ "enabled": true, "node": cluster.node(), "nodes": nodes })
+    ClusterFigures {
+        enabled: true,
+        node: Some(cluster.node().to_owned()),
+        nodes: Some(nodes),
+    }
 }
 
-/// `GET /metrics`: Prometheus text exposition. It always answers: a scrape matters
+/// Prometheus text exposition. It always answers: a scrape matters
 /// most when something is wrong. When the database does not answer within
 /// [`DATABASE_SCRAPE_TIMEOUT`], `huddle_database_up` is 0 and the gauges read from it
 /// (`huddle_active_calls`, `huddle_participants_connected`) are left out rather than
@@ -108,21 +222,46 @@ async fn cluster_figures(state: &AppState) -> Value {
 /// call tracker asking for its stale phone calls: it gets `{ "latestStaleCalls": n }`
 /// (500 `{ "error": "Failed to retrieve metrics" }`). Prometheus, which accepts
 /// text, and any request without `Accept` get the text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "monitoring",
+    description = "Prometheus text exposition (always 200, with `huddle_database_up 0` while \
+        the database does not answer). A request whose `Accept` names only \
+        `application/json` gets seed 000's `{ latestStaleCalls }` instead.",
+    responses(
+        (status = 200, description = "The figures", content(
+            (String = "text/plain"),
+            (StaleCalls = "application/json"),
+        )),
+        (status = 500, description = "Seed 000's answer when the database fails (`Accept: application/json`)", body = SeedError),
+    )
+)]
 pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if accepts_only_json(&headers) {
         return match state.phone.stale_calls().await {
-            Ok(stale) => Json(json!({ "latestStaleCalls": stale })).into_response(),
+            Ok(stale) => Json(StaleCalls {
+                latest_stale_calls: stale,
+            })
+            .into_response(),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: database unreachable");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({ "error": "Failed to retrieve metrics" })),
+                    Json(SeedError::new("Failed to retrieve metrics")),
                 )
                     .into_response()
             }
         };
     }
     prometheus_text(&state).await
+}
+
+/// Seed 000's stale phone calls: started more than PHONE_STALE_AFTER ago, not ended.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaleCalls {
+    latest_stale_calls: i64,
 }
 
 /// Whether every media range `Accept` lists (refused ones, `q=0`, aside) is
@@ -247,7 +386,7 @@ async fn prometheus_text(state: &AppState) -> Response {
          # TYPE huddle_sfu_datagrams_dropped_total counter\n\
          huddle_sfu_datagrams_dropped_total{{reason=\"unroutable\"}} {}\n\
          huddle_sfu_datagrams_dropped_total{{reason=\"overflow\"}} {}\n",
-        sfu["activeRooms"], sfu["droppedUnroutable"], sfu["droppedOverflow"]
+        sfu.active_rooms, sfu.dropped_unroutable, sfu.dropped_overflow
     ));
     if let Some(livekit) = &state.livekit {
         text.push_str(&format!(
@@ -306,47 +445,102 @@ async fn prometheus_text(state: &AppState) -> Response {
         .into_response()
 }
 
-/// The embedded TURN server's figures (`enabled: false` when coturn serves TURN).
-async fn turn_figures(state: &AppState) -> Value {
-    let Some(turn) = &state.turn else {
-        return json!({ "enabled": false });
-    };
-    let t = turn.stats().await;
-    json!({
-        "enabled": true,
-        "allocations": t.allocations,
-        "allocationsCreated": t.allocations_created,
-        "relayedBytes": t.relayed_bytes,
-        "relayedPackets": t.relayed_packets,
-        "refused": {
-            "peer": t.refused_peers,
-            "quota": t.refused_quota,
-            "staleNonce": t.stale_nonces,
-            "unauthorized": t.unauthorized,
-            "malformed": t.malformed,
-            "tcpLimit": t.refused_tcp_limit,
-            "tcpIdle": t.closed_tcp_idle,
-            "tcpPartial": t.closed_tcp_partial,
-        },
-    })
+/// The embedded TURN server's figures: `enabled: false` and nothing else when
+/// coturn serves TURN (TURN_EMBEDDED=false).
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnFigures {
+    enabled: bool,
+    /// Allocations alive now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocations_created: Option<u64>,
+    /// Both directions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relayed_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relayed_packets: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<TurnRefusals>,
 }
 
-/// The SFU's own figures.
-fn sfu_figures(state: &AppState) -> Value {
+/// TURN requests and datagrams refused, by reason.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnRefusals {
+    peer: u64,
+    quota: u64,
+    stale_nonce: u64,
+    unauthorized: u64,
+    malformed: u64,
+    tcp_limit: u64,
+    tcp_idle: u64,
+    tcp_partial: u64,
+}
+
+async fn turn_figures(state: &AppState) -> TurnFigures {
+    let Some(turn) = &state.turn else {
+        return TurnFigures::default();
+    };
+    let t = turn.stats().await;
+    TurnFigures {
+        enabled: true,
+        allocations: Some(t.allocations),
+        allocations_created: Some(t.allocations_created),
+        relayed_bytes: Some(t.relayed_bytes),
+        relayed_packets: Some(t.relayed_packets),
+        refused: Some(TurnRefusals {
+            peer: t.refused_peers,
+            quota: t.refused_quota,
+            stale_nonce: t.stale_nonces,
+            unauthorized: t.unauthorized,
+            malformed: t.malformed,
+            tcp_limit: t.refused_tcp_limit,
+            tcp_idle: t.closed_tcp_idle,
+            tcp_partial: t.closed_tcp_partial,
+        }),
+    }
+}
+
+/// The built-in SFU's figures.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuFigures {
+    /// Media rooms running.
+    active_rooms: usize,
+    /// Datagrams its port could not route to a room.
+    dropped_unroutable: u64,
+    /// Datagrams dropped because a room's queue was full.
+    dropped_overflow: u64,
+    connections: SfuConnections,
+}
+
+/// Peer connections by outcome.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuConnections {
+    connected: u64,
+    connect_timeouts: u64,
+    ice_failed: u64,
+    dtls_failed: u64,
+}
+
+fn sfu_figures(state: &AppState) -> SfuFigures {
     let sfu = &state.sfu.sfu;
     let (unroutable, overflow) = sfu.dropped();
     let c = sfu.connection_counters();
-    json!({
-        "activeRooms": sfu.room_count(),
-        "droppedUnroutable": unroutable,
-        "droppedOverflow": overflow,
-        "connections": {
-            "connected": c.connected.load(Ordering::Relaxed),
-            "connectTimeouts": c.connect_timeouts.load(Ordering::Relaxed),
-            "iceFailed": c.ice_failed.load(Ordering::Relaxed),
-            "dtlsFailed": c.dtls_failed.load(Ordering::Relaxed),
+    SfuFigures {
+        active_rooms: sfu.room_count(),
+        dropped_unroutable: unroutable,
+        dropped_overflow: overflow,
+        connections: SfuConnections {
+            connected: c.connected.load(Ordering::Relaxed),
+            connect_timeouts: c.connect_timeouts.load(Ordering::Relaxed),
+            ice_failed: c.ice_failed.load(Ordering::Relaxed),
+            dtls_failed: c.dtls_failed.load(Ordering::Relaxed),
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub const MAX_ROWS: i64 = 100;
 pub const PEAK_HOURS: usize = 3;
 
 /// Which calls: Huddle's own, or those of an outside telephone system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Huddle's calls: `calls`, `call_participants`, `call_quality_metrics`.
@@ -49,7 +49,7 @@ impl FromStr for Kind {
 }
 
 /// The window's length when the request does not give both ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     Day,
@@ -277,7 +277,7 @@ pub struct QualityFigures {
 }
 
 /// One user's calls in the window (admins' reports).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserFigures {
     pub user_id: String,
@@ -293,7 +293,7 @@ pub struct UserFigures {
 }
 
 /// One telephone number's calls in the window (admins' phone reports).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NumberFigures {
     pub number: String,
@@ -328,7 +328,7 @@ pub struct Figures {
 }
 
 /// The answer, as sent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub kind: Kind,
@@ -350,7 +350,7 @@ pub struct Report {
     pub more_rows: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub total_calls: i64,
@@ -367,7 +367,7 @@ pub struct Summary {
 
 /// Finished calls by outcome (see [`Outcome`]); calls still going are in
 /// `summary.activeCalls`, so these and that add up to `totalCalls`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Outcomes {
     pub completed: i64,
     pub missed: i64,
@@ -377,7 +377,7 @@ pub struct Outcomes {
     pub cancelled: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QualityAverages {
     pub samples: i64,
@@ -393,13 +393,13 @@ pub struct QualityAverages {
 
 /// The clients' own measurements and the SFU's, kept apart: they measure different
 /// legs (the whole path as a client sees it; client to SFU as the SFU sees it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Quality {
     pub client: QualityAverages,
     pub sfu: QualityAverages,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trends {
     /// Calls divided by the window's length in days, two decimals.
@@ -411,13 +411,13 @@ pub struct Trends {
     pub peak_hours: Vec<HourCount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DayCount {
     pub date: String,
     pub calls: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HourCount {
     pub hour: i64,
     pub calls: i64,

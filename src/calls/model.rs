@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub use signaling::events::MAX_ID_LEN;
 
 /// A call's id: a UUID, printed in its hyphenated form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct CallId(pub Uuid);
 
@@ -39,7 +39,9 @@ impl FromStr for CallId {
 }
 
 /// A user's id, as given by the `sub` claim of their token. Opaque to Huddle.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct UserId(pub String);
 
@@ -66,9 +68,9 @@ pub struct UnknownVariant {
 /// Declares a fieldless enum whose variants have one text spelling, used for JSON,
 /// for the database and in error messages alike.
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }

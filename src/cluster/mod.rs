@@ -69,7 +69,7 @@ pub enum ClusterError {
 }
 
 /// What a node publishes about itself every beat.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub id: String,
@@ -80,6 +80,7 @@ pub struct NodeInfo {
     /// Shutting down: takes no new rooms.
     pub draining: bool,
     /// Where its SFU receives media.
+    #[schema(value_type = String)]
     pub media: SocketAddr,
 }
 

@@ -10,16 +10,18 @@ pub mod sfu;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use serde::Serialize;
 use serde_json::{Value, json};
 use signaling::events::SfuMessage;
+use utoipa::ToSchema;
 
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{MediaMode, UserId};
 use crate::calls::service::{BoxFuture, ServiceError};
-use crate::ice::IceServers;
+use crate::ice::{IceServer, IceServers};
 use crate::wire::Failure;
-use crate::wire::views::call_data;
+use crate::wire::views::CallData;
 
 /// One way of carrying a call's media. The caller has already checked that `user`
 /// is a joined member of `call` (nobody reaches a call they are not a member of).
@@ -122,9 +124,42 @@ impl MediaAccess {
     /// plane's token (`null` for the built-in SFU and p2p, LiveKit's for a `livekit`
     /// call), and the ICE servers.
     pub fn connect_data(&self, call: &CallSnapshot, user: &UserId) -> Result<Value, ServiceError> {
-        let mut data = call_data(call);
-        data["token"] = self.planes.of(call.call.media_mode).token(call, user)?;
-        data["iceServers"] = json!(self.ice.for_user(&user.0));
-        Ok(data)
+        Ok(json!(ConnectData {
+            call: CallData::from(call),
+            media: self.credentials(call, user)?,
+        }))
     }
+
+    /// The plane's token and the ICE servers, minted for `user` now.
+    pub fn credentials(
+        &self,
+        call: &CallSnapshot,
+        user: &UserId,
+    ) -> Result<MediaCredentials, ServiceError> {
+        Ok(MediaCredentials {
+            token: self.planes.of(call.call.media_mode).token(call, user)?,
+            ice_servers: self.ice.for_user(&user.0),
+        })
+    }
+}
+
+/// What a member needs to connect a call's media.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaCredentials {
+    /// `null` for `sfu` and `p2p` calls; for a `livekit` call, LiveKit's access:
+    /// `{ token, url, roomName, identity }`.
+    #[schema(value_type = Option<Object>)]
+    token: Value,
+    /// In the browser's `RTCIceServer` shape, TURN credentials minted for the caller.
+    ice_servers: Vec<IceServer>,
+}
+
+/// The answer to start and join: the call and its members, and how to connect.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectData<'a> {
+    #[serde(flatten)]
+    call: CallData<'a>,
+    #[serde(flatten)]
+    media: MediaCredentials,
 }

@@ -27,7 +27,7 @@ pub struct KnownEvent {
 }
 
 /// Where a phone call stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PhoneCallState {
     Initiated,

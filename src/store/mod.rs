@@ -188,7 +188,7 @@ const STATS: &str = "SELECT COUNT(*) AS total_calls, \
         OR id IN (SELECT call_id FROM call_participants WHERE user_id = $1)";
 
 /// Call counts, over all calls or over one user's.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallStats {
     pub total_calls: i64,
@@ -204,7 +204,7 @@ pub struct CallStats {
 }
 
 /// Quality measurements of one call.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QualitySummary {
     pub samples: i64,

@@ -62,7 +62,7 @@ pub struct Ingested {
 }
 
 /// One row of a number's history, as seed 002 answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PhoneHistoryRow {
     pub call_time: DateTime<Utc>,
     pub counterparty_number: Option<String>,

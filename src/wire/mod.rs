@@ -5,12 +5,10 @@
 pub mod error;
 pub mod views;
 
-use serde_json::Value;
-
 pub use error::Failure;
 
 use crate::auth::{self, Identity};
-use crate::calls::lifecycle::{Caller, EndOutcome};
+use crate::calls::lifecycle::Caller;
 use crate::calls::model::{CallId, EndReason};
 
 pub fn caller(identity: &Identity) -> Caller {
@@ -49,10 +47,4 @@ pub fn end_reason(reason: Option<&str>) -> Result<EndReason, Failure> {
                 .collect();
             Failure::invalid("reason", format!("must be one of {}", allowed.join(", ")))
         })
-}
-
-/// `data` with the `outcome` of an end request (`ended`, `left` or `declined`).
-pub fn with_outcome(mut data: Value, outcome: EndOutcome) -> Value {
-    data["outcome"] = outcome.as_str().into();
-    data
 }

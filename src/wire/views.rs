@@ -3,15 +3,18 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use crate::calls::lifecycle::CallSnapshot;
+use crate::calls::lifecycle::{CallSnapshot, EndOutcome};
 use crate::calls::model::{
     Call, CallId, CallState, CallType, ConnectionState, EndReason, MediaMode, Participant,
     ParticipantRole, UserId,
 };
 
-#[derive(Debug, Serialize)]
+/// A call.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Call)]
 pub struct CallView<'a> {
     id: CallId,
     room_id: &'a str,
@@ -57,8 +60,10 @@ impl<'a> From<&'a Call> for CallView<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A member of a call: its initiator or an invitee.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Participant)]
 pub struct ParticipantView<'a> {
     id: uuid::Uuid,
     call_id: CallId,
@@ -103,14 +108,48 @@ pub fn participants(snapshot: &CallSnapshot) -> Vec<ParticipantView<'_>> {
         .collect()
 }
 
+/// A call and its members.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallData<'a> {
+    call: CallView<'a>,
+    participants: Vec<ParticipantView<'a>>,
+}
+
+impl<'a> From<&'a CallSnapshot> for CallData<'a> {
+    fn from(snapshot: &'a CallSnapshot) -> Self {
+        Self {
+            call: CallView::from(&snapshot.call),
+            participants: participants(snapshot),
+        }
+    }
+}
+
 /// `{ call, participants }`
 pub fn call_data(snapshot: &CallSnapshot) -> Value {
-    json!({ "call": CallView::from(&snapshot.call), "participants": participants(snapshot) })
+    json!(CallData::from(snapshot))
+}
+
+/// What an end request did to the caller's part, with the call as it is now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndData<'a> {
+    #[serde(flatten)]
+    call: CallData<'a>,
+    /// `ended` (for everyone), `left` (the call goes on) or `declined` (a ringing
+    /// invitee's end).
+    outcome: &'static str,
+}
+
+/// `{ outcome, call, participants }`
+pub fn end_data(snapshot: &CallSnapshot, outcome: EndOutcome) -> Value {
+    json!(EndData {
+        call: CallData::from(snapshot),
+        outcome: outcome.as_str(),
+    })
 }
 
 /// A call as listed in history and active calls: the call, its participants, and
 /// what it was to the user asking.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallListItem<'a> {
     #[serde(flatten)]
