@@ -42,6 +42,7 @@ pub mod actor;
 mod codecs;
 mod feedback;
 pub mod port;
+pub mod record;
 pub mod room;
 mod sfu;
 mod stun;

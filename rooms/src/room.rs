@@ -96,6 +96,8 @@ pub enum RoomError {
     NotInRoom,
     #[error("the call's media room is closed")]
     Closed,
+    #[error("recording: {0}")]
+    Recording(String),
     #[error("media server error: {0}")]
     Internal(String),
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command, RoomHandle, Wiring};
 use crate::port::{self, PortCounters};
+use crate::record::{RecordingEvent, RecordingSpec};
 use crate::{
     ConnectionCounters, MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId,
     Source, TrackInfo,
@@ -51,6 +52,12 @@ pub enum SfuEvent {
         room: RoomId,
         peer: PeerId,
         stats: QualityStats,
+    },
+    /// What became of recording `id` of `room`.
+    Recording {
+        room: RoomId,
+        id: String,
+        event: RecordingEvent,
     },
 }
 
@@ -208,6 +215,26 @@ impl Sfu {
     /// Takes `peer` out of `room`.
     pub fn leave(&self, room: &RoomId, peer: &PeerId) {
         self.tell(room, Command::Leave { peer: peer.clone() });
+    }
+
+    /// Starts recording `room` (started if it is not running, so a recording asked
+    /// for before anyone publishes begins when media flows). Fails with
+    /// [`RoomError::Recording`] when the room already records or the spool file cannot
+    /// be created (nothing started then). What becomes of it comes as
+    /// [`SfuEvent::Recording`]; closing the room stops it ([`crate::record::StopReason::CallEnded`]).
+    pub async fn start_recording(
+        &self,
+        room: &RoomId,
+        spec: RecordingSpec,
+    ) -> Result<(), RoomError> {
+        let _ = (room, spec);
+        Err(RoomError::Recording("CONTRACT: not implemented yet".into()))
+    }
+
+    /// Stops recording `id` of `room` ([`StopReason::Asked`]); nothing if it is not
+    /// recording it.
+    pub fn stop_recording(&self, room: &RoomId, id: &str) {
+        let _ = (room, id);
     }
 
     /// Ends `room`: every connection in it closes, and it is never started again

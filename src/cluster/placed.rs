@@ -179,6 +179,15 @@ impl MediaPlane for PlacedSfu {
 
     /// Applied here if this node owns the room; the owner elsewhere applies it when
     /// it hears of the change ([`Cluster::call_changed`]).
+    fn recording<'a>(
+        &'a self,
+        call: &'a CallSnapshot,
+        _order: crate::media::RecordingOrder,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        // CONTRACT (rec-base): replaced by the helper that implements this plane.
+        Box::pin(async move { Err(crate::media::cannot_record(call.call.media_mode)) })
+    }
+
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         let id = call.call.id;
         if !self.cluster.owns(id) {

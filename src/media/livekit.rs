@@ -261,6 +261,15 @@ impl MediaPlane for LiveKit {
     /// Keeps the room in step with the call: closed when the call ends, and a member
     /// who left or declined removed from it. Runs in the background; failures are
     /// logged (the room's empty timeout closes what is left).
+    fn recording<'a>(
+        &'a self,
+        call: &'a CallSnapshot,
+        _order: crate::media::RecordingOrder,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        // CONTRACT (rec-base): replaced by the helper that implements this plane.
+        Box::pin(async move { Err(crate::media::cannot_record(call.call.media_mode)) })
+    }
+
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         for event in events {
             let (rooms, room) = (self.rooms.clone(), call.call.room_id.clone());

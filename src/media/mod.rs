@@ -10,6 +10,7 @@ pub mod sfu;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use rooms::record::{RecordingEvent, RecordingSpec};
 use serde::Serialize;
 use serde_json::{Value, json};
 use signaling::events::SfuMessage;
@@ -17,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::CallSnapshot;
-use crate::calls::model::{MediaMode, UserId};
+use crate::calls::model::{CallId, MediaMode, UserId};
 use crate::calls::service::{BoxFuture, ServiceError};
 use crate::ice::{IceServer, IceServers};
 use crate::wire::Failure;
@@ -42,6 +43,42 @@ pub trait MediaPlane: Send + Sync + std::fmt::Debug {
     /// Keeps the plane's room in step with a stored change to `call` (members
     /// leaving, muting, the call ending).
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]);
+
+    /// Starts or stops recording `call` (the caller checked who may). What becomes
+    /// of the recording comes back as [`RecordingReport`]s.
+    fn recording<'a>(
+        &'a self,
+        call: &'a CallSnapshot,
+        order: RecordingOrder,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
+
+/// What a plane is asked to do about a call's recording.
+#[derive(Debug, Clone)]
+pub enum RecordingOrder {
+    Start(RecordingSpec),
+    Stop { id: String },
+}
+
+/// What became of recording `id` of `call`, from the plane that makes it (the SFU's
+/// writer, LiveKit's egress webhook).
+#[derive(Debug)]
+pub struct RecordingReport {
+    pub call: CallId,
+    pub id: String,
+    pub event: RecordingEvent,
+}
+
+/// A recording asked of a call whose media does not pass through this server.
+pub fn cannot_record(mode: MediaMode) -> Failure {
+    Failure::new(
+        StatusCode::CONFLICT,
+        "RECORDING_UNAVAILABLE",
+        format!(
+            "a {} call's media does not pass through a server that records it",
+            mode.as_str()
+        ),
+    )
 }
 
 /// Calls whose media needs nothing from this server: `p2p` calls (members send each
@@ -70,6 +107,14 @@ impl MediaPlane for NoRoom {
     }
 
     fn call_changed(&self, _: &CallSnapshot, _: &[CallEvent]) {}
+
+    fn recording<'a>(
+        &'a self,
+        _: &'a CallSnapshot,
+        _: RecordingOrder,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move { Err(cannot_record(self.0)) })
+    }
 }
 
 /// A message for `"sfu"` about a call whose media does not go through the SFU.

@@ -174,6 +174,8 @@ impl SfuPlane {
                     },
                 );
             }
+            // CONTRACT (rec-base): the service helper sends these on as RecordingReports.
+            SfuEvent::Recording { .. } => {}
             SfuEvent::Quality { room, peer, stats } => {
                 let Ok(id) = room.0.parse::<CallId>() else {
                     return;
@@ -208,6 +210,15 @@ impl MediaPlane for SfuPlane {
         message: SfuMessage,
     ) -> BoxFuture<'a, Result<Value, Failure>> {
         Box::pin(self.handle(call, user, message))
+    }
+
+    fn recording<'a>(
+        &'a self,
+        call: &'a CallSnapshot,
+        _order: crate::media::RecordingOrder,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        // CONTRACT (rec-base): replaced by the helper that implements this plane.
+        Box::pin(async move { Err(crate::media::cannot_record(call.call.media_mode)) })
     }
 
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
