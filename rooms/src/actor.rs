@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::port::{Control, Datagram};
+use crate::record::{self, RecordingSpec, StopReason};
 use crate::room::{Output, Route, Signal};
 use crate::{MediaSwitch, PeerId, Room, RoomError, RoomId, SfuEvent, Source};
 
@@ -39,6 +40,16 @@ pub(crate) enum Command {
     },
     Leave {
         peer: PeerId,
+    },
+    StartRecording {
+        spec: RecordingSpec,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    /// From the server ([`StopReason::Asked`]) or from the recording's own writer
+    /// (a full disk, the size limit).
+    StopRecording {
+        id: String,
+        reason: StopReason,
     },
 }
 
@@ -94,23 +105,38 @@ pub(crate) struct Wiring {
 }
 
 /// Starts `room`'s task. It ends, closing every connection, when all handles are gone.
+/// (A recording's writer holds only a weak one: it outlives the room, to finish the
+/// file, and must not keep it running.)
 pub(crate) fn spawn(id: RoomId, room: Room, wiring: Wiring) -> RoomHandle {
     let (handle, commands) = RoomHandle::channel();
     let (datagrams, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    tokio::spawn(run(id, room, wiring, commands, datagrams, datagrams_rx));
+    let own = Own {
+        id,
+        wiring,
+        commands: handle.commands.downgrade(),
+    };
+    tokio::spawn(run(own, room, commands, datagrams, datagrams_rx));
     handle
 }
 
-async fn run(
+/// What a room's task knows of itself.
+struct Own {
     id: RoomId,
-    mut room: Room,
     wiring: Wiring,
+    /// Its own command queue, for a recording's writer to ask it to stop.
+    commands: mpsc::WeakUnboundedSender<Command>,
+}
+
+async fn run(
+    own: Own,
+    mut room: Room,
     mut commands: mpsc::UnboundedReceiver<Command>,
     datagrams: mpsc::Sender<Datagram>,
     mut inbox: mpsc::Receiver<Datagram>,
 ) {
+    let (id, wiring) = (&own.id, &own.wiring);
     loop {
-        carry_out(&id, &mut room, &wiring, &datagrams);
+        carry_out(id, &mut room, wiring, &datagrams);
         let deadline = room.poll_timeout();
         let timer = async move {
             match deadline {
@@ -121,7 +147,7 @@ async fn run(
         tokio::select! {
             biased;
             command = commands.recv() => match command {
-                Some(command) => apply(&mut room, Instant::now(), command),
+                Some(command) => apply(&own, &mut room, Instant::now(), command),
                 None => break,
             },
             Some(first) = inbox.recv() => {
@@ -136,10 +162,10 @@ async fn run(
         }
     }
     room.close(Instant::now());
-    carry_out(&id, &mut room, &wiring, &datagrams);
+    carry_out(id, &mut room, wiring, &datagrams);
 }
 
-fn apply(room: &mut Room, now: Instant, command: Command) {
+fn apply(own: &Own, room: &mut Room, now: Instant, command: Command) {
     match command {
         Command::Publish {
             peer,
@@ -158,6 +184,27 @@ fn apply(room: &mut Room, now: Instant, command: Command) {
         }
         Command::Mute { peer, media, muted } => room.set_muted(now, &peer, media, muted),
         Command::Leave { peer } => room.leave(now, &peer),
+        Command::StartRecording { spec, reply } => {
+            let sink = || {
+                let queue = own.commands.clone();
+                let id = spec.id.clone();
+                let ask_stop = move |reason| {
+                    if let Some(queue) = queue.upgrade() {
+                        let id = id.clone();
+                        let _ = queue.send(Command::StopRecording { id, reason });
+                    }
+                };
+                record::start_writer(own.id.clone(), &spec, own.wiring.events.clone(), ask_stop)
+                    .map_err(|e| {
+                        RoomError::Recording(format!(
+                            "cannot create {}: {e}",
+                            record::spool_path(&spec.path).display()
+                        ))
+                    })
+            };
+            let _ = reply.send(room.start_recording(now, &spec, sink));
+        }
+        Command::StopRecording { id, reason } => room.stop_recording(&id, reason),
     }
 }
 

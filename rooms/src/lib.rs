@@ -37,6 +37,13 @@
 //!   in [`ConnectionCounters`], which [`Sfu::connection_counters`] exposes.
 //! - **No clock inside.** [`Room`] takes `now` with every input and says when it
 //!   next needs [`Room::handle_timeout`]; only the actor reads the clock.
+//! - **Recording stays off the forwarding path.** A recording room ([`record`])
+//!   assembles what it forwards into whole frames and hands them to a writer
+//!   thread through a bounded queue: a slow disk drops recorded frames (counted),
+//!   never a call's packets. The writer appends to a spool a crash leaves readable,
+//!   and writes the WebM when the recording stops; it outlives the room, to finish
+//!   the file when the call ends, and holds only a weak handle to ask it to stop
+//!   (full disk, size limit), so a closed room still ends.
 
 pub mod actor;
 mod codecs;

@@ -22,6 +22,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
+use crate::record::{Recorder, RecordingSpec, Sink, StopReason, TrackKind, TrackMeta};
 use crate::{MediaSwitch, PeerId, QualityStats, RoomId, Source};
 use crate::{codecs, feedback};
 
@@ -163,6 +164,8 @@ pub struct Room {
     /// Peers (by index) whose connections were written to since they were drained.
     dirty: PeerSet,
     next_stats: Option<Instant>,
+    /// The recording in progress, which sees every packet forwarded.
+    recording: Option<Recorder>,
 }
 
 /// A participant.
@@ -297,6 +300,7 @@ impl Room {
             outputs: VecDeque::new(),
             dirty: PeerSet::default(),
             next_stats: None,
+            recording: None,
         }
     }
 
@@ -443,8 +447,53 @@ impl Room {
         }
     }
 
-    /// Closes every connection; the room is empty after.
+    /// Starts recording what the room forwards, as `spec` says, into the sink
+    /// `sink` makes (called only when the room is not recording already: it
+    /// creates the spool and starts the writer). Every video track is asked for a
+    /// keyframe, which its recording starts with.
+    pub(crate) fn start_recording(
+        &mut self,
+        now: Instant,
+        spec: &RecordingSpec,
+        sink: impl FnOnce() -> Result<Sink, RoomError>,
+    ) -> Result<(), RoomError> {
+        if self.recording.is_some() {
+            return Err(RoomError::Recording("already recording".into()));
+        }
+        self.recording = Some(Recorder::new(
+            now,
+            spec.id.clone(),
+            spec.max_duration,
+            sink()?,
+        ));
+        let keys: Vec<u32> = self.tracks.iter().map(|t| t.key).collect();
+        for key in keys {
+            if let Some(track) = self.tracks.iter_mut().find(|t| t.key == key) {
+                track.last_keyframe_request = None;
+            }
+            self.request_keyframe(now, key);
+        }
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Stops recording `id` with `reason`; nothing if the room does not record it.
+    pub(crate) fn stop_recording(&mut self, id: &str, reason: StopReason) {
+        if self.recording.as_ref().is_some_and(|r| r.id() == id) {
+            self.stop_recording_with(reason);
+        }
+    }
+
+    fn stop_recording_with(&mut self, reason: StopReason) {
+        if let Some(recording) = self.recording.take() {
+            recording.stop(reason);
+        }
+    }
+
+    /// Closes every connection; the room is empty after. A recording stops
+    /// ([`StopReason::CallEnded`]).
     pub fn close(&mut self, now: Instant) {
+        self.stop_recording_with(StopReason::CallEnded);
         while !self.peers.is_empty() {
             self.remove(now, self.peers.len() - 1);
         }
@@ -489,6 +538,10 @@ impl Room {
     /// When [`Room::handle_timeout`] is next due.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut next = self.next_stats;
+        if let Some(recording) = &self.recording {
+            let t = recording.deadline();
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         for p in &mut self.peers {
             for conn in [&mut p.publish, &mut p.subscribe] {
                 for t in [conn.pc.poll_timeout(), conn.connect_by]
@@ -515,6 +568,9 @@ impl Room {
             }
         }
         self.check_connect_deadlines(now);
+        if self.recording.as_ref().is_some_and(|r| r.deadline() <= now) {
+            self.stop_recording_with(StopReason::Limit);
+        }
         if self.next_stats.is_some_and(|t| t <= now) {
             self.report_quality(now);
         }
@@ -679,6 +735,11 @@ impl Room {
     /// (an offer per track would list the tracks not yet removed).
     fn end_tracks(&mut self, now: Instant, keys: &[u32]) {
         self.tracks.retain(|t| !keys.contains(&t.key));
+        if let Some(recording) = &mut self.recording {
+            for key in keys {
+                recording.end_track(*key);
+            }
+        }
         for index in 0..self.peers.len() {
             let peer = &mut self.peers[index];
             while let Some(at) = peer.downtracks.iter().position(|d| keys.contains(&d.track)) {
@@ -1062,11 +1123,27 @@ impl Room {
             Some(codec) => (track.key, codec.mime_type.clone()),
             None => return,
         };
+        let mut keyframes = Vec::new();
+        if let Some(recording) = &mut self.recording {
+            let meta = || TrackMeta {
+                key,
+                peer: track.publisher.clone(),
+                kind: match track.kind {
+                    RtpCodecKind::Audio => TrackKind::Audio,
+                    _ => TrackKind::Video,
+                },
+                source: track.source,
+                codec: mime.clone(),
+                clock_rate: track.codec.as_ref().map_or(90_000, |c| c.clock_rate),
+            };
+            if recording.packet(now, key, meta, &packet) {
+                keyframes.push(key);
+            }
+        }
         // Extension ids are per connection; the subscriber's differ.
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.extensions_padding = 0;
-        let mut keyframes = Vec::new();
         for (index, peer) in self.peers.iter_mut().enumerate() {
             if index == from {
                 continue;

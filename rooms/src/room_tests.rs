@@ -7,6 +7,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind::{Audio, Video};
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::record::{Entry, Frame, StopReason, TrackKind, TrackMeta};
 use crate::sim::{self, Link, Sim};
 use crate::{MediaSwitch, PeerId, Room, RoomConfig, RoomError, RoomId};
 
@@ -70,8 +71,9 @@ fn packets_arrive_intact_and_in_order_on_a_clean_link() {
         );
         let payloads = &bob.payloads[&(publisher.clone(), track.clone())];
         for (seq, payload) in payloads {
-            let ssrc = u32::from_be_bytes(payload[6..10].try_into().unwrap());
-            assert_eq!(payload.as_ref(), sim::payload(ssrc, *seq).as_slice());
+            let ssrc = u32::from_be_bytes(payload[12..16].try_into().unwrap());
+            assert_eq!(payload, &sim.sent[&(ssrc, *seq)]);
+            assert_eq!(&payload[12..], sim::payload(ssrc, *seq).as_slice());
         }
     }
 }
@@ -679,4 +681,303 @@ fn a_participant_who_publishes_from_a_new_connection_starts_over_and_media_flows
     assert!(bob.receiving_from().get("alice").is_some_and(|n| *n > 100));
     let from_bob = alice.receiving_from()["bob"];
     assert!(from_bob > before + 100, "alice: {before} then {from_bob}");
+}
+
+// Recording: what the room's recorder queues for the writer.
+
+/// Each track a recording saw, with its frames in order.
+fn recorded_tracks(sim: &Sim) -> Vec<(TrackMeta, Vec<Frame>)> {
+    let mut tracks: Vec<(TrackMeta, Vec<Frame>)> = Vec::new();
+    for entry in &sim.recorded {
+        match entry {
+            Entry::Track(meta) => tracks.push((meta.clone(), Vec::new())),
+            Entry::Frame(frame) => {
+                let track = tracks
+                    .iter_mut()
+                    .find(|(m, _)| m.key == frame.track)
+                    .expect("a track is announced before its frames");
+                track.1.push(frame.clone());
+            }
+        }
+    }
+    tracks
+}
+
+/// The recorded track of `peer`'s `kind`.
+fn recorded_track(sim: &Sim, peer: &str, kind: TrackKind) -> (TrackMeta, Vec<Frame>) {
+    recorded_tracks(sim)
+        .into_iter()
+        .find(|(m, _)| m.peer.0 == peer && m.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} track of {peer} recorded"))
+}
+
+/// The sequence numbers of the packets a recorded sim video frame was made of,
+/// checked against what was sent: each of its packets in full, in order, the
+/// first one a frame's start. Panics on a frame that is not one whole frame.
+fn frame_packets(sim: &Sim, ssrc: u32, frame: &Frame) -> Vec<u16> {
+    let chunk = 10 + 188;
+    assert_eq!(
+        frame.data.len(),
+        chunk * sim::PACKETS_PER_FRAME as usize,
+        "a frame of {} packets",
+        sim::PACKETS_PER_FRAME
+    );
+    let seqs: Vec<u16> = frame
+        .data
+        .chunks(chunk)
+        .map(|c| {
+            assert_eq!(u32::from_be_bytes(c[10..14].try_into().unwrap()), ssrc);
+            u16::from_be_bytes(c[14..16].try_into().unwrap())
+        })
+        .collect();
+    for (i, (seq, part)) in seqs.iter().zip(frame.data.chunks(chunk)).enumerate() {
+        assert_eq!(
+            *seq,
+            seqs[0].wrapping_add(i as u16),
+            "packets in order: {seqs:?}"
+        );
+        let sent = &sim.sent[&(ssrc, *seq)];
+        assert_eq!(&sent[2..], part, "packet {seq} intact");
+        assert_eq!(
+            sent[0] & 0x10 != 0,
+            i == 0,
+            "the frame starts at {}",
+            seqs[0]
+        );
+    }
+    seqs
+}
+
+/// Participant `index`'s next sequence number on track `track`, `ahead` packets on.
+fn seq_ahead(sim: &Sim, index: usize, track: usize, ahead: u16) -> u16 {
+    let ssrc = sim.ssrc(index, track);
+    let last = sim
+        .sent
+        .keys()
+        .filter(|(s, _)| *s == ssrc)
+        .map(|(_, seq)| *seq)
+        .max()
+        .unwrap();
+    last.wrapping_add(ahead)
+}
+
+#[test]
+fn a_recording_under_loss_and_reordering_holds_whole_frames_only_and_restarts_video_at_keyframes_it_asks_for()
+ {
+    let mut sim = alice_and_bob(40);
+    sim.record("rec-1", Duration::from_secs(3600)).unwrap();
+    sim.link = Link {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(15),
+        loss: 0.05,
+        ..Link::default()
+    };
+    // Packets alice never sends: losses no retransmission repairs, ~0.6 s apart
+    // (a keyframe request per 0.5 s at most), at a frame's start, middle and end.
+    let video = sim.ssrc(0, 1);
+    let gaps: Vec<u16> = (0..8u16)
+        .map(|k| seq_ahead(&sim, 0, 1, 60 + k * 76))
+        .collect();
+    for seq in &gaps {
+        sim.unsent.insert((video, *seq));
+    }
+    let requests = sim.clients[0].keyframe_requests;
+    sim.run(Duration::from_secs(6));
+    sim.link = Link::default();
+    sim.run(Duration::from_secs(1));
+    sim.room.stop_recording("rec-1", StopReason::Asked);
+    assert!(
+        sim.media_dropped > 50,
+        "the link dropped {}",
+        sim.media_dropped
+    );
+
+    let (meta, frames) = recorded_track(&sim, "alice", TrackKind::Video);
+    assert_eq!(meta.codec.to_ascii_lowercase(), "video/vp8");
+    assert!(frames[0].keyframe, "video starts at a keyframe");
+    let mut previous: Option<(u16, Duration)> = None;
+    for frame in &frames {
+        let seqs = frame_packets(&sim, video, frame);
+        assert!(
+            seqs.iter().all(|s| !gaps.contains(s)),
+            "a frame with a packet never sent: {seqs:?}"
+        );
+        let key = sim.sent[&(video, seqs[0])][2] & 1 == 0;
+        assert_eq!(frame.keyframe, key, "keyframe flag of {seqs:?}");
+        if let Some((last, at)) = previous {
+            assert!(
+                seqs[0].wrapping_sub(last) < 0x8000,
+                "in order: {last} then {seqs:?}"
+            );
+            assert!(frame.at > at, "later frames later");
+        }
+        previous = Some((seqs[0], frame.at));
+    }
+    // After each gap, video resumes at a keyframe, which alice sent because she was
+    // asked (the simulated publisher sends one only then).
+    for gap in &gaps {
+        let after = frames
+            .iter()
+            .find(|f| frame_packets(&sim, video, f)[0].wrapping_sub(*gap) < 0x8000)
+            .expect("video resumes after a gap");
+        assert!(
+            after.keyframe,
+            "the first frame after the gap at {gap} is a keyframe"
+        );
+    }
+    assert!(
+        sim.clients[0].keyframe_requests >= requests + gaps.len(),
+        "keyframe requests: {} then {}",
+        requests,
+        sim.clients[0].keyframe_requests
+    );
+    // 7 s at 1000/24 frames a second (290); each gap costs the frames until the
+    // keyframe (0.3 to 0.9 s): the reorder wait, the keyframe request's throttle
+    // (shared with bob's requests) and a round trip.
+    assert!(frames.len() > 100, "{} video frames", frames.len());
+
+    let (_, audio) = recorded_track(&sim, "alice", TrackKind::Audio);
+    let audio_ssrc = sim.ssrc(0, 0);
+    for frame in &audio {
+        let seq = u16::from_be_bytes(frame.data[16..18].try_into().unwrap());
+        assert_eq!(
+            frame.data,
+            sim.sent[&(audio_ssrc, seq)],
+            "audio frame {seq} intact"
+        );
+    }
+    // 350 sent, 5 % of them lost on the way (audio is not retransmitted).
+    assert!(audio.len() > 300, "{} audio frames", audio.len());
+}
+
+#[test]
+fn recorded_tracks_share_one_clock_a_late_joiner_starts_at_their_offset_and_a_leaver_ends_there() {
+    let mut sim = alice_and_bob(41);
+    let started = sim.now;
+    sim.record("rec-1", Duration::from_secs(3600)).unwrap();
+    sim.run(Duration::from_secs(1));
+    let carol_joins = sim.now - started;
+    sim.join("carol", &AV).unwrap();
+    sim.run(Duration::from_secs(1));
+    let bob_leaves = sim.now - started;
+    sim.leave(1);
+    sim.run(Duration::from_secs(1));
+    sim.room.stop_recording("rec-1", StopReason::Asked);
+
+    let tracks = recorded_tracks(&sim);
+    assert_eq!(tracks.len(), 6, "three participants' audio and video");
+    let link = sim.link.delay;
+    for (meta, frames) in &tracks {
+        assert!(!frames.is_empty(), "{} {:?}", meta.peer, meta.kind);
+        // Every frame sits where its first packet was sent, on the recording's
+        // clock, plus the link's delay: the media's own timestamps, one clock.
+        for frame in frames {
+            let rate = if meta.kind == TrackKind::Audio {
+                48
+            } else {
+                90
+            };
+            let sent = sent_at(&sim, meta, frame, rate);
+            let expected = sent.saturating_sub(started - sim.epoch) + link;
+            let error = frame.at.abs_diff(expected);
+            assert!(
+                error <= Duration::from_millis(3),
+                "{} {:?} frame at {:?}, sent at {:?}",
+                meta.peer,
+                meta.kind,
+                frame.at,
+                expected
+            );
+        }
+        let (first, last) = (frames[0].at, frames[frames.len() - 1].at);
+        match meta.peer.0.as_str() {
+            "carol" => {
+                assert!(first >= carol_joins, "carol starts at {first:?}");
+                assert!(
+                    first < carol_joins + Duration::from_millis(300),
+                    "carol starts at {first:?}"
+                );
+            }
+            "bob" => {
+                assert!(
+                    first < Duration::from_millis(300),
+                    "bob starts at {first:?}"
+                );
+                assert!(last <= bob_leaves, "bob ends at {last:?}");
+                assert!(
+                    last > bob_leaves - Duration::from_millis(100),
+                    "bob ends at {last:?}"
+                );
+            }
+            _ => {
+                assert!(
+                    first < Duration::from_millis(300),
+                    "alice starts at {first:?}"
+                );
+                assert!(last > Duration::from_millis(2900), "alice ends at {last:?}");
+            }
+        }
+    }
+}
+
+/// When the packets of a recorded frame were sent, since the sim's epoch: the
+/// packets' RTP timestamp, found by the sequence number the frame carries.
+fn sent_at(sim: &Sim, meta: &TrackMeta, frame: &Frame, rate: u64) -> Duration {
+    let (ssrc, seq) = match meta.kind {
+        TrackKind::Audio => (
+            u32::from_be_bytes(frame.data[12..16].try_into().unwrap()),
+            u16::from_be_bytes(frame.data[16..18].try_into().unwrap()),
+        ),
+        TrackKind::Video => (
+            u32::from_be_bytes(frame.data[10..14].try_into().unwrap()),
+            u16::from_be_bytes(frame.data[14..16].try_into().unwrap()),
+        ),
+    };
+    let timestamp = sim.timestamps[&(ssrc, seq)];
+    Duration::from_millis(u64::from(timestamp) / rate)
+}
+
+#[test]
+fn a_recording_asks_for_keyframes_when_it_starts_and_begins_video_with_one() {
+    let mut sim = alice_and_bob(42);
+    // Long after the keyframes the subscribers asked for.
+    sim.run(Duration::from_secs(2));
+    let requests = sim.clients[0].keyframe_requests;
+    sim.record("rec-1", Duration::from_secs(3600)).unwrap();
+    assert_eq!(
+        sim.clients[0].keyframe_requests,
+        requests + 1,
+        "asked at once"
+    );
+    sim.run(Duration::from_millis(200));
+    let (_, frames) = recorded_track(&sim, "alice", TrackKind::Video);
+    assert!(frames[0].keyframe);
+    assert!(
+        frames[0].at < Duration::from_millis(60),
+        "first frame at {:?}",
+        frames[0].at
+    );
+}
+
+#[test]
+fn a_recording_stops_at_its_duration_limit_once_and_a_second_one_is_refused_meanwhile() {
+    let mut sim = alice_and_bob(43);
+    sim.record("rec-1", Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        sim.record("rec-2", Duration::from_secs(1)),
+        Err(RoomError::Recording("already recording".into()))
+    );
+    sim.room.stop_recording("rec-2", StopReason::Asked);
+    sim.run(Duration::from_millis(1500));
+    let feed = sim.recording.as_mut().unwrap();
+    assert_eq!(feed.stop.try_recv(), Ok(StopReason::Limit));
+    assert!(feed.frames.is_closed(), "the queue closed");
+    let last = recorded_tracks(&sim)
+        .iter()
+        .flat_map(|(_, f)| f.last().map(|f| f.at))
+        .max()
+        .unwrap();
+    assert!(last <= Duration::from_secs(1), "last frame at {last:?}");
+    // Stopped, the room records again when asked.
+    sim.record("rec-3", Duration::from_secs(1)).unwrap();
 }

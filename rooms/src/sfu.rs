@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command, RoomHandle, Wiring};
 use crate::port::{self, PortCounters};
-use crate::record::{RecordingEvent, RecordingSpec};
+use crate::record::{RecordingEvent, RecordingSpec, StopReason};
 use crate::{
     ConnectionCounters, MediaSwitch, PeerId, QualityStats, Room, RoomConfig, RoomError, RoomId,
     Source, TrackInfo,
@@ -227,14 +227,23 @@ impl Sfu {
         room: &RoomId,
         spec: RecordingSpec,
     ) -> Result<(), RoomError> {
-        let _ = (room, spec);
-        Err(RoomError::Recording("CONTRACT: not implemented yet".into()))
+        let handle = self.room(room, true).ok_or(RoomError::Closed)?;
+        let (reply, started) = oneshot::channel();
+        handle
+            .ask(Command::StartRecording { spec, reply }, started)
+            .await?
     }
 
     /// Stops recording `id` of `room` ([`StopReason::Asked`]); nothing if it is not
     /// recording it.
     pub fn stop_recording(&self, room: &RoomId, id: &str) {
-        let _ = (room, id);
+        self.tell(
+            room,
+            Command::StopRecording {
+                id: id.to_owned(),
+                reason: StopReason::Asked,
+            },
+        );
     }
 
     /// Ends `room`: every connection in it closes, and it is never started again
@@ -318,15 +327,18 @@ mod tests {
     use super::*;
 
     async fn sfu() -> Sfu {
-        let (sfu, _events) = Sfu::bind(SfuConfig {
+        sfu_with_events().await.0
+    }
+
+    async fn sfu_with_events() -> (Sfu, mpsc::UnboundedReceiver<SfuEvent>) {
+        Sfu::bind(SfuConfig {
             listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
             announce_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             announce_port: None,
             max_peers: 8,
         })
         .await
-        .expect("the SFU binds");
-        sfu
+        .expect("the SFU binds")
     }
 
     fn ids() -> (RoomId, PeerId) {
@@ -357,5 +369,90 @@ mod tests {
         let late = sfu.answer(&room, &alice, "v=0".into()).await;
         assert_eq!(late, Err(RoomError::Closed));
         assert_eq!(sfu.room_count(), 0);
+    }
+
+    fn spec(id: &str, path: std::path::PathBuf) -> RecordingSpec {
+        RecordingSpec {
+            id: id.into(),
+            path,
+            max_bytes: 1 << 20,
+            max_duration: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recording_whose_spool_cannot_be_created_is_refused_and_the_next_one_starts() {
+        let (sfu, _events) = sfu_with_events().await;
+        let (room, _) = ids();
+        // Below a file, no directory can be made, whoever runs the test.
+        let refused = sfu
+            .start_recording(&room, spec("rec-1", "/dev/null/calls/rec-1.webm".into()))
+            .await;
+        assert!(
+            matches!(&refused, Err(RoomError::Recording(why)) if why.contains("/dev/null/calls/rec-1.webm.spool")),
+            "{refused:?}"
+        );
+        let dir = std::env::temp_dir().join(format!("huddle-sfu-rec-{}", std::process::id()));
+        let path = dir.join("call-1/rec-2.webm");
+        let started = sfu
+            .start_recording(&room, spec("rec-2", path.clone()))
+            .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(started, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_second_recording_is_refused_and_closing_the_room_ends_the_first_with_call_ended() {
+        let (sfu, mut events) = sfu_with_events().await;
+        let (room, _) = ids();
+        let dir = std::env::temp_dir().join(format!("huddle-sfu-close-{}", std::process::id()));
+        let path = dir.join("call-1/rec-1.webm");
+        sfu.start_recording(&room, spec("rec-1", path.clone()))
+            .await
+            .unwrap();
+        assert!(
+            crate::record::spool_path(&path).exists(),
+            "the spool exists once started"
+        );
+        assert_eq!(sfu.room_count(), 1, "the room was started to record");
+        let second = sfu
+            .start_recording(&room, spec("rec-2", dir.join("x.webm")))
+            .await;
+        assert_eq!(
+            second,
+            Err(RoomError::Recording("already recording".into()))
+        );
+        // Another recording's id stops nothing.
+        sfu.stop_recording(&room, "rec-2");
+        sfu.close(&room);
+        let mut reports = Vec::new();
+        while reports.len() < 2 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+                .await
+                .expect("the writer reports")
+                .expect("events flow");
+            if let SfuEvent::Recording { room: r, id, event } = event {
+                assert_eq!((r, id.as_str()), (room.clone(), "rec-1"));
+                reports.push(event);
+            }
+        }
+        let leftovers = std::fs::read_dir(dir.join("call-1")).map(|d| d.count());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            reports,
+            [
+                RecordingEvent::Stopped {
+                    reason: StopReason::CallEnded
+                },
+                RecordingEvent::Failed {
+                    error: "no media was recorded".into()
+                }
+            ]
+        );
+        assert_eq!(
+            leftovers.unwrap(),
+            0,
+            "nothing is left of a failed recording"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! through in-memory links with loss, delay and reordering, in simulated time. Ten
 //! seconds of media take milliseconds, and a seed makes a run repeatable.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +56,23 @@ impl Default for Link {
     }
 }
 
+/// Video frames are this many packets.
+pub(crate) const PACKETS_PER_FRAME: u32 = 3;
+/// The size a keyframe's header says.
+pub(crate) const FRAME_SIZE: (u16, u16) = (320, 240);
+
+/// A track a participant publishes.
+struct Outbound {
+    sender: RTCRtpSenderId,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    /// The next sequence number.
+    seq: u16,
+    /// A video frame's packets sent so far, its RTP timestamp, and whether it is a
+    /// keyframe.
+    frame: (u32, u32, bool),
+}
+
 /// A participant: a publish and a subscribe connection, and what it received.
 pub(crate) struct Client {
     pub id: PeerId,
@@ -63,8 +80,10 @@ pub(crate) struct Client {
     subscribe: Option<RTCPeerConnection>,
     publish_addr: SocketAddr,
     subscribe_addr: SocketAddr,
-    /// Each published track: its sender, kind, SSRC and next sequence number.
-    senders: Vec<(RTCRtpSenderId, RtpCodecKind, u32, u16)>,
+    /// Each published track.
+    senders: Vec<Outbound>,
+    /// The next video frame is a keyframe: the first, and one after the server asked.
+    keyframe_wanted: bool,
     /// Sequence numbers received per (publisher, our track id on the subscribe side).
     pub received: BTreeMap<(String, String), Vec<u16>>,
     /// Payloads received, by sequence number, per track, to check integrity.
@@ -84,6 +103,8 @@ pub(crate) struct Client {
 
 pub(crate) struct Sim {
     pub now: Instant,
+    /// Where simulated time began: media timestamps count from here.
+    pub epoch: Instant,
     pub room: Room,
     pub clients: Vec<Client>,
     /// Routed as the UDP port routes: by address, learnt from signed STUN requests.
@@ -96,6 +117,16 @@ pub(crate) struct Sim {
     pub link: Link,
     rng: u64,
     pub offers: Vec<(PeerId, String)>,
+    /// Every RTP payload sent, by (SSRC, sequence number), to check what arrives.
+    pub sent: HashMap<(u32, u16), Bytes>,
+    /// Their RTP timestamps.
+    pub timestamps: HashMap<(u32, u16), u32>,
+    /// Packets (SSRC, sequence number) a publisher never sends: losses no
+    /// retransmission repairs.
+    pub unsent: HashSet<(u32, u16)>,
+    /// A recording's queue, and what it delivered.
+    pub recording: Option<crate::record::Feed>,
+    pub recorded: Vec<crate::record::Entry>,
     pub quality: Vec<(PeerId, crate::QualityStats)>,
     pub media_dropped: usize,
     /// The track list of the last offer each participant got.
@@ -121,6 +152,7 @@ impl Sim {
         let counters = config.counters.clone();
         Sim {
             now,
+            epoch: now,
             room: Room::new(RoomId("call-1".into()), config),
             clients: Vec::new(),
             routes: Routes::new(Default::default()),
@@ -130,6 +162,11 @@ impl Sim {
             link: Link::default(),
             rng: seed | 1,
             offers: Vec::new(),
+            sent: HashMap::new(),
+            timestamps: HashMap::new(),
+            unsent: HashSet::new(),
+            recording: None,
+            recorded: Vec::new(),
             quality: Vec::new(),
             media_dropped: 0,
             last_tracks: HashMap::new(),
@@ -198,7 +235,13 @@ impl Sim {
                 codec,
             );
             let sender = publish.add_track(track).expect("add track");
-            senders.push((sender, *kind, ssrc, 1));
+            senders.push(Outbound {
+                sender,
+                kind: *kind,
+                ssrc,
+                seq: 1,
+                frame: (0, 0, false),
+            });
         }
         let offer = publish.create_offer(None).expect("offer");
         publish
@@ -211,6 +254,7 @@ impl Sim {
             publish_addr,
             subscribe_addr,
             senders,
+            keyframe_wanted: true,
             received: BTreeMap::new(),
             payloads: HashMap::new(),
             open_tracks: BTreeMap::new(),
@@ -284,13 +328,13 @@ impl Sim {
     pub fn run(&mut self, duration: Duration) {
         let end = self.now + duration;
         let step = Duration::from_millis(1);
-        let mut tick = 0u64;
         while self.now < end {
             self.now += step;
-            tick += 1;
+            // Milliseconds since the epoch: RTP timestamps run on across runs.
+            let tick = (self.now - self.epoch).as_millis() as u64;
             for c in 0..self.clients.len() {
                 for t in 0..self.clients[c].senders.len() {
-                    let due = match self.clients[c].senders[t].1 {
+                    let due = match self.clients[c].senders[t].kind {
                         RtpCodecKind::Audio => tick % 20 == 0,
                         _ => tick % 8 == 0,
                     };
@@ -302,15 +346,62 @@ impl Sim {
             self.deliver();
             self.timers();
             self.pump();
+            if let Some(feed) = &mut self.recording {
+                while let Ok(entry) = feed.frames.try_recv() {
+                    self.recorded.push(entry);
+                }
+            }
         }
+    }
+
+    /// Starts recording the room into a queue the run drains into
+    /// [`Sim::recorded`]: `id`, stopping after `max_duration`.
+    pub fn record(&mut self, id: &str, max_duration: Duration) -> Result<(), RoomError> {
+        let spec = crate::record::RecordingSpec {
+            id: id.to_owned(),
+            path: "unused.webm".into(),
+            max_bytes: u64::MAX,
+            max_duration,
+        };
+        let (sink, feed) = crate::record::channel(crate::record::QUEUE);
+        self.room.start_recording(self.now, &spec, || Ok(sink))?;
+        self.recording = Some(feed);
+        self.pump();
+        Ok(())
+    }
+
+    /// The SSRC of participant `index`'s track `track`.
+    pub fn ssrc(&self, index: usize, track: usize) -> u32 {
+        self.clients[index].senders[track].ssrc
     }
 
     fn send_rtp(&mut self, c: usize, track: usize, tick: u64) {
         let now = self.now;
         let client = &mut self.clients[c];
-        let (sender, kind, ssrc, seq) = client.senders[track];
-        client.senders[track].3 = seq.wrapping_add(1);
-        let clock_per_ms = if kind == RtpCodecKind::Audio { 48 } else { 90 };
+        let out = &mut client.senders[track];
+        let seq = out.seq;
+        out.seq = seq.wrapping_add(1);
+        let (head, timestamp, marker) = match out.kind {
+            RtpCodecKind::Audio => ([0; 12], (tick * 48) as u32, false),
+            _ => {
+                let (sent, mut timestamp, mut keyframe) = out.frame;
+                if sent == 0 {
+                    timestamp = (tick * 90) as u32;
+                    keyframe = std::mem::take(&mut client.keyframe_wanted);
+                }
+                out.frame = ((sent + 1) % PACKETS_PER_FRAME, timestamp, keyframe);
+                (
+                    vp8_head(sent == 0, keyframe),
+                    timestamp,
+                    sent + 1 == PACKETS_PER_FRAME,
+                )
+            }
+        };
+        let ssrc = out.ssrc;
+        let sender = out.sender;
+        if self.unsent.contains(&(ssrc, seq)) {
+            return;
+        }
         let Some(mut sender) = client.publish.rtp_sender(sender) else {
             return;
         };
@@ -323,16 +414,22 @@ impl Sim {
         else {
             return;
         };
+        let mut data = head.to_vec();
+        data.extend_from_slice(&payload(ssrc, seq));
+        let data = Bytes::from(data);
+        self.sent.insert((ssrc, seq), data.clone());
+        self.timestamps.insert((ssrc, seq), timestamp);
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 payload_type: pt,
                 sequence_number: seq,
-                timestamp: (tick * clock_per_ms) as u32,
+                timestamp,
+                marker,
                 ssrc,
                 ..Default::default()
             },
-            payload: Bytes::from(payload(ssrc, seq)),
+            payload: data,
         };
         // Before the connection is up a write fails; the test counts what arrives.
         let _ = sender.write_rtp(now, packet);
@@ -379,6 +476,11 @@ impl Sim {
                 break;
             }
             let (from, to, data) = entry.remove();
+            if from == SERVER && data.get(1) == Some(&206) {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.publish_addr == to) {
+                    c.keyframe_wanted = true;
+                }
+            }
             if to == SERVER {
                 if let Some((conn, ())) = self.routes.route(&data, from) {
                     self.room.handle_datagram(self.now, conn, from, data);
@@ -550,13 +652,32 @@ impl Client {
     }
 }
 
-/// The payload of packet `seq` of stream `ssrc`: known, so a receiver can check it.
+/// The part of packet `seq` of stream `ssrc` after its codec's 12 bytes: known, so
+/// that what a recording holds can be traced to the packets it came from.
 pub(crate) fn payload(ssrc: u32, seq: u16) -> Vec<u8> {
-    let mut p = vec![0x90, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+    let mut p = Vec::with_capacity(188);
     p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
-    p.resize(200, (seq % 251) as u8);
+    p.resize(188, (seq % 251) as u8);
     p
+}
+
+/// A video packet's first 12 bytes: the VP8 payload descriptor (2 bytes; S set on a
+/// frame's first packet), and at a frame's start the frame's header (for a
+/// keyframe, with its start code and [`FRAME_SIZE`]), else zeros.
+pub(crate) fn vp8_head(start: bool, keyframe: bool) -> [u8; 12] {
+    let mut head = [0; 12];
+    head[0] = if start { 0x90 } else { 0x80 };
+    if start {
+        // show_frame, and P (bit 0) clear for a keyframe.
+        head[2] = if keyframe { 0x10 } else { 0x11 };
+        if keyframe {
+            head[5..8].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+            head[8..10].copy_from_slice(&FRAME_SIZE.0.to_le_bytes());
+            head[10..12].copy_from_slice(&FRAME_SIZE.1.to_le_bytes());
+        }
+    }
+    head
 }
 
 fn client_pc(now: Instant, addr: SocketAddr) -> RTCPeerConnection {
