@@ -7,7 +7,9 @@
 //! - three participants receive each other's audio and video, intact and in order;
 //! - a subscriber behind a lossy link gets every lost video packet back by NACK;
 //! - a participant who leaves stops reaching the others and leaves their offers;
-//! - garbage datagrams and bad offers never harm a running call.
+//! - garbage datagrams and bad offers never harm a running call;
+//! - a recorded room writes real VP8 and Opus, packetized by the `webrtc` crate,
+//!   to a WebM file that ffprobe reads and ffmpeg decodes.
 
 mod common;
 
@@ -16,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{Call, Media, Participant, eventually, payload};
+use rooms::record::{RecordingEvent, RecordingSpec, StopReason, TrackKind};
 use rooms::{PeerId, RoomError, Source};
 use tokio::net::UdpSocket;
 
@@ -665,6 +668,146 @@ async fn garbage_datagrams_and_bad_offers_never_harm_a_running_call() {
             "nobody refused got an offer"
         );
         close(people).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_room_writes_a_webm_of_each_publishers_audio_and_video_from_when_they_joined() {
+    within_budget(async {
+        let media = common::encoded_media(3);
+        let call = Call::start(8, None).await;
+        let dir = std::env::temp_dir().join(format!("huddle-udp-rec-{}", std::process::id()));
+        let path = dir.join("room-1/rec-1.webm");
+        let spec = RecordingSpec {
+            id: "rec-1".into(),
+            path: path.clone(),
+            max_bytes: 64 << 20,
+            max_duration: Duration::from_secs(60),
+        };
+        call.sfu.start_recording(&call.room, spec).await.unwrap();
+        let started = Instant::now();
+        let mut alice = call.publish_media("alice", &media).await;
+        tokio::time::sleep_until((started + Duration::from_secs(1)).into()).await;
+        let mut bob = call.publish_media("bob", &media).await;
+        // His publish connection is up: he sends from now.
+        let bob_sends = started.elapsed();
+        alice.sent().await;
+        bob.sent().await;
+        // What is still on its way is recorded, not cut off by the stop.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        call.sfu.stop_recording(&call.room, "rec-1");
+        alice.close().await;
+        bob.close().await;
+        eventually(
+            "the recording is written",
+            Duration::from_secs(10),
+            || call.recording("rec-1").len() == 2,
+            || format!("{:?}", call.recording("rec-1")),
+        )
+        .await;
+        let events = call.recording("rec-1");
+        let (probe, errors) = common::probe(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert_eq!(
+            events[0],
+            RecordingEvent::Stopped {
+                reason: StopReason::Asked
+            }
+        );
+        let RecordingEvent::Completed(result) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(result.dropped_frames, 0);
+        let track = |peer: &str, kind: TrackKind| {
+            result
+                .tracks
+                .iter()
+                .find(|t| t.peer.0 == peer && t.kind == kind)
+                .unwrap_or_else(|| panic!("{peer}'s {kind:?} in {:?}", result.tracks))
+        };
+        assert_eq!(result.tracks.len(), 4, "{:?}", result.tracks);
+        for peer in ["alice", "bob"] {
+            let (audio, video) = (track(peer, TrackKind::Audio), track(peer, TrackKind::Video));
+            // Every frame, on a loss-free link: the first is a keyframe.
+            assert_eq!(
+                video.frames,
+                media.video.len() as u64,
+                "{peer}'s video frames"
+            );
+            assert_eq!(
+                audio.frames,
+                media.audio.len() as u64,
+                "{peer}'s audio frames"
+            );
+            // Each track lasts what was sent, and audio and video start together.
+            for t in [audio, video] {
+                let lasted = (t.end - t.start).as_secs_f64();
+                assert!(
+                    (lasted - 2.97).abs() < 0.05,
+                    "{peer}'s {:?} lasted {lasted}",
+                    t.kind
+                );
+            }
+            assert!(
+                audio.start.abs_diff(video.start) < Duration::from_millis(50),
+                "{peer}: {audio:?} {video:?}"
+            );
+        }
+        // Bob's tracks begin where he joined, after alice's.
+        let (alice_start, bob_start) = (
+            track("alice", TrackKind::Audio).start,
+            track("bob", TrackKind::Audio).start,
+        );
+        assert!(
+            alice_start < Duration::from_millis(500),
+            "alice from {alice_start:?}"
+        );
+        assert!(
+            bob_start >= Duration::from_secs(1)
+                && bob_start <= bob_sends + Duration::from_millis(100),
+            "bob sends from {bob_sends:?}, recorded from {bob_start:?}"
+        );
+
+        assert_eq!(errors, "", "ffmpeg decodes the file without errors");
+        let streams: Vec<(&str, &str)> = probe["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .map(|s| {
+                (
+                    s["codec_type"].as_str().unwrap(),
+                    s["codec_name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let mut sorted = streams.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                ("audio", "opus"),
+                ("audio", "opus"),
+                ("video", "vp8"),
+                ("video", "vp8")
+            ],
+            "{streams:?}"
+        );
+        let duration: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = result.duration.as_secs_f64();
+        assert!(
+            (duration - expected).abs() < 0.1,
+            "{duration} s, {expected} s recorded"
+        );
+        assert!(
+            expected > 3.9,
+            "from alice's start to bob's end: {expected} s"
+        );
     })
     .await;
 }

@@ -377,6 +377,11 @@ impl Assembler {
     }
 
     fn assemble(&mut self, packet: Pkt) {
+        if packet.payload.is_empty() {
+            // Padding only (a sender probing bandwidth): it takes a sequence number
+            // but carries no media, and loses nothing.
+            return;
+        }
         let part = match self.codec {
             Codec::Opus => {
                 let Ok(data) = OpusPacket.depacketize(&packet.payload) else {

@@ -3,7 +3,6 @@
 //! real VP8 and Opus made by ffmpeg.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,10 @@ use super::spool::{SpoolWriter, read_all};
 use super::writer::{QUEUE, channel, run};
 use super::*;
 use crate::{PeerId, Source};
+use media::{EncodedMedia, encoded_media, probe};
+
+#[path = "../../tests/common/media.rs"]
+mod media;
 
 fn meta(key: u32, peer: &str, kind: TrackKind) -> TrackMeta {
     let (source, codec, clock_rate) = match kind {
@@ -147,6 +150,31 @@ fn a_lost_packet_drops_its_frame_and_video_waits_for_a_keyframe() {
             video_frame_data(6, false)
         ],
         "frames 1 (incomplete) to 4 (no keyframe before them) are left out"
+    );
+}
+
+#[test]
+fn a_padding_packet_between_frames_is_no_loss() {
+    let t0 = Instant::now();
+    let mut a = video(t0);
+    push_all(&mut a, t0, &video_frame(0, true));
+    a.take_wants_keyframe();
+    // Padding only, with sequence number 3; frame 1's packets move up by one.
+    a.push(t0, 3, 0, false, &Bytes::new());
+    let mut next = video_frame(1, false);
+    for p in &mut next {
+        p.0 += 1;
+    }
+    push_all(&mut a, t0, &next);
+    assert!(!a.take_wants_keyframe(), "no gap, no keyframe wanted");
+    let frames: Vec<Vec<u8>> = a
+        .take_ready()
+        .into_iter()
+        .map(|f| f.data.to_vec())
+        .collect();
+    assert_eq!(
+        frames,
+        [video_frame_data(0, true), video_frame_data(1, false)]
     );
 }
 
@@ -419,120 +447,17 @@ fn a_recording_without_frames_fails_with_no_media_and_leaves_no_files() {
     );
 }
 
-/// Video frames and Opus packets.
-type Media = (Vec<Vec<u8>>, Vec<Vec<u8>>);
-
-/// Real media: 3 s of VP8 (320×240, 30 fps, a keyframe a second) and of Opus (20 ms
-/// frames), made by ffmpeg once per test run.
-fn media() -> &'static Media {
-    static MEDIA: OnceLock<Media> = OnceLock::new();
-    MEDIA.get_or_init(|| {
-        let dir = TempDir::new("media");
-        let ivf = dir.0.join("v.ivf");
-        let ogg = dir.0.join("a.ogg");
-        ffmpeg(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=320x240:rate=30",
-                "-t",
-                "3",
-                "-c:v",
-                "libvpx",
-                "-b:v",
-                "300k",
-                "-g",
-                "30",
-                "-f",
-                "ivf",
-            ],
-            &ivf,
-        );
-        ffmpeg(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "3",
-                "-ac",
-                "2",
-                "-c:a",
-                "libopus",
-                "-frame_duration",
-                "20",
-                "-f",
-                "ogg",
-            ],
-            &ogg,
-        );
-        (
-            ivf_frames(&std::fs::read(&ivf).unwrap()),
-            ogg_packets(&std::fs::read(&ogg).unwrap()),
-        )
-    })
-}
-
-fn tool(name: &str) -> Command {
-    if Command::new(name).arg("-version").output().is_err() {
-        panic!("{name} is needed to check recordings: install Debian's ffmpeg (scripts/test does)");
-    }
-    Command::new(name)
-}
-
-fn ffmpeg(args: &[&str], out: &Path) {
-    let status = tool("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ffmpeg {args:?}");
-}
-
-/// The frames of an IVF file: a 32-byte header, then each frame's size (u32), pts
-/// (u64) and data.
-fn ivf_frames(ivf: &[u8]) -> Vec<Vec<u8>> {
-    let mut frames = Vec::new();
-    let mut at = u16::from_le_bytes([ivf[6], ivf[7]]) as usize;
-    while at + 12 <= ivf.len() {
-        let len = u32::from_le_bytes(ivf[at..at + 4].try_into().unwrap()) as usize;
-        frames.push(ivf[at + 12..at + 12 + len].to_vec());
-        at += 12 + len;
-    }
-    frames
-}
-
-/// The Opus packets of an Ogg file, its two header packets left out.
-fn ogg_packets(ogg: &[u8]) -> Vec<Vec<u8>> {
-    let mut packets = Vec::new();
-    let mut packet = Vec::new();
-    let mut at = 0;
-    while at + 27 <= ogg.len() {
-        assert_eq!(&ogg[at..at + 4], b"OggS");
-        let segments = ogg[at + 26] as usize;
-        let table = &ogg[at + 27..at + 27 + segments];
-        let mut data = at + 27 + segments;
-        for len in table {
-            packet.extend_from_slice(&ogg[data..data + *len as usize]);
-            data += *len as usize;
-            if *len < 255 {
-                packets.push(std::mem::take(&mut packet));
-            }
-        }
-        at = data;
-    }
-    packets.retain(|p| !p.starts_with(b"OpusHead") && !p.starts_with(b"OpusTags"));
-    packets
+/// Real media: 3 s of VP8 and Opus, made once per test run.
+fn media() -> &'static EncodedMedia {
+    static MEDIA: OnceLock<EncodedMedia> = OnceLock::new();
+    MEDIA.get_or_init(|| encoded_media(3))
 }
 
 /// A spool for `path` as a room of two would write it: alice from the start, bob
 /// from 1 s (so his 3 s end at 4 s); each an Opus and a VP8 track; in arrival
 /// order, audio a little ahead of video. Returns each record's end in the spool.
 fn write_spool(path: &Path) -> Vec<u64> {
-    let (video, audio) = media();
+    let EncodedMedia { video, audio } = media();
     let mut spool = SpoolWriter::create(&spool_path(path)).unwrap();
     let mut ends = Vec::new();
     let mut append = |spool: &mut SpoolWriter, entry: Entry| {
@@ -567,38 +492,6 @@ fn write_spool(path: &Path) -> Vec<u64> {
     ends
 }
 
-/// ffprobe's JSON about `file` (streams and format), and the errors ffmpeg finds
-/// decoding it.
-fn probe(file: &Path) -> (serde_json::Value, String) {
-    let out = tool("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decode = tool("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    (
-        serde_json::from_slice(&out.stdout).unwrap(),
-        String::from_utf8_lossy(&decode.stderr).into_owned(),
-    )
-}
-
 /// Each stream's (codec type, codec name).
 fn codecs(probe: &serde_json::Value) -> Vec<(String, String)> {
     probe["streams"]
@@ -627,7 +520,7 @@ fn real_vp8_and_opus_are_muxed_into_a_webm_that_ffprobe_reads_and_ffmpeg_decodes
     assert!(!spool_path(&path).exists(), "the spool is removed");
     assert_eq!(result.size, std::fs::metadata(&path).unwrap().len());
     assert_eq!(result.dropped_frames, 3);
-    let (video, audio) = media();
+    let EncodedMedia { video, audio } = media();
     let tracks: Vec<(&str, TrackKind, u64, u64, u64)> = result
         .tracks
         .iter()

@@ -2,6 +2,8 @@
 //! publish RTP with known payloads through a real [`Sfu`] on 127.0.0.1 and record
 //! what they receive, and a UDP proxy that can drop a chosen subscriber's media.
 
+mod media;
+
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -11,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rooms::record::RecordingEvent;
 use rooms::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent, Source, TrackInfo};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::net::UdpSocket;
@@ -19,12 +23,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCPeerConnectionState, RTCSessionDescription, Registry,
     register_default_interceptors,
 };
+use webrtc::rtp_transceiver::RtpSender;
+
+pub use media::{EncodedMedia, encoded_media, probe};
 
 pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -45,6 +53,55 @@ pub enum Media {
 }
 
 impl Media {
+    /// `name`'s track of this media: the microphone's Opus or the camera's VP8.
+    fn track(self, name: &str) -> MediaStreamTrack {
+        let (kind, codec, track_id) = match self {
+            Media::Audio => (
+                RtpCodecKind::Audio,
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.to_owned(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                "mic",
+            ),
+            Media::Video => (
+                RtpCodecKind::Video,
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.to_owned(),
+                    clock_rate: 90000,
+                    ..Default::default()
+                },
+                "cam",
+            ),
+        };
+        rooms::single_stream_track(
+            format!("{name}-stream"),
+            format!("{name}-{track_id}"),
+            kind,
+            ssrc(name, self),
+            codec,
+        )
+    }
+
+    /// The payload type `sender` negotiated for this media's codec.
+    async fn payload_type(self, sender: &Arc<dyn RtpSender>, name: &str) -> u8 {
+        let params = sender.get_parameters().await.expect("sender parameters");
+        let mime = match self {
+            Media::Audio => MIME_TYPE_OPUS,
+            Media::Video => MIME_TYPE_VP8,
+        };
+        params
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            .map(|c| c.payload_type)
+            .unwrap_or_else(|| panic!("{mime} is negotiated for {name}"))
+    }
+
     fn of(kind: RtpCodecKind) -> Option<Self> {
         match kind {
             RtpCodecKind::Audio => Some(Media::Audio),
@@ -103,6 +160,8 @@ pub struct Call {
     pub room: RoomId,
     routes: Arc<Mutex<HashMap<PeerId, mpsc::UnboundedSender<Offer>>>>,
     strays: Arc<Mutex<Vec<PeerId>>>,
+    /// What the SFU reported of its recordings, by recording id.
+    recordings: Arc<Mutex<Vec<(String, RecordingEvent)>>>,
     dispatcher: JoinHandle<()>,
 }
 
@@ -126,19 +185,24 @@ impl Call {
         let table = routes.clone();
         let strays: Arc<Mutex<Vec<PeerId>>> = Arc::default();
         let stray = strays.clone();
+        let recordings: Arc<Mutex<Vec<(String, RecordingEvent)>>> = Arc::default();
+        let reported = recordings.clone();
         let dispatcher = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let SfuEvent::Offer {
-                    peer, sdp, tracks, ..
-                } = event
-                {
-                    let route = lock(&table).get(&peer).cloned();
-                    match route {
-                        Some(route) => {
-                            let _ = route.send(Offer { sdp, tracks });
+                match event {
+                    SfuEvent::Offer {
+                        peer, sdp, tracks, ..
+                    } => {
+                        let route = lock(&table).get(&peer).cloned();
+                        match route {
+                            Some(route) => {
+                                let _ = route.send(Offer { sdp, tracks });
+                            }
+                            None => lock(&stray).push(peer),
                         }
-                        None => lock(&stray).push(peer),
                     }
+                    SfuEvent::Recording { id, event, .. } => lock(&reported).push((id, event)),
+                    SfuEvent::Quality { .. } => {}
                 }
             }
         });
@@ -147,6 +211,7 @@ impl Call {
             room: RoomId("room-1".to_owned()),
             routes,
             strays,
+            recordings,
             dispatcher,
         }
     }
@@ -167,35 +232,9 @@ impl Call {
 
         let (publish, mut publish_state, _) = client_pc().await;
         let mut tracks = Vec::new();
-        for (media, track_id) in [(Media::Audio, "mic"), (Media::Video, "cam")] {
-            let (kind, codec) = match media {
-                Media::Audio => (
-                    RtpCodecKind::Audio,
-                    RTCRtpCodec {
-                        mime_type: MIME_TYPE_OPUS.to_owned(),
-                        clock_rate: 48000,
-                        channels: 2,
-                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                        rtcp_feedback: vec![],
-                    },
-                ),
-                Media::Video => (
-                    RtpCodecKind::Video,
-                    RTCRtpCodec {
-                        mime_type: MIME_TYPE_VP8.to_owned(),
-                        clock_rate: 90000,
-                        ..Default::default()
-                    },
-                ),
-            };
+        for media in [Media::Audio, Media::Video] {
             let ssrc = ssrc(name, media);
-            let track = Arc::new(TrackLocalStaticRTP::new(rooms::single_stream_track(
-                format!("{name}-stream"),
-                format!("{name}-{track_id}"),
-                kind,
-                ssrc,
-                codec,
-            )));
+            let track = Arc::new(TrackLocalStaticRTP::new(media.track(name)));
             let sender = publish
                 .add_track(track.clone() as Arc<dyn TrackLocal>)
                 .await
@@ -214,46 +253,11 @@ impl Call {
         ));
         let receiving = tokio::spawn(receive_tracks(track_rx, subscribe.clone(), inbox.clone()));
 
-        let offer = publish.create_offer(None).await.expect("offer");
-        publish
-            .set_local_description(offer.clone())
-            .await
-            .expect("local offer");
-        let sources = HashMap::from([
-            (format!("{name}-mic"), Source::Microphone),
-            (format!("{name}-cam"), Source::Camera),
-        ]);
-        let answer = self
-            .sfu
-            .publish(&self.room, &id, offer.sdp, sources)
-            .await
-            .unwrap_or_else(|e| panic!("{name} publishes: {e}"));
-        publish
-            .set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
-            .await
-            .expect("the SFU's answer applies");
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            publish_state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{name}'s publish connection is up within 10 s"))
-        .expect("publish state");
+        let answer = self.publish(name, &publish, &mut publish_state).await;
 
         let mut outgoing = Vec::new();
         for (media, track, sender, ssrc) in tracks {
-            let params = sender.get_parameters().await.expect("sender parameters");
-            let mime = match media {
-                Media::Audio => MIME_TYPE_OPUS,
-                Media::Video => MIME_TYPE_VP8,
-            };
-            let payload_type = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|c| c.payload_type)
-                .unwrap_or_else(|| panic!("{mime} is negotiated for {name}"));
+            let payload_type = media.payload_type(&sender, name).await;
             outgoing.push(Outgoing {
                 media,
                 track,
@@ -277,6 +281,134 @@ impl Call {
             stop,
             tasks: vec![answering, receiving, sending],
         }
+    }
+}
+
+impl Call {
+    /// `name`'s publish connection offers what `publish` holds, with the camera
+    /// and microphone tracks [`Media::track`] makes, and comes up. Returns the
+    /// SFU's answer.
+    async fn publish(
+        &self,
+        name: &str,
+        publish: &Arc<dyn PeerConnection>,
+        state: &mut watch::Receiver<RTCPeerConnectionState>,
+    ) -> String {
+        let offer = publish.create_offer(None).await.expect("offer");
+        publish
+            .set_local_description(offer.clone())
+            .await
+            .expect("local offer");
+        let sources = HashMap::from([
+            (format!("{name}-mic"), Source::Microphone),
+            (format!("{name}-cam"), Source::Camera),
+        ]);
+        let answer = self
+            .sfu
+            .publish(&self.room, &PeerId(name.to_owned()), offer.sdp, sources)
+            .await
+            .unwrap_or_else(|e| panic!("{name} publishes: {e}"));
+        publish
+            .set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
+            .await
+            .expect("the SFU's answer applies");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}'s publish connection is up within 10 s"))
+        .expect("publish state");
+        answer
+    }
+
+    /// `name` publishes `media` (real VP8 and Opus, [`encoded_media`]) in real
+    /// time, once, as a browser's encoder would hand it over: each frame and packet
+    /// packetized by the `webrtc` crate. They subscribe to nothing.
+    pub async fn publish_media(&self, name: &str, media: &EncodedMedia) -> Publisher {
+        let (pc, mut state, _) = client_pc().await;
+        let mut tracks = Vec::new();
+        for kind in [Media::Audio, Media::Video] {
+            let track = TrackLocalStaticSample::new(Instant::now(), kind.track(name))
+                .expect("a sample track");
+            let track = Arc::new(track);
+            let sender = pc
+                .add_track(track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add a track");
+            tracks.push((kind, track, sender));
+        }
+        self.publish(name, &pc, &mut state).await;
+        let mut schedule = Vec::new();
+        for (kind, track, sender) in tracks {
+            let payload_type = kind.payload_type(&sender, name).await;
+            let (frames, interval) = match kind {
+                Media::Audio => (&media.audio, Duration::from_millis(20)),
+                Media::Video => (&media.video, Duration::from_secs(1) / 30),
+            };
+            for (i, data) in frames.iter().enumerate() {
+                let at = interval * i as u32;
+                schedule.push((
+                    at,
+                    track.clone(),
+                    ssrc(name, kind),
+                    payload_type,
+                    interval,
+                    data.clone(),
+                ));
+            }
+        }
+        schedule.sort_by_key(|(at, ..)| *at);
+        let name = name.to_owned();
+        let sending = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (at, track, ssrc, payload_type, duration, data) in schedule {
+                tokio::time::sleep_until(start + at).await;
+                let sample = rtc::media::Sample {
+                    data,
+                    timestamp: Instant::now(),
+                    duration,
+                    packet_timestamp: 0,
+                    prev_dropped_packets: 0,
+                    prev_padding_packets: 0,
+                };
+                if let Err(e) = track
+                    .sample_writer(ssrc, payload_type)
+                    .write_sample(&sample)
+                    .await
+                {
+                    panic!("{name} sends a sample: {e}");
+                }
+            }
+        });
+        Publisher { pc, sending }
+    }
+
+    /// What the SFU reported of recording `id`, in order.
+    pub fn recording(&self, id: &str) -> Vec<RecordingEvent> {
+        lock(&self.recordings)
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+/// A participant who only publishes: [`Call::publish_media`].
+pub struct Publisher {
+    pc: Arc<dyn PeerConnection>,
+    sending: JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Waits until everything was handed to the connection.
+    pub async fn sent(&mut self) {
+        (&mut self.sending).await.expect("the media was sent");
+    }
+
+    pub async fn close(self) {
+        self.sending.abort();
+        let _ = self.pc.close().await;
     }
 }
 
