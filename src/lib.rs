@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod phone;
 pub mod ratelimit;
 pub mod realtime;
+pub mod recordings;
 pub mod server;
 pub mod store;
 pub mod tls;
