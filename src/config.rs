@@ -24,6 +24,7 @@ use crate::media::livekit::LiveKitConfig;
 use crate::phone::PhoneSettings;
 use crate::phone::number::{Numbers, parse_region};
 use crate::ratelimit::{Rate, RateLimits};
+use crate::recordings::{RecordingPolicy, RecordingSettings};
 use crate::server::StartError;
 use crate::store::Store;
 use crate::tls::TlsFiles;
@@ -313,6 +314,29 @@ pub struct Config {
     /// check it), e.g. `turn.example.org`. Default: TURN_PUBLIC_IP.
     #[arg(long, env = "TURN_TLS_HOST", value_parser = parse_host_name)]
     pub turn_tls_host: Option<String>,
+    /// Folder of call recordings (`<callId>/<recordingId>.webm`), created if missing.
+    /// Files are served only through the API, to members, never at a public URL.
+    #[arg(long, env = "RECORDINGS_DIR", default_value = "./recordings", value_parser = parse_dir)]
+    pub recordings_dir: PathBuf,
+    /// Who may start and stop a call's recordings: `initiator` (the call's),
+    /// `member` (anyone who joined it) or `admin` (admin tokens only). Admins always may.
+    #[arg(
+        long,
+        env = "RECORDING_POLICY",
+        value_enum,
+        default_value = "initiator"
+    )]
+    pub recording_policy: RecordingPolicy,
+    /// Days after which finished recordings are deleted (files removed, rows
+    /// `deleted`); 0 keeps them.
+    #[arg(long, env = "RECORDING_RETENTION_DAYS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub recording_retention_days: u32,
+    /// Largest recording in MiB: one that reaches it stops (reason `limit`).
+    #[arg(long, env = "RECORDING_MAX_MB", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub recording_max_mb: u32,
+    /// Longest recording in minutes: one that reaches it stops (reason `limit`).
+    #[arg(long, env = "RECORDING_MAX_MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u32).range(1..=10_080))]
+    pub recording_max_minutes: u32,
 }
 
 impl Config {
@@ -384,6 +408,22 @@ impl Config {
                     format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
                 })
         })
+    }
+
+    /// The recording settings (RECORDINGS_DIR, RECORDING_*), for node `node`.
+    pub fn recordings(&self, node: String) -> RecordingSettings {
+        let dir = &self.recordings_dir;
+        RecordingSettings {
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+            policy: self.recording_policy,
+            retention: (self.recording_retention_days > 0)
+                .then(|| Duration::days(self.recording_retention_days.into())),
+            max_bytes: u64::from(self.recording_max_mb) * 1024 * 1024,
+            max_duration: std::time::Duration::from_secs(
+                u64::from(self.recording_max_minutes) * 60,
+            ),
+            node,
+        }
     }
 
     /// LiveKit's settings, when LIVEKIT_URL (with its key and secret) is set.
@@ -698,6 +738,13 @@ fn parse_secret(value: &str) -> Result<String, String> {
         return Err("must be at least 16 characters".into());
     }
     Ok(value.to_owned())
+}
+
+fn parse_dir(value: &str) -> Result<PathBuf, String> {
+    if value.trim().is_empty() {
+        return Err("must name a folder".into());
+    }
+    Ok(PathBuf::from(value))
 }
 
 fn parse_database_url(value: &str) -> Result<String, String> {

@@ -12,7 +12,9 @@
 //! `calls::events`, which `realtime::Notifier` sends to the call's members.
 //!
 //! Calls of an outside telephone system, tracked from its events, are `phone`'s
-//! (served by `api::phone`, stored by `store::phone`).
+//! (served by `api::phone`, stored by `store::phone`). Call recordings are
+//! `recordings`' (served by `api::recordings` and `realtime`, stored by
+//! `store::recordings`, written by the call's media plane).
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod phone;
 pub mod ratelimit;
 pub mod realtime;
+pub mod recordings;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -11,24 +11,27 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use signaling::events::{Invite, Media, Notice, Request, SfuMessage};
 use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
+use tokio::sync::mpsc;
 
 use crate::auth::JwtKey;
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
-use crate::calls::model::{CallType, MediaMode, MetricSource, UserId};
+use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
 use crate::calls::quality::QualityReport;
 use crate::calls::service::{CallObserver, CallService};
 use crate::cluster::Cluster;
 use crate::live::LiveCalls;
 use crate::media::{MediaAccess, Planes};
 use crate::ratelimit::{RateLimits, ip_key};
-use crate::wire::views::{ParticipantView, call_data, end_data};
+use crate::recordings::{Recording, RecordingChange, RecordingObserver, RecordingService};
+use crate::wire::views::{ParticipantView, RecordingView, call_data, end_data};
 use crate::wire::{Failure, call_id, end_reason};
 
 /// Serves signaling requests with the call service.
 #[derive(Debug)]
 pub struct Realtime {
     pub service: Arc<CallService>,
+    pub recordings: Arc<RecordingService>,
     pub jwt: Arc<JwtKey>,
     pub access: Arc<MediaAccess>,
     pub live: Arc<LiveCalls>,
@@ -61,7 +64,7 @@ impl Realtime {
         let me = caller(user);
         let service = &self.service;
         Ok(match request {
-            Request::Invite(invite) => self.invite(&me, invite).await?,
+            Request::Invite(invite) => self.invite(&me, user.admin, invite).await?,
             Request::Accept(accept) => {
                 let media = MediaFlags {
                     audio: accept.audio_enabled.unwrap_or(true),
@@ -95,6 +98,23 @@ impl Realtime {
                 let call = service.update_media(&me.id, call_id(&id)?, patch).await?;
                 json!({ "participant": call.member(&me.id).map(ParticipantView::from) })
             }
+            Request::RecordingStart {
+                call_id: id,
+                format,
+            } => {
+                let recording = self
+                    .recordings
+                    .start(&me.id, user.admin, call_id(&id)?, format.as_deref())
+                    .await?;
+                json!({ "recording": RecordingView::from(&recording) })
+            }
+            Request::RecordingStop { call_id: id } => {
+                let recording = self
+                    .recordings
+                    .stop(&me.id, user.admin, call_id(&id)?)
+                    .await?;
+                json!({ "recording": RecordingView::from(&recording) })
+            }
             Request::Quality(q) => {
                 let report = QualityReport {
                     jitter: q.jitter,
@@ -114,7 +134,7 @@ impl Realtime {
     }
 
     /// `call:invite`: into a running call with `callId`, else a new call.
-    async fn invite(&self, me: &Caller, invite: Invite) -> Result<Value, Failure> {
+    async fn invite(&self, me: &Caller, admin: bool, invite: Invite) -> Result<Value, Failure> {
         let invitees: Vec<UserId> = invite.participant_ids.into_iter().map(UserId).collect();
         if let Some(id) = invite.call_id {
             let call = self.service.invite(&me.id, call_id(&id)?, invitees).await?;
@@ -142,7 +162,11 @@ impl Realtime {
                 video: invite.video_enabled.unwrap_or(true),
             },
         };
-        let call = self.service.start(me, request).await?;
+        let record = invite.recording_enabled.unwrap_or(false);
+        let call = self
+            .recordings
+            .start_call(me, admin, request, record)
+            .await?;
         Ok(self.access.connect_data(&call, &me.id)?)
     }
 
@@ -199,6 +223,7 @@ impl CallDomain for Realtime {
             id: identity.id.0,
             name: identity.name,
             ip,
+            admin: identity.admin,
         })
     }
 
@@ -295,6 +320,8 @@ pub struct Notifier {
     pub planes: Arc<Planes>,
     /// In a cluster: the other nodes hear of every change.
     pub cluster: Option<Arc<Cluster>>,
+    /// Calls that ended, for the recording service (which stops their recordings).
+    pub call_ended: mpsc::UnboundedSender<CallId>,
 }
 
 impl CallObserver for Notifier {
@@ -306,11 +333,10 @@ impl CallObserver for Notifier {
         if let Some(cluster) = &self.cluster {
             cluster.call_changed(call, events);
         }
-        let members: Vec<String> = call
-            .participants
-            .iter()
-            .map(|p| p.user_id.0.clone())
-            .collect();
+        if events.iter().any(|e| matches!(e, CallEvent::Ended { .. })) {
+            let _ = self.call_ended.send(call.call.id);
+        }
+        let members = members(call);
         let call_id = call.call.id.to_string();
         let participant = |user: &UserId| json!(call.member(user).map(ParticipantView::from));
         for event in events {
@@ -367,5 +393,41 @@ impl CallObserver for Notifier {
             };
             self.signaling.notify(to, notice);
         }
+    }
+}
+
+/// Everyone in `call`'s member list, ringing invitees included.
+fn members(call: &CallSnapshot) -> Vec<String> {
+    call.participants
+        .iter()
+        .map(|p| p.user_id.0.clone())
+        .collect()
+}
+
+impl RecordingObserver for Notifier {
+    /// Every member hears of it, ringing invitees included: nobody is recorded
+    /// without being told.
+    fn recording_changed(
+        &self,
+        call: &CallSnapshot,
+        recording: &Recording,
+        change: RecordingChange,
+    ) {
+        let (call_id, view) = (
+            call.call.id.to_string(),
+            json!(RecordingView::from(recording)),
+        );
+        let notice = match change {
+            RecordingChange::Started => Notice::RecordingStarted {
+                call_id,
+                recording: view,
+            },
+            RecordingChange::Stopped { reason } => Notice::RecordingStopped {
+                call_id,
+                recording: view,
+                reason: reason.to_owned(),
+            },
+        };
+        self.signaling.notify(members(call), notice);
     }
 }

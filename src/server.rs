@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::middleware;
 use base64::Engine;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use huddle_turn::{Secret, TurnServer};
@@ -33,11 +33,14 @@ use crate::media::{MediaAccess, MediaPlane, Planes};
 use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
 use crate::realtime::{Notifier, Realtime};
+use crate::recordings::RecordingService;
 use crate::store::{Store, StoreError};
 use crate::tls::{Certificates, TlsError};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often recordings past RECORDING_RETENTION_DAYS are looked for.
+const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How long a shutdown keeps answering new requests 503 at least, so that clients
 /// on keep-alive connections hear `Connection: close` before those connections close.
 const DRAIN_WINDOW: Duration = Duration::from_millis(500);
@@ -55,6 +58,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("cannot recover the calls in progress: {0}")]
     Recovery(#[from] ServiceError),
+    #[error("cannot recover the recordings in progress: {0}")]
+    Recordings(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -133,14 +138,17 @@ impl Server {
             None => LiveCalls::default(),
         });
         let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
-        let (sfu, measured) = SfuPlane::start(config, signaling.clone())
+        // Every plane that records reports on this one channel.
+        let (recording_reports, reports) = mpsc::unbounded_channel();
+        let (sfu, measured) = SfuPlane::start(config, signaling.clone(), recording_reports)
             .await
             .map_err(StartError::Media)?;
+        let node = config.node_id();
         let cluster = match &redis {
             Some(client) => Some(
                 Cluster::connect(
                     client,
-                    config.node_id(),
+                    node.clone(),
                     signaling.clone(),
                     live.clone(),
                     sfu.clone(),
@@ -160,11 +168,13 @@ impl Server {
             sfu_plane,
             livekit.clone().map(|l| l as Arc<dyn MediaPlane>),
         ));
+        let (call_ended, ended) = mpsc::unbounded_channel();
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             live: live.clone(),
             planes: planes.clone(),
             cluster: cluster.clone(),
+            call_ended,
         });
         let metrics = Arc::new(Metrics::default());
         let phone = Arc::new(PhoneCalls::new(
@@ -200,6 +210,23 @@ impl Server {
             }
         }
         tokio::spawn(store_measured(service.clone(), measured));
+        let recordings = Arc::new(RecordingService::new(
+            service.clone(),
+            planes.clone(),
+            notifier.clone(),
+            config.recordings(node),
+        ));
+        let unfinished = recordings
+            .restarted()
+            .await
+            .map_err(|e| StartError::Recordings(format!("{}: {}", e.code, e.message)))?;
+        if unfinished > 0 {
+            tracing::info!(
+                recordings = unfinished,
+                "unfinished recordings found at start-up: writing their files"
+            );
+        }
+        tokio::spawn(recordings.clone().run(reports, ended));
         let (turn, ice) = start_turn(config, &sfu, tls.as_ref()).await?;
         if let (Some(cluster), Some(turn)) = (&cluster, &turn) {
             tokio::spawn(cluster::open_relays_to_nodes(cluster.clone(), turn.clone()));
@@ -218,9 +245,11 @@ impl Server {
             signaling: signaling.clone(),
             drain: Arc::new(Drain::default()),
             phone,
+            recordings: recordings.clone(),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
+            recordings,
             jwt: state.jwt.clone(),
             access: state.access.clone(),
             live,
@@ -280,6 +309,12 @@ impl Server {
         if let (Some(tls), Some(every)) = (&tls, config.ssl_reload_interval()) {
             tasks.push(tokio::spawn(tls.clone().watch(every, stop.subscribe())));
         }
+        tasks.push(tokio::spawn(
+            state
+                .recordings
+                .clone()
+                .expire_every(RETENTION_SWEEP_EVERY, stop.subscribe()),
+        ));
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_until_stopped(
             state.service.clone(),

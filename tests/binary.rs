@@ -60,6 +60,11 @@ const SETTINGS: &[&str] = &[
     "SSL_RELOAD_INTERVAL",
     "TURN_TLS_PORT",
     "TURN_TLS_HOST",
+    "RECORDINGS_DIR",
+    "RECORDING_POLICY",
+    "RECORDING_RETENTION_DAYS",
+    "RECORDING_MAX_MB",
+    "RECORDING_MAX_MINUTES",
 ];
 
 fn huddle(dir: &Path) -> Command {
@@ -105,6 +110,7 @@ fn bad_configuration_is_one_line_naming_the_setting_and_a_failure_exit() {
         (&[("DATABASE_URL", "mongodb://x")], "DATABASE_URL"),
         (&[("JWT_SECRET", "tiny")], "JWT_SECRET"),
         (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+        (&[("RECORDING_POLICY", "anyone")], "RECORDING_POLICY"),
         (
             &[("PORT", "4100"), ("METRICS_PORT", "4100")],
             "METRICS_PORT",

@@ -18,6 +18,8 @@ pub mod client {
     pub const TOGGLE_VIDEO: &str = "call:toggle_video";
     pub const TOGGLE_SCREEN_SHARE: &str = "call:toggle_screen_share";
     pub const QUALITY_UPDATE: &str = "call:quality_update";
+    pub const RECORDING_START: &str = "call:recording_start";
+    pub const RECORDING_STOP: &str = "call:recording_stop";
 }
 
 /// Events relayed between members of a call (both directions).
@@ -68,6 +70,14 @@ pub enum Request {
         enabled: bool,
     },
     Quality(Quality),
+    /// Start recording the call; `format`: `webm` (the default) is the only one.
+    RecordingStart {
+        call_id: String,
+        format: Option<String>,
+    },
+    RecordingStop {
+        call_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -84,6 +94,8 @@ pub struct Invite {
     pub video_enabled: Option<bool>,
     /// `sfu` (default) or `p2p`, to start a call.
     pub media_mode: Option<String>,
+    /// Record the call from its start (as `call:recording_start` once media flows).
+    pub recording_enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -111,6 +123,13 @@ pub struct Quality {
 #[serde(rename_all = "camelCase")]
 struct CallRef {
     call_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordingStart {
+    call_id: String,
+    format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +299,17 @@ pub fn parse_request(event: &str, data: &Value) -> Option<Result<Request, Signal
                 call_id: e.call_id,
                 reason: e.reason,
             })
+        }),
+        client::RECORDING_START => parse::<RecordingStart>(data).and_then(|r| {
+            check_field_id("callId", &r.call_id)?;
+            Ok(Request::RecordingStart {
+                call_id: r.call_id,
+                format: r.format,
+            })
+        }),
+        client::RECORDING_STOP => parse::<CallRef>(data).and_then(|c| {
+            check_field_id("callId", &c.call_id)?;
+            Ok(Request::RecordingStop { call_id: c.call_id })
         }),
         client::TOGGLE_AUDIO => toggle(Media::Audio),
         client::TOGGLE_VIDEO => toggle(Media::Video),
@@ -463,6 +493,14 @@ pub enum Notice {
     /// `node_lost`, `node_draining`): close both peer connections and publish and
     /// subscribe again, as when joining.
     MediaRestart { call_id: String, reason: String },
+    /// `call:recording_started`: the call is being recorded from now.
+    RecordingStarted { call_id: String, recording: Value },
+    /// `call:recording_stopped`: `reason`: `asked`, `call_ended`, `limit` or `failed`.
+    RecordingStopped {
+        call_id: String,
+        recording: Value,
+        reason: String,
+    },
 }
 
 impl Notice {
@@ -479,6 +517,8 @@ impl Notice {
             Notice::SfuOffer { .. } => webrtc::OFFER,
             Notice::SfuAnswer { .. } => webrtc::ANSWER,
             Notice::MediaRestart { .. } => "call:media_restart",
+            Notice::RecordingStarted { .. } => "call:recording_started",
+            Notice::RecordingStopped { .. } => "call:recording_stopped",
         }
     }
 }
@@ -559,6 +599,25 @@ mod tests {
         assert_eq!(
             field_of(request(client::DECLINE, json!({ "callId": "" }))).as_deref(),
             Some("callId")
+        );
+        assert_eq!(
+            field_of(request(
+                client::RECORDING_START,
+                json!({ "callId": "c", "format": 3 })
+            ))
+            .as_deref(),
+            Some("format")
+        );
+        assert_eq!(
+            field_of(request(client::RECORDING_STOP, json!({}))).as_deref(),
+            Some("callId")
+        );
+        assert_eq!(
+            request(client::RECORDING_START, json!({ "callId": "c" })),
+            Ok(Request::RecordingStart {
+                call_id: "c".into(),
+                format: None
+            })
         );
         assert!(parse_request("call:teleport", &json!({})).is_none());
     }

@@ -59,6 +59,9 @@ pub struct User {
     pub name: Option<String>,
     /// Where the socket connected from, when known (for per-address limits).
     pub ip: Option<std::net::IpAddr>,
+    /// The token's role is `admin` (for what only admins may do, such as recording
+    /// under an admin-only policy).
+    pub admin: bool,
 }
 
 /// A refused request, as the client sees it.

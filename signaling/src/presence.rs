@@ -282,6 +282,7 @@ mod tests {
             id: id.to_owned(),
             name: None,
             ip: None,
+            admin: false,
         }
     }
 

@@ -224,6 +224,7 @@ impl CallDomain for Members {
             id: token.to_owned(),
             name: None,
             ip: None,
+            admin: false,
         })
     }
     fn admit(&self, _: &User) -> Result<(), SignalError> {

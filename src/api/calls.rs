@@ -33,6 +33,9 @@ pub struct StartRequest {
     audio_enabled: Option<bool>,
     /// Default DEFAULT_MEDIA_MODE (`sfu` unless set).
     media_mode: Option<MediaMode>,
+    /// Record the call from the start (once media flows), as the caller: default
+    /// `false`. RECORDING_POLICY must let the caller record.
+    recording_enabled: Option<bool>,
 }
 
 /// Starts a call and rings the invitees.
@@ -45,7 +48,8 @@ pub struct StartRequest {
     responses(
         (status = 200, description = "The call, ringing", body = Success<ConnectData>),
         (status = 400, description = "`VALIDATION_ERROR` (with `field`): a bad id, a self-invite or duplicate invitee, too many invitees", body = ErrorBody),
-        (status = 409, description = "`RINGING_LIMIT`, `DECLINED_RECENTLY` (with `Retry-After`)", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: `recordingEnabled` and RECORDING_POLICY does not let the caller record", body = ErrorBody),
+        (status = 409, description = "`RINGING_LIMIT`, `DECLINED_RECENTLY` (with `Retry-After`); `RECORDING_UNAVAILABLE`: `recordingEnabled` in a `p2p` call", body = ErrorBody),
         (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
         (status = 502, description = "`MEDIA_UNAVAILABLE`: a `livekit` call could not get its LiveKit room", body = ErrorBody),
     )
@@ -73,7 +77,11 @@ pub async fn start(
             .media_mode
             .unwrap_or(state.service.default_media_mode()),
     };
-    let snapshot = state.service.start(&caller(&me), request).await?;
+    let record = body.recording_enabled.unwrap_or(false);
+    let snapshot = state
+        .recordings
+        .start_call(&caller(&me), me.admin, request, record)
+        .await?;
     ok(state.access.connect_data(&snapshot, &me.id)?)
 }
 

@@ -10,6 +10,7 @@ mod extract;
 mod middleware;
 mod monitoring;
 mod phone;
+mod recordings;
 mod webhooks;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::media::sfu::SfuPlane;
 use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
 use crate::ratelimit::RateLimits;
+use crate::recordings::RecordingService;
 use crate::wire::Failure;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
@@ -72,6 +74,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// Calls of an outside telephone system (`/api/v1/phone`).
     pub phone: Arc<PhoneCalls>,
+    /// Call recordings.
+    pub recordings: Arc<RecordingService>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -97,6 +101,11 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .routes(routes!(calls::stats))
         // Call analytics (issue 16 §4).
         .routes(routes!(analytics::analytics))
+        // Call recordings (issue 13).
+        .routes(routes!(recordings::list))
+        .routes(routes!(recordings::start))
+        .routes(routes!(recordings::stop))
+        .routes(routes!(recordings::get, recordings::delete))
         .routes(routes!(calls::get))
         .routes(routes!(calls::join))
         .routes(routes!(calls::end))

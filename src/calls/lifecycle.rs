@@ -234,6 +234,17 @@ impl CallSnapshot {
         Ok(snapshot)
     }
 
+    /// Whether a recording of the call is running, and where its latest completed
+    /// recording downloads from (the recording service keeps them in step with
+    /// `call_recordings`). Allowed in any state: a recording finishes after its call.
+    pub fn set_recording(&mut self, enabled: bool, url: Option<String>, now: DateTime<Utc>) {
+        if self.call.recording_enabled != enabled || self.call.recording_url != url {
+            self.call.recording_enabled = enabled;
+            self.call.recording_url = url;
+            self.call.updated_at = now;
+        }
+    }
+
     /// The participant record of `user`, if they are a member.
     pub fn member(&self, user: &UserId) -> Option<&Participant> {
         self.participants.iter().find(|p| p.user_id == *user)

@@ -125,6 +125,23 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where a call recording is (`call_recordings.status`). `completed`, `failed` and
+    /// `deleted` are final but for deletion.
+    RecordingStatus, "recording status" {
+        /// Media is being written.
+        Recording = "recording",
+        /// Stopped; the file is being finished.
+        Processing = "processing",
+        /// The file is written and can be downloaded.
+        Completed = "completed",
+        /// Nothing playable could be written.
+        Failed = "failed",
+        /// Its file was removed (asked, or RECORDING_RETENTION_DAYS).
+        Deleted = "deleted",
+    }
+}
+
+text_enum! {
     /// Who measured a quality sample.
     MetricSource, "metric source" {
         /// The participant's client, over `call:quality_update`.

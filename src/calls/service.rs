@@ -74,20 +74,22 @@ pub struct CallService {
 
 /// A lock per call, made on first use and forgotten when nobody holds or awaits it.
 #[derive(Debug, Default)]
-struct CallLocks {
+pub struct CallLocks {
     // A std mutex: held to find or drop a call's lock, never across an await.
     locks: std::sync::Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Held while a call is being changed.
-struct CallGuard<'a> {
+#[derive(Debug)]
+pub struct CallGuard<'a> {
     locks: &'a CallLocks,
     id: CallId,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl CallLocks {
-    async fn lock(&self, id: CallId) -> CallGuard<'_> {
+    /// Waits for `id`'s lock.
+    pub async fn lock(&self, id: CallId) -> CallGuard<'_> {
         let lock = self
             .locks
             .lock()
@@ -462,6 +464,25 @@ impl CallService {
     pub async fn prometheus(&self) -> Result<String, ServiceError> {
         let live: LiveCounts = self.store.live_counts().await?;
         Ok(self.metrics.render(&live))
+    }
+
+    /// Stores whether call `id` is being recorded and its latest recording's URL, as
+    /// the recording service found them in `call_recordings`. Announced by the
+    /// recording service's own notices (which carry the recording); the observer
+    /// still hears of the change, with no events, to keep what it caches current.
+    pub async fn set_recording(
+        &self,
+        id: CallId,
+        enabled: bool,
+        url: Option<String>,
+    ) -> Result<CallSnapshot, ServiceError> {
+        let (snapshot, ()) = self
+            .mutate(id, None, |call, now| {
+                call.set_recording(enabled, url.clone(), now);
+                Ok(())
+            })
+            .await?;
+        Ok(snapshot)
     }
 
     /// Applies the timeout rules to every call that is due. Returns how many calls

@@ -2,7 +2,8 @@
 //! SFU's offers and answers go to members as `webrtc:*` notices from `"sfu"`; rooms
 //! follow their calls (leaving, muting, ending). The quality the SFU measures comes
 //! out as [`Measured`] reports, which the server stores (this plane does not hold the
-//! call service: the service's observer holds the planes).
+//! call service: the service's observer holds the planes); what becomes of the
+//! room's recordings goes out as [`RecordingReport`]s, to the recording service.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use signaling::Signaling;
 use signaling::events::{Notice, SFU_PEER, SfuMessage, SfuMessageKind};
 use tokio::sync::mpsc;
 
-use super::MediaPlane;
+use super::{MediaPlane, RecordingOrder, RecordingReport};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot};
 use crate::calls::model::{CallId, Participant, UserId};
@@ -38,14 +39,17 @@ pub struct SfuPlane {
     pub sfu: Sfu,
     signaling: Signaling,
     measured: mpsc::UnboundedSender<Measured>,
+    recordings: mpsc::UnboundedSender<RecordingReport>,
 }
 
 impl SfuPlane {
     /// Binds the SFU's port; its events are handled until the SFU stops. The SFU's
-    /// quality measurements come out of the receiver.
+    /// quality measurements come out of the receiver; its recordings' reports go to
+    /// `recordings`.
     pub async fn start(
         config: &Config,
         signaling: Signaling,
+        recordings: mpsc::UnboundedSender<RecordingReport>,
     ) -> std::io::Result<(Arc<Self>, mpsc::UnboundedReceiver<Measured>)> {
         let sfu_config = SfuConfig {
             listen: SocketAddr::new(config.sfu_host, config.sfu_port),
@@ -61,6 +65,7 @@ impl SfuPlane {
             sfu,
             signaling,
             measured,
+            recordings,
         });
         tokio::spawn(pump(Arc::downgrade(&plane), events));
         Ok((plane, reports))
@@ -174,8 +179,12 @@ impl SfuPlane {
                     },
                 );
             }
-            // CONTRACT (rec-base): the service helper sends these on as RecordingReports.
-            SfuEvent::Recording { .. } => {}
+            SfuEvent::Recording { room, id, event } => {
+                let Ok(call) = room.0.parse::<CallId>() else {
+                    return;
+                };
+                let _ = self.recordings.send(RecordingReport { call, id, event });
+            }
             SfuEvent::Quality { room, peer, stats } => {
                 let Ok(id) = room.0.parse::<CallId>() else {
                     return;
@@ -212,13 +221,27 @@ impl MediaPlane for SfuPlane {
         Box::pin(self.handle(call, user, message))
     }
 
+    /// The room records what it forwards; it starts (if nobody has published yet)
+    /// so that the recording begins once media flows.
     fn recording<'a>(
         &'a self,
         call: &'a CallSnapshot,
-        _order: crate::media::RecordingOrder,
+        order: RecordingOrder,
     ) -> BoxFuture<'a, Result<(), Failure>> {
-        // CONTRACT (rec-base): replaced by the helper that implements this plane.
-        Box::pin(async move { Err(crate::media::cannot_record(call.call.media_mode)) })
+        let room = room_of(call.call.id);
+        Box::pin(async move {
+            match order {
+                RecordingOrder::Start(spec) => self
+                    .sfu
+                    .start_recording(&room, spec)
+                    .await
+                    .map_err(room_error),
+                RecordingOrder::Stop { id } => {
+                    self.sfu.stop_recording(&room, &id);
+                    Ok(())
+                }
+            }
+        })
     }
 
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
@@ -276,6 +299,10 @@ fn room_error(e: RoomError) -> Failure {
             (StatusCode::CONFLICT, "NO_OFFER_PENDING")
         }
         RoomError::Closed => (StatusCode::CONFLICT, "CALL_ENDED"),
+        // The spool cannot be written (or the room records already, which the
+        // recording service's one-at-a-time rule leaves to a fault): a server-side
+        // failure, for which the recording is marked failed.
+        RoomError::Recording(_) => (StatusCode::INTERNAL_SERVER_ERROR, "RECORDING_FAILED"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "MEDIA_ERROR"),
     };
     Failure::new(status, code, e.to_string())

@@ -91,6 +91,7 @@ macro_rules! with_pool {
 // After `with_pool!`, which they use.
 mod analytics;
 pub mod phone;
+pub mod recordings;
 
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
 macro_rules! bind_participant {
@@ -130,6 +131,7 @@ const INSERT_PARTICIPANT: &str = "INSERT INTO call_participants (id, call_id, us
 
 const UPDATE_CALL: &str = "UPDATE calls SET state = $1, started_at = $2, ended_at = $3, \
      duration = $4, end_reason = $5, next_deadline = $6, updated_at = $7, is_group = $8, \
+     recording_enabled = $11, recording_url = $12, \
      version = version + 1 WHERE id = $9 AND version = $10";
 
 const UPDATE_PARTICIPANT: &str = "UPDATE call_participants SET display_name = $1, \
@@ -352,6 +354,8 @@ impl Store {
                 .bind(c.is_group)
                 .bind(c.id.to_string())
                 .bind(before.call.version)
+                .bind(c.recording_enabled)
+                .bind(c.recording_url.as_deref())
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {

@@ -12,6 +12,7 @@ use crate::auth::AuthError;
 use crate::calls::lifecycle::CallError;
 use crate::calls::service::ServiceError;
 use crate::ratelimit::RetryAfter;
+use crate::store::StoreError;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -79,6 +80,12 @@ impl Failure {
 impl From<AuthError> for Failure {
     fn from(e: AuthError) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::internal(&e)
     }
 }
 

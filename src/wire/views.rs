@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 use crate::calls::lifecycle::{CallSnapshot, EndOutcome};
 use crate::calls::model::{
     Call, CallId, CallState, CallType, ConnectionState, EndReason, MediaMode, Participant,
-    ParticipantRole, UserId,
+    ParticipantRole, RecordingStatus, UserId,
 };
+use crate::recordings::{Recording, RecordingTrack};
 
 /// A call.
 #[derive(Debug, Serialize, ToSchema)]
@@ -172,6 +173,48 @@ impl<'a> CallListItem<'a> {
             },
             my_state: snapshot.member(user).map(|p| p.connection_state),
             participants: participants(snapshot),
+        }
+    }
+}
+
+/// A call recording.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Recording)]
+pub struct RecordingView<'a> {
+    id: uuid::Uuid,
+    call_id: CallId,
+    status: RecordingStatus,
+    /// `webm`.
+    format: &'a str,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    /// Seconds, once completed.
+    duration: Option<f64>,
+    /// Bytes of the file, once completed.
+    size: Option<i64>,
+    /// One per participant's medium recorded, once completed.
+    tracks: &'a [RecordingTrack],
+    /// Why it stopped: `asked`, `call_ended`, `limit` or `failed`; `null` while recording.
+    reason: Option<&'a str>,
+    /// Where a completed recording downloads from (with the token); else `null`.
+    url: Option<String>,
+}
+
+impl<'a> From<&'a Recording> for RecordingView<'a> {
+    fn from(r: &'a Recording) -> Self {
+        Self {
+            id: r.id,
+            call_id: r.call_id,
+            status: r.status,
+            format: &r.format,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            duration: r.duration,
+            size: r.size,
+            tracks: &r.tracks,
+            reason: r.reason.as_deref(),
+            url: r.url(),
         }
     }
 }
