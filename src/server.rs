@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::middleware;
 use base64::Engine;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use huddle_turn::{Secret, TurnServer};
@@ -29,7 +29,7 @@ use crate::ice::IceServers;
 use crate::live::LiveCalls;
 use crate::media::livekit::LiveKit;
 use crate::media::sfu::{Measured, SfuPlane};
-use crate::media::{MediaAccess, MediaPlane, Planes};
+use crate::media::{MediaAccess, MediaPlane, Planes, RecordingReport};
 use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
 use crate::realtime::{Notifier, Realtime};
@@ -132,7 +132,11 @@ impl Server {
             Some(_) => LiveCalls::trusted_for(cluster::TRUST_CACHED_CALLS),
             None => LiveCalls::default(),
         });
-        let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
+        // What becomes of recordings, from the planes that make them.
+        let (recordings, _recording_reports) = mpsc::unbounded_channel::<RecordingReport>();
+        let livekit = config
+            .livekit()
+            .map(|c| Arc::new(LiveKit::new(c, recordings.clone())));
         let (sfu, measured) = SfuPlane::start(config, signaling.clone())
             .await
             .map_err(StartError::Media)?;
