@@ -283,3 +283,32 @@ impl MediaPlane for PlacedSfu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_orders_travel_between_nodes_whole() {
+        let spec = RecordingSpec {
+            id: "rec-1".into(),
+            path: PathBuf::from("/shared/recordings/call/rec-1.webm"),
+            max_bytes: 2048 << 20,
+            max_duration: Duration::from_secs(240 * 60),
+        };
+        let text =
+            serde_json::to_string(&ForwardedOrder::from(RecordingOrder::Start(spec.clone())))
+                .unwrap();
+        let order: ForwardedOrder = serde_json::from_str(&text).unwrap();
+        let RecordingOrder::Start(back) = RecordingOrder::from(order) else {
+            panic!("{text}")
+        };
+        assert_eq!(back, spec);
+        let stop = ForwardedOrder::from(RecordingOrder::Stop { id: "rec-1".into() });
+        let text = serde_json::to_string(&stop).unwrap();
+        let order: ForwardedOrder = serde_json::from_str(&text).unwrap();
+        assert!(
+            matches!(RecordingOrder::from(order), RecordingOrder::Stop { id } if id == "rec-1")
+        );
+    }
+}
