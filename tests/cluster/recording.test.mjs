@@ -57,6 +57,7 @@ test("recording orders given through other nodes reach the node that runs the ca
 
   // Started through b: the room is placed by load, on whichever node that is.
   const started = next(bobSocket, 'call:recording_started', (e) => e.callId === callId);
+  started.catch(() => {}); // awaited below; a failure before then is the one to report
   const first = await cluster.rest('b', 'POST', `/api/v1/calls/${callId}/recording/start`, alice, {});
   assert.equal(first.status, 201, JSON.stringify(first.body));
   const owner = await cluster.ownerOf(callId);
@@ -65,6 +66,7 @@ test("recording orders given through other nodes reach the node that runs the ca
 
   // Stopped through a node that does not run the room: the owner's SFU stops it.
   const stopped = next(bobSocket, 'call:recording_stopped', (e) => e.callId === callId);
+  stopped.catch(() => {});
   const stop = await cluster.rest(others[0], 'POST', `/api/v1/calls/${callId}/recording/stop`, alice);
   assert.equal(stop.status, 200, JSON.stringify(stop.body));
   assert.equal(stop.body.data.recording.status, 'processing');
