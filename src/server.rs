@@ -137,9 +137,11 @@ impl Server {
             Some(_) => LiveCalls::trusted_for(cluster::TRUST_CACHED_CALLS),
             None => LiveCalls::default(),
         });
-        let livekit = config.livekit().map(|c| Arc::new(LiveKit::new(c)));
         // Every plane that records reports on this one channel.
         let (recording_reports, reports) = mpsc::unbounded_channel();
+        let livekit = config
+            .livekit()
+            .map(|c| Arc::new(LiveKit::new(c, recording_reports.clone())));
         let (sfu, measured) = SfuPlane::start(config, signaling.clone(), recording_reports)
             .await
             .map_err(StartError::Media)?;

@@ -2,10 +2,11 @@
 //! Chromium through `playwright-core`) against the huddle binary Cargo built for this
 //! run: the demo page served at `/`, in a group call through the SFU, and in calls that
 //! may use nothing but the embedded TURN server's relays (UDP, then TCP, then TLS with a
-//! test certificate made by the `openssl` CLI), and a page on another site let in or
-//! refused by CORS_ORIGINS. Node, npm, `openssl` and Debian's Chromium
-//! (`/usr/bin/chromium`, or `CHROMIUM`) are required; without them the suite fails
-//! rather than skips.
+//! test certificate made by the `openssl` CLI), a page on another site let in or
+//! refused by CORS_ORIGINS, and calls recorded through the REST API whose files are
+//! checked with `ffprobe` and `ffmpeg`. Node, npm, `openssl`, Debian's `ffmpeg` and
+//! Chromium (`/usr/bin/chromium`, or `CHROMIUM`) are required; without them the suite
+//! fails rather than skips.
 
 mod node_suite;
 

@@ -1,5 +1,6 @@
 //! `POST /webhooks/livekit`: LiveKit's signed webhooks (`participant_joined`,
-//! `participant_left`, `room_finished`) applied to the calls whose rooms they name.
+//! `participant_left`, `room_finished`) applied to the calls whose rooms they name, and
+//! Egress's (`egress_ended`) to the recordings whose files they name.
 
 use axum::Json;
 use axum::extract::State;
@@ -22,8 +23,10 @@ pub struct Applied {
     path = "/webhooks/livekit",
     tag = "webhooks",
     description = "LiveKit's signed webhooks (`participant_joined`, `participant_left`, \
-        `room_finished`), signed by LiveKit in the `Authorization` header (a JWT over the \
-        body's hash, with LIVEKIT_API_KEY and LIVEKIT_API_SECRET).",
+        `room_finished`; `egress_ended` completes or fails a recording, `egress_started` and \
+        `egress_updated` are accepted and change nothing), signed by LiveKit in the \
+        `Authorization` header (a JWT over the body's hash, with LIVEKIT_API_KEY and \
+        LIVEKIT_API_SECRET).",
     request_body(content = String, content_type = "application/webhook+json", description = "The webhook as LiveKit sends it"),
     responses(
         (status = 200, description = "Applied", body = Applied),

@@ -7,8 +7,9 @@
 //!   every [`BEAT`]; a node whose key is gone is dead.
 //! - **Rooms**: a call's SFU room lives on one node, which holds the lease
 //!   `huddle:room:<call>` (set if absent, renewed every beat). Members' messages to
-//!   `"sfu"` go to the owner ([`placed::PlacedSfu`]); its offers reach members wherever
-//!   they are connected, as notices.
+//!   `"sfu"` and recording orders go to the owner ([`placed::PlacedSfu`]); its offers
+//!   reach members wherever they are connected, as notices, and its recordings are
+//!   reported there (into the shared database and the cluster-wide signaling).
 //! - **Changes**: every stored change to a call is published on `huddle:calls`, so
 //!   each node's [`LiveCalls`] forgets what it knew and the room's owner applies it.
 //! - **Presence**: `huddle:presence:<user>` is the set of nodes holding a socket of
@@ -37,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{CallId, MediaMode, UserId};
-use crate::calls::service::CallService;
+use crate::calls::service::{CallService, ServiceError};
 use crate::live::LiveCalls;
 use crate::media::MediaPlane;
 use crate::media::sfu::SfuPlane;
@@ -105,7 +106,15 @@ enum Message {
         user: UserId,
         message: placed::Forwarded,
     },
-    /// The owner's answer to [`Message::Signal`] `id`.
+    /// A recording order for the room of `call`, for its owner; answered with
+    /// [`Message::Answer`] (`null`) to `from`.
+    Record {
+        from: String,
+        id: u64,
+        call: CallId,
+        order: placed::ForwardedOrder,
+    },
+    /// The owner's answer to [`Message::Signal`] or [`Message::Record`] `id`.
     Answer {
         id: u64,
         result: Result<Value, placed::WireFailure>,
@@ -352,15 +361,21 @@ impl Cluster {
                 message,
             } => {
                 let (this, service) = (self.clone(), service.clone());
-                tokio::spawn(async move {
-                    let result = this
-                        .serve(&service, call, &user, message)
+                self.answer(from, id, async move {
+                    this.serve(&service, call, &user, message).await
+                });
+            }
+            Message::Record {
+                from,
+                id,
+                call,
+                order,
+            } => {
+                let (this, service) = (self.clone(), service.clone());
+                self.answer(from, id, async move {
+                    this.record(&service, call, order)
                         .await
-                        .map_err(placed::WireFailure::from);
-                    let answer = Message::Answer { id, result };
-                    if let Err(e) = this.send_to(&from, &answer).await {
-                        tracing::warn!(to = %from, error = %e, "answer to a node not sent");
-                    }
+                        .map(|()| Value::Null)
                 });
             }
             Message::Answer { id, result } => {
@@ -369,6 +384,24 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Carries out a request from node `from` in the background and sends it the
+    /// result as [`Message::Answer`] `id`.
+    fn answer(
+        self: &Arc<Self>,
+        from: String,
+        id: u64,
+        request: impl Future<Output = Result<Value, Failure>> + Send + 'static,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = request.await.map_err(placed::WireFailure::from);
+            let answer = Message::Answer { id, result };
+            if let Err(e) = this.send_to(&from, &answer).await {
+                tracing::warn!(to = %from, error = %e, "answer to a node not sent");
+            }
+        });
     }
 
     /// Applies a change to `call` heard from another node (this node owns its room).
@@ -398,10 +431,38 @@ impl Cluster {
     ) -> Result<Value, Failure> {
         let snapshot = self.live.joined(service, user, call).await?;
         tracing::debug!(%call, %user, owned = self.owns(call), "forwarded message for a room");
-        if !self.owns(call) && !self.claim(call).await? {
-            return Err(placed::unavailable("the call's media moved: try again"));
-        }
+        self.hold(call).await?;
         self.sfu.signal(&snapshot, user, message.into()).await
+    }
+
+    /// Carries out a recording order forwarded by another node (whose recording
+    /// service checked who may give it) as [`Cluster::serve`] does a message.
+    async fn record(
+        &self,
+        service: &CallService,
+        call: CallId,
+        order: placed::ForwardedOrder,
+    ) -> Result<(), Failure> {
+        let snapshot = match self.live.peek(call) {
+            Some(snapshot) => snapshot,
+            None => {
+                let stored = service.store().load(call).await;
+                let snapshot = stored.map_err(ServiceError::from)?;
+                Arc::new(snapshot.ok_or(ServiceError::NotFound)?)
+            }
+        };
+        tracing::debug!(%call, owned = self.owns(call), "forwarded recording order");
+        self.hold(call).await?;
+        self.sfu.recording(&snapshot, order.into()).await
+    }
+
+    /// Makes sure this node owns `call`'s room, taking it if nobody does.
+    async fn hold(&self, call: CallId) -> Result<(), Failure> {
+        if self.owns(call) || self.claim(call).await? {
+            Ok(())
+        } else {
+            Err(placed::unavailable("the call's media moved: try again"))
+        }
     }
 
     async fn send_to(&self, node: &str, message: &Message) -> redis::RedisResult<()> {
@@ -418,16 +479,45 @@ impl Cluster {
         user: &UserId,
         message: placed::Forwarded,
     ) -> Result<Value, Failure> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (answered, answer) = oneshot::channel();
-        lock(&self.waiting).insert(id, answered);
-        let request = Message::Signal {
-            from: self.node.clone(),
+        self.ask(node, |from, id| Message::Signal {
+            from,
             id,
             call,
             user: user.clone(),
             message,
-        };
+        })
+        .await
+    }
+
+    /// Sends a recording order to `node`, the room's owner (or the node chosen to
+    /// be), and waits for its answer.
+    async fn forward_recording(
+        &self,
+        node: &str,
+        call: CallId,
+        order: placed::ForwardedOrder,
+    ) -> Result<(), Failure> {
+        self.ask(node, |from, id| Message::Record {
+            from,
+            id,
+            call,
+            order,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sends `node` the request `request(this node, request number)` and waits for
+    /// its [`Message::Answer`].
+    async fn ask(
+        &self,
+        node: &str,
+        request: impl FnOnce(String, u64) -> Message,
+    ) -> Result<Value, Failure> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (answered, answer) = oneshot::channel();
+        lock(&self.waiting).insert(id, answered);
+        let request = request(self.node.clone(), id);
         let sent = self.send_to(node, &request).await;
         let result = match sent {
             Ok(()) => tokio::time::timeout(FORWARD_WAIT, answer).await,

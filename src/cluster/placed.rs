@@ -1,12 +1,16 @@
 //! [`PlacedSfu`]: the media plane of `sfu` calls in cluster mode. A call's room is
-//! on one node; a member's message to `"sfu"` is carried out here if this node owns
-//! the room, else forwarded to the owner; a call without a room gets one on the
-//! least loaded node when its first member publishes.
+//! on one node; a member's message to `"sfu"`, or a recording order, is carried out
+//! here if this node owns the room, else forwarded to the owner; a call without a
+//! room gets one on the least loaded node when its first member publishes (or it is
+//! recorded).
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use rooms::record::RecordingSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use signaling::events::{SfuMessage, SfuMessageKind};
@@ -16,7 +20,7 @@ use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::UserId;
 use crate::calls::service::{BoxFuture, ServiceError};
-use crate::media::MediaPlane;
+use crate::media::{MediaPlane, RecordingOrder};
 use crate::wire::Failure;
 
 /// How many times a message looks for its room's node before giving up (a room
@@ -79,6 +83,54 @@ impl From<Forwarded> for SfuMessage {
     }
 }
 
+/// A recording order for a call's room, as it travels between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "snake_case")]
+pub enum ForwardedOrder {
+    Start {
+        id: String,
+        path: PathBuf,
+        max_bytes: u64,
+        max_duration: Duration,
+    },
+    Stop {
+        id: String,
+    },
+}
+
+impl From<RecordingOrder> for ForwardedOrder {
+    fn from(order: RecordingOrder) -> Self {
+        match order {
+            RecordingOrder::Start(spec) => ForwardedOrder::Start {
+                id: spec.id,
+                path: spec.path,
+                max_bytes: spec.max_bytes,
+                max_duration: spec.max_duration,
+            },
+            RecordingOrder::Stop { id } => ForwardedOrder::Stop { id },
+        }
+    }
+}
+
+impl From<ForwardedOrder> for RecordingOrder {
+    fn from(order: ForwardedOrder) -> Self {
+        match order {
+            ForwardedOrder::Start {
+                id,
+                path,
+                max_bytes,
+                max_duration,
+            } => RecordingOrder::Start(RecordingSpec {
+                id,
+                path,
+                max_bytes,
+                max_duration,
+            }),
+            ForwardedOrder::Stop { id } => RecordingOrder::Stop { id },
+        }
+    }
+}
+
 /// A [`Failure`] as it travels between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireFailure {
@@ -126,18 +178,21 @@ pub fn unavailable(message: impl Into<String>) -> Failure {
     }
 }
 
+/// Which node has a call's room.
+enum Owner {
+    Here,
+    Node(String),
+}
+
 impl PlacedSfu {
-    async fn route(
-        &self,
-        call: &CallSnapshot,
-        user: &UserId,
-        message: SfuMessage,
-    ) -> Result<Value, Failure> {
+    /// The node of `call`'s room: this one if it owns the room or takes it (the
+    /// least loaded node is chosen when nobody has it), else the owner.
+    async fn owner(&self, call: &CallSnapshot) -> Result<Owner, Failure> {
         let cluster = &self.cluster;
         let id = call.call.id;
         for _ in 0..ATTEMPTS {
             if cluster.owns(id) {
-                return cluster.sfu.signal(call, user, message).await;
+                return Ok(Owner::Here);
             }
             let node = match cluster.owner(id).await? {
                 // The owner died: its lease runs out and the node that reaps it
@@ -151,15 +206,42 @@ impl PlacedSfu {
                 None => cluster.place(id).await?,
             };
             if node != cluster.node() {
-                tracing::debug!(call = %id, %user, %node, "message for the room forwarded");
-                return cluster.forward(&node, id, user, message.into()).await;
+                return Ok(Owner::Node(node));
             }
             if cluster.claim(id).await? {
                 tracing::debug!(call = %id, "room placed here");
-                return cluster.sfu.signal(call, user, message).await;
+                return Ok(Owner::Here);
             }
         }
         Err(unavailable("the call's media is moving: try again"))
+    }
+
+    async fn route(
+        &self,
+        call: &CallSnapshot,
+        user: &UserId,
+        message: SfuMessage,
+    ) -> Result<Value, Failure> {
+        match self.owner(call).await? {
+            Owner::Here => self.cluster.sfu.signal(call, user, message).await,
+            Owner::Node(node) => {
+                let id = call.call.id;
+                tracing::debug!(call = %id, %user, %node, "message for the room forwarded");
+                self.cluster.forward(&node, id, user, message.into()).await
+            }
+        }
+    }
+
+    async fn record(&self, call: &CallSnapshot, order: RecordingOrder) -> Result<(), Failure> {
+        match self.owner(call).await? {
+            Owner::Here => self.cluster.sfu.recording(call, order).await,
+            Owner::Node(node) => {
+                tracing::debug!(call = %call.call.id, %node, "recording order forwarded");
+                self.cluster
+                    .forward_recording(&node, call.call.id, order.into())
+                    .await
+            }
+        }
     }
 }
 
@@ -177,17 +259,18 @@ impl MediaPlane for PlacedSfu {
         Box::pin(self.route(call, user, message))
     }
 
-    /// Applied here if this node owns the room; the owner elsewhere applies it when
-    /// it hears of the change ([`Cluster::call_changed`]).
+    /// Carried out by the SFU of the node that owns the call's room (placed now if
+    /// it has none); the reports come from that node.
     fn recording<'a>(
         &'a self,
         call: &'a CallSnapshot,
-        _order: crate::media::RecordingOrder,
+        order: RecordingOrder,
     ) -> BoxFuture<'a, Result<(), Failure>> {
-        // CONTRACT (rec-base): replaced by the helper that implements this plane.
-        Box::pin(async move { Err(crate::media::cannot_record(call.call.media_mode)) })
+        Box::pin(self.record(call, order))
     }
 
+    /// Applied here if this node owns the room; the owner elsewhere applies it when
+    /// it hears of the change ([`Cluster::call_changed`]).
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         let id = call.call.id;
         if !self.cluster.owns(id) {
@@ -198,5 +281,34 @@ impl MediaPlane for PlacedSfu {
             let cluster = self.cluster.clone();
             tokio::spawn(async move { cluster.release(id).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_orders_travel_between_nodes_whole() {
+        let spec = RecordingSpec {
+            id: "rec-1".into(),
+            path: PathBuf::from("/shared/recordings/call/rec-1.webm"),
+            max_bytes: 2048 << 20,
+            max_duration: Duration::from_secs(240 * 60),
+        };
+        let text =
+            serde_json::to_string(&ForwardedOrder::from(RecordingOrder::Start(spec.clone())))
+                .unwrap();
+        let order: ForwardedOrder = serde_json::from_str(&text).unwrap();
+        let RecordingOrder::Start(back) = RecordingOrder::from(order) else {
+            panic!("{text}")
+        };
+        assert_eq!(back, spec);
+        let stop = ForwardedOrder::from(RecordingOrder::Stop { id: "rec-1".into() });
+        let text = serde_json::to_string(&stop).unwrap();
+        let order: ForwardedOrder = serde_json::from_str(&text).unwrap();
+        assert!(
+            matches!(RecordingOrder::from(order), RecordingOrder::Stop { id } if id == "rec-1")
+        );
     }
 }
