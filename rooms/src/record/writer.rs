@@ -1,6 +1,8 @@
-//! The writer: a thread of its own per recording, which appends what the room
-//! queues to the spool, and writes the WebM when the recording stops. It reports
-//! the recording's `Stopped`, then `Completed` or `Failed`, itself, in that order.
+//! The writer: a thread of its own per recording (from the runtime's blocking
+//! pool: a slow disk must not stall an async worker, and the rooms on it), which
+//! appends what the room queues to the spool, and writes the WebM when the
+//! recording stops. It reports the recording's `Stopped`, then `Completed` or
+//! `Failed`, itself, in that order.
 
 use std::io;
 use std::sync::Arc;
@@ -15,8 +17,9 @@ use super::spool::SpoolWriter;
 use super::{Entry, RecordingEvent, RecordingSpec, StopReason, spool_path};
 use crate::{RoomId, SfuEvent};
 
-/// Frames queued for the writer at most: a few seconds of a full room. When the
-/// disk cannot keep up, more are dropped (and counted), never waited for.
+/// Frames queued for the writer at most: well over a second of a full room (eight
+/// participants' audio and video, some 650 frames a second). When the disk cannot
+/// keep up, more are dropped (and counted), never waited for.
 pub(crate) const QUEUE: usize = 1024;
 /// How often the writer empties the queue. It is not woken for each frame: that
 /// would cost the room's thread a system call per frame. A full queue every
