@@ -43,6 +43,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rooms::record::RecordingSpec;
 use rooms::{PeerId, RoomId, Sfu, SfuConfig, SfuEvent};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -81,7 +82,11 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const GRACE: Duration = Duration::from_millis(1000);
 
 /// Payload header: magic, sender index, kind, send time in ns since the run's start.
-const MAGIC: [u8; 4] = *b"HDLB";
+/// The magic's first byte is a VP8 payload descriptor (S: a frame starts here) and
+/// its second a VP8 keyframe's first byte (P clear), so that a recording room
+/// (`--record`) records every video packet as a whole keyframe, as it would a
+/// browser's frames; Opus takes any bytes.
+const MAGIC: [u8; 4] = [0x10, b'H', b'D', b'L'];
 const STAMP: usize = 17;
 const KIND_AUDIO: u8 = 0;
 const KIND_VIDEO: u8 = 1;
@@ -105,6 +110,9 @@ struct Args {
     server_threads: usize,
     /// Smoke run (no `--bench`): short floor measurements.
     quick: bool,
+    /// After the window, measure the server's CPU per forwarded packet again,
+    /// without and then with every room recording.
+    record: bool,
 }
 
 const USAGE: &str = "\
@@ -113,7 +121,10 @@ usage: cargo bench -p rooms --bench sfu -- [options]
   --seconds S          measured window, seconds (default 10)
   --warmup S           steady state before the window, seconds (default 2)
   --client-threads N   load-generator threads (default 1)
-  --server-threads N   SFU runtime threads: 1 = current_thread (default 1)";
+  --server-threads N   SFU runtime threads: 1 = current_thread (default 1)
+  --record             then two more windows of --seconds: server CPU per forwarded
+                       packet without, then with every room recording (to a
+                       temporary directory), and the difference";
 
 fn parse_args() -> Res<Args> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -126,6 +137,7 @@ fn parse_args() -> Res<Args> {
             client_threads: 1,
             server_threads: 1,
             quick: false,
+            record: false,
         }
     } else {
         Args {
@@ -135,6 +147,7 @@ fn parse_args() -> Res<Args> {
             client_threads: 1,
             server_threads: 1,
             quick: true,
+            record: false,
         }
     };
     let mut it = raw.into_iter();
@@ -151,6 +164,7 @@ fn parse_args() -> Res<Args> {
         };
         match key.as_str() {
             "--bench" => {}
+            "--record" => args.record = true,
             "--rooms" => args.rooms = value()?.parse().map_err(err)?,
             "--seconds" => args.seconds = value()?.parse().map_err(err)?,
             "--warmup" => args.warmup = value()?.parse().map_err(err)?,
@@ -206,6 +220,8 @@ struct Shared {
     srtp_cipher: Mutex<Option<(String, String)>>,
     /// The load generator's UDP ports, to read their drop counters.
     client_ports: Mutex<Vec<u16>>,
+    /// Packets sent so far, for windows measured apart from the main one.
+    sent: AtomicU64,
 }
 
 impl Shared {
@@ -281,6 +297,7 @@ fn run(args: &Args) -> Res<()> {
         failures: Mutex::new(Vec::new()),
         srtp_cipher: Mutex::new(None),
         client_ports: Mutex::new(Vec::new()),
+        sent: AtomicU64::new(0),
     });
 
     let mut per_thread: Vec<Vec<Participant>> = (0..args.client_threads).map(|_| vec![]).collect();
@@ -291,7 +308,6 @@ fn run(args: &Args) -> Res<()> {
     for (n, group) in per_thread.into_iter().enumerate() {
         clients.push(start_client(n, group, shared.clone(), requests.clone())?);
     }
-    drop(requests);
 
     // Setup: everybody connected and receiving everybody.
     let setup_began = Instant::now();
@@ -380,6 +396,12 @@ fn run(args: &Args) -> Res<()> {
     let client_drops = socket_drops(&client_ports).saturating_sub(client_drops_before);
     let udp_after = udp_counters();
     let floor_latencies = probe.stop();
+    let recording = if args.record {
+        Some(measure_recording(args, &shared, &requests))
+    } else {
+        None
+    };
+    drop(requests);
     shared.stop.store(true, Ordering::Relaxed);
 
     let mut stats = ClientStats::default();
@@ -391,6 +413,9 @@ fn run(args: &Args) -> Res<()> {
     }
     drop(sfu);
     let _ = server.join();
+    if let Some(Ok(cost)) = &recording {
+        let _ = std::fs::remove_dir_all(&cost.dir);
+    }
     let failures = shared.failures();
     if !failures.is_empty() {
         return Err(format!(
@@ -401,6 +426,7 @@ fn run(args: &Args) -> Res<()> {
 
     // The floor, on a quiet machine again.
     let floor = Floor::measure(profile, args.quick)?;
+    let recording = recording.transpose()?;
 
     let report = Report {
         args: args.clone(),
@@ -418,7 +444,84 @@ fn run(args: &Args) -> Res<()> {
         socket_drops: (server_drops, client_drops),
     };
     print!("{}", report.render());
+    if let Some(recording) = recording {
+        print!("{}", recording.render());
+    }
     Ok(())
+}
+
+/// What recording every room costs the server, from `--record`.
+struct RecordingCost {
+    /// Server CPU ns per forwarded packet, without and with every room recording.
+    without: f64,
+    with: f64,
+    /// Bytes the recordings' spools held when the window closed.
+    spooled: u64,
+    seconds: f64,
+    /// Where the recordings went.
+    dir: std::path::PathBuf,
+}
+
+impl RecordingCost {
+    fn render(&self) -> String {
+        format!(
+            "recording (--record, two more {:.0} s windows): server CPU per forwarded packet \
+             {:.0} ns without recording, {:.0} ns with every room recording: {:+.1} %; \
+             {:.1} MB spooled\n",
+            self.seconds,
+            self.without,
+            self.with,
+            100.0 * (self.with / self.without - 1.0),
+            self.spooled as f64 / 1e6,
+        )
+    }
+}
+
+/// Two windows of `--seconds` after the main one: the server's CPU per forwarded
+/// packet without recording, then with every room recording to a temporary
+/// directory (removed afterwards, once the files are written).
+fn measure_recording(
+    args: &Args,
+    shared: &Shared,
+    requests: &mpsc::UnboundedSender<Request>,
+) -> Res<RecordingCost> {
+    let window = |shared: &Shared| {
+        let (cpu, sent) = (thread_cpu(), shared.sent.load(Ordering::Relaxed));
+        thread::sleep(Duration::from_secs_f64(args.seconds));
+        let spent = cpu_delta(&cpu, &thread_cpu(), SERVER_THREAD);
+        let forwarded = (shared.sent.load(Ordering::Relaxed) - sent) * FANOUT as u64;
+        spent as f64 / forwarded.max(1) as f64
+    };
+    let without = window(shared);
+    let dir = std::env::temp_dir().join(format!("huddle-bench-recordings-{}", std::process::id()));
+    let (reply, started) = oneshot::channel();
+    requests
+        .send(Request::Record {
+            dir: dir.clone(),
+            rooms: args.rooms,
+            reply,
+        })
+        .map_err(|_| "the server is gone".to_owned())?;
+    started
+        .blocking_recv()
+        .map_err(|_| "recordings did not start".to_owned())??;
+    // Keyframes asked for, writers started.
+    thread::sleep(Duration::from_secs(1));
+    let with = window(shared);
+    let spooled = std::fs::read_dir(&dir)
+        .map_err(err)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    // The recordings stop with the rooms when the server shuts down; the
+    // directory goes after that.
+    Ok(RecordingCost {
+        without,
+        with,
+        spooled,
+        seconds: args.seconds,
+        dir,
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -439,6 +542,12 @@ enum Request {
         answer: String,
         reply: oneshot::Sender<Res<()>>,
     },
+    /// Every room (`room-0` to `room-{rooms - 1}`) records into `dir`.
+    Record {
+        dir: std::path::PathBuf,
+        rooms: usize,
+        reply: oneshot::Sender<Res<()>>,
+    },
 }
 
 type OfferRoutes = HashMap<(RoomId, PeerId), mpsc::UnboundedSender<String>>;
@@ -452,8 +561,11 @@ fn start_server(
     let handle = thread::Builder::new()
         .name(SERVER_THREAD.to_owned())
         .spawn(move || {
+            // Named, so that the runtime's blocking threads (a recording's writer)
+            // count as the server's too.
             let runtime = if threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
+                    .thread_name(SERVER_THREAD)
                     .enable_all()
                     .build()
             } else {
@@ -528,6 +640,23 @@ async fn serve(
                 } => {
                     let done = sfu.answer(&room, &peer, answer).await;
                     let _ = reply.send(done.map_err(err));
+                }
+                Request::Record { dir, rooms, reply } => {
+                    let mut started = Ok(());
+                    for n in 0..rooms {
+                        let spec = RecordingSpec {
+                            id: format!("bench-{n}"),
+                            path: dir.join(format!("room-{n}.webm")),
+                            max_bytes: u64::MAX,
+                            max_duration: Duration::from_secs(24 * 3600),
+                        };
+                        let room = RoomId(format!("room-{n}"));
+                        if let Err(e) = sfu.start_recording(&room, spec).await {
+                            started = Err(format!("room-{n} records: {e}"));
+                            break;
+                        }
+                    }
+                    let _ = reply.send(started);
                 }
             }
         });
@@ -1019,7 +1148,11 @@ fn send(
         stats.send_errors += 1;
         return;
     };
-    match sender.write_rtp(at, packet) {
+    let written = sender.write_rtp(at, packet);
+    if written.is_ok() {
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    match written {
         Ok(()) if shared.in_window(sent) => {
             if s.kind == KIND_VIDEO {
                 stats.sent_video += 1;

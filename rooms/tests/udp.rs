@@ -9,7 +9,8 @@
 //! - a participant who leaves stops reaching the others and leaves their offers;
 //! - garbage datagrams and bad offers never harm a running call;
 //! - a recorded room writes real VP8 and Opus, packetized by the `webrtc` crate,
-//!   to a WebM file that ffprobe reads and ffmpeg decodes.
+//!   to a WebM file that ffprobe reads and ffmpeg decodes; a recording stops at
+//!   its size limit with a file that plays.
 
 mod common;
 
@@ -807,6 +808,76 @@ async fn a_recorded_room_writes_a_webm_of_each_publishers_audio_and_video_from_w
         assert!(
             expected > 3.9,
             "from alice's start to bob's end: {expected} s"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_reaches_its_size_limit_stops_with_limit_and_its_file_plays() {
+    within_budget(async {
+        let media = common::encoded_media(3);
+        let call = Call::start(8, None).await;
+        let dir = std::env::temp_dir().join(format!("huddle-udp-limit-{}", std::process::id()));
+        let path = dir.join("room-1/rec-1.webm");
+        // About a second and a half of the test media.
+        let spec = RecordingSpec {
+            id: "rec-1".into(),
+            path: path.clone(),
+            max_bytes: 60_000,
+            max_duration: Duration::from_secs(60),
+        };
+        call.sfu.start_recording(&call.room, spec).await.unwrap();
+        let mut alice = call.publish_media("alice", &media).await;
+        eventually(
+            "the writer stops the recording at its limit, and the file is written",
+            Duration::from_secs(10),
+            || call.recording("rec-1").len() == 2,
+            || format!("{:?}", call.recording("rec-1")),
+        )
+        .await;
+        alice.sent().await;
+        alice.close().await;
+        let events = call.recording("rec-1");
+        let (probe, errors) = common::probe(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert_eq!(
+            events[0],
+            RecordingEvent::Stopped {
+                reason: StopReason::Limit
+            }
+        );
+        let RecordingEvent::Completed(result) = &events[1] else {
+            panic!("{events:?}")
+        };
+        let seconds = result.duration.as_secs_f64();
+        assert!((0.5..2.8).contains(&seconds), "stopped after {seconds} s");
+        assert!(result.size < 70_000, "{} bytes", result.size);
+        assert_eq!(errors, "", "ffmpeg decodes the file without errors");
+        assert_eq!(probe["streams"].as_array().map(Vec::len), Some(2));
+        // A second recording may start now.
+        let again = RecordingSpec {
+            id: "rec-2".into(),
+            path: dir.join("room-1/rec-2.webm"),
+            max_bytes: 60_000,
+            max_duration: Duration::from_secs(60),
+        };
+        assert_eq!(call.sfu.start_recording(&call.room, again).await, Ok(()));
+        call.sfu.stop_recording(&call.room, "rec-2");
+        eventually(
+            "the empty second recording fails",
+            Duration::from_secs(5),
+            || call.recording("rec-2").len() == 2,
+            || format!("{:?}", call.recording("rec-2")),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            call.recording("rec-2")[1],
+            RecordingEvent::Failed {
+                error: "no media was recorded".into()
+            }
         );
     })
     .await;

@@ -168,7 +168,28 @@ struct Partial {
     arrived: Instant,
     timestamp: u32,
     keyframe: bool,
-    data: Vec<u8>,
+    /// Its first packet's data, and the rest once there is more: a frame of one
+    /// packet (audio, small video frames) is not copied.
+    first: Bytes,
+    rest: Vec<u8>,
+}
+
+impl Partial {
+    fn append(&mut self, data: &Bytes) {
+        if self.rest.is_empty() {
+            self.rest.reserve(self.first.len() * 4);
+            self.rest.extend_from_slice(&self.first);
+        }
+        self.rest.extend_from_slice(data);
+    }
+
+    fn data(self) -> Bytes {
+        if self.rest.is_empty() {
+            self.first
+        } else {
+            self.rest.into()
+        }
+    }
 }
 
 /// One track's reorder buffer and frame assembler.
@@ -406,12 +427,9 @@ impl Assembler {
             {
                 // No packet was missing before this one, so the previous frame is
                 // whole, though its sender did not mark its end.
-                self.complete(
-                    previous.arrived,
-                    previous.timestamp,
-                    previous.keyframe,
-                    previous.data.into(),
-                );
+                let (arrived, timestamp, keyframe) =
+                    (previous.arrived, previous.timestamp, previous.keyframe);
+                self.complete(arrived, timestamp, keyframe, previous.data());
             }
             if self.waiting_for_keyframe && !part.keyframe {
                 // Ask again: an earlier request may have been answered before the
@@ -424,30 +442,26 @@ impl Assembler {
                 arrived: packet.arrived,
                 timestamp: packet.timestamp,
                 keyframe: part.keyframe,
-                data: Vec::with_capacity(part.data.len() * 2),
+                first: part.data,
+                rest: Vec::new(),
             });
-        }
-        match &mut self.partial {
-            Some(frame) if frame.timestamp == packet.timestamp => {
-                frame.data.extend_from_slice(&part.data);
+        } else {
+            match &mut self.partial {
+                Some(frame) if frame.timestamp == packet.timestamp => frame.append(&part.data),
+                // A frame that changed its timestamp midway is not one frame.
+                Some(_) => {
+                    self.lost();
+                    return;
+                }
+                // The middle of a frame whose start was not recorded.
+                None => return,
             }
-            // A frame that changed its timestamp midway is not one frame.
-            Some(_) => {
-                self.lost();
-                return;
-            }
-            // The middle of a frame whose start was not recorded.
-            None => return,
         }
         if (packet.marker || part.end)
             && let Some(frame) = self.partial.take()
         {
-            self.complete(
-                frame.arrived,
-                frame.timestamp,
-                frame.keyframe,
-                frame.data.into(),
-            );
+            let (arrived, timestamp, keyframe) = (frame.arrived, frame.timestamp, frame.keyframe);
+            self.complete(arrived, timestamp, keyframe, frame.data());
         }
     }
 

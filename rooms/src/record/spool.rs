@@ -64,6 +64,17 @@ impl SpoolWriter {
         })
     }
 
+    /// A spool writing to `file` as it is (no magic written): for tests that need
+    /// a file that fails, such as `/dev/full`.
+    #[cfg(test)]
+    pub(super) fn on(file: File) -> Self {
+        Self {
+            out: BufWriter::with_capacity(64 << 10, file),
+            size: 0,
+            record: Vec::new(),
+        }
+    }
+
     /// Bytes the spool holds, counting what is still buffered.
     pub(super) fn size(&self) -> u64 {
         self.size

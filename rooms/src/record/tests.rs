@@ -343,13 +343,13 @@ fn the_spool_reads_back_what_was_written_and_ignores_a_truncated_tail() {
 /// the writer asks of the room, and what it reports.
 fn writer(
     spec: &RecordingSpec,
+    spool: SpoolWriter,
 ) -> (
     Sink,
     std::sync::mpsc::Receiver<StopReason>,
     std::sync::mpsc::Receiver<RecordingEvent>,
     std::thread::JoinHandle<()>,
 ) {
-    let spool = SpoolWriter::create(&spool_path(&spec.path)).unwrap();
     let (sink, feed) = channel(QUEUE);
     let (asks, asked) = std::sync::mpsc::channel();
     let (reports, reported) = std::sync::mpsc::channel();
@@ -375,7 +375,8 @@ fn a_writer_at_its_size_limit_asks_the_room_to_stop_and_reports_stopped_then_com
         max_bytes: 5_000,
         max_duration: Duration::from_secs(60),
     };
-    let (sink, asked, reported, thread) = writer(&spec);
+    let spool = SpoolWriter::create(&spool_path(&spec.path)).unwrap();
+    let (sink, asked, reported, thread) = writer(&spec, spool);
     sink.frames
         .try_send(Entry::Track(meta(1, "alice", TrackKind::Audio)))
         .unwrap();
@@ -421,7 +422,8 @@ fn a_recording_without_frames_fails_with_no_media_and_leaves_no_files() {
         max_bytes: 5_000,
         max_duration: Duration::from_secs(60),
     };
-    let (sink, _asked, reported, thread) = writer(&spec);
+    let spool = SpoolWriter::create(&spool_path(&spec.path)).unwrap();
+    let (sink, _asked, reported, thread) = writer(&spec, spool);
     sink.frames
         .try_send(Entry::Track(meta(1, "alice", TrackKind::Video)))
         .unwrap();
@@ -440,6 +442,50 @@ fn a_recording_without_frames_fails_with_no_media_and_leaves_no_files() {
             }
         ]
     );
+    assert_eq!(
+        std::fs::read_dir(&dir.0).unwrap().count(),
+        0,
+        "no files left"
+    );
+}
+
+#[test]
+fn a_writer_that_cannot_write_asks_the_room_to_stop_and_reports_stopped_then_failed() {
+    let dir = TempDir::new("full");
+    let spec = RecordingSpec {
+        id: "rec-1".into(),
+        path: dir.0.join("rec.webm"),
+        max_bytes: 1 << 30,
+        max_duration: Duration::from_secs(60),
+    };
+    // A disk that is full: every write fails with ENOSPC.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (sink, asked, reported, thread) = writer(&spec, SpoolWriter::on(full));
+    sink.frames
+        .try_send(Entry::Track(meta(1, "alice", TrackKind::Audio)))
+        .unwrap();
+    sink.frames
+        .try_send(frame(1, 0, true, &[0xfc; 100]))
+        .unwrap();
+    let reason = asked.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(reason, StopReason::Failed);
+    sink.stop(StopReason::Failed);
+    thread.join().unwrap();
+    let events: Vec<RecordingEvent> = reported.try_iter().collect();
+    assert_eq!(
+        events[0],
+        RecordingEvent::Stopped {
+            reason: StopReason::Failed
+        }
+    );
+    assert!(
+        matches!(&events[1], RecordingEvent::Failed { error } if error.contains("No space left")),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 2);
     assert_eq!(
         std::fs::read_dir(&dir.0).unwrap().count(),
         0,
