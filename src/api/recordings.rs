@@ -141,6 +141,7 @@ pub struct RecordingList<'a> {
         (status = 400, description = "`VALIDATION_ERROR`: `download` or `recordingId` malformed", body = ErrorBody),
         (status = 403, description = "`FORBIDDEN`: a member who never joined the call", body = ErrorBody),
         (status = 404, description = "`RECORDING_NOT_FOUND`: no such completed recording (a deleted one included)", body = ErrorBody),
+        (status = 409, description = "`RECORDING_ELSEWHERE`: a `livekit` call's recording, stored by LiveKit Egress at its `location`", body = ErrorBody),
         (status = 416, description = "`RANGE_NOT_SATISFIABLE`: the range starts past the file's end (`Content-Range: bytes */size`)", body = ErrorBody),
     )
 )]

@@ -453,7 +453,7 @@ impl Cluster {
         };
         tracing::debug!(%call, owned = self.owns(call), "forwarded recording order");
         self.hold(call).await?;
-        self.sfu.recording(&snapshot, order.into()).await
+        self.sfu.recording(&snapshot, order.into()).await.map(drop)
     }
 
     /// Makes sure this node owns `call`'s room, taking it if nobody does.

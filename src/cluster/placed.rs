@@ -20,7 +20,7 @@ use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::UserId;
 use crate::calls::service::{BoxFuture, ServiceError};
-use crate::media::{MediaPlane, RecordingOrder};
+use crate::media::{MediaPlane, RecordedBy, RecordingOrder};
 use crate::wire::Failure;
 
 /// How many times a message looks for its room's node before giving up (a room
@@ -232,14 +232,19 @@ impl PlacedSfu {
         }
     }
 
-    async fn record(&self, call: &CallSnapshot, order: RecordingOrder) -> Result<(), Failure> {
+    async fn record(
+        &self,
+        call: &CallSnapshot,
+        order: RecordingOrder,
+    ) -> Result<RecordedBy, Failure> {
         match self.owner(call).await? {
             Owner::Here => self.cluster.sfu.recording(call, order).await,
             Owner::Node(node) => {
                 tracing::debug!(call = %call.call.id, %node, "recording order forwarded");
                 self.cluster
                     .forward_recording(&node, call.call.id, order.into())
-                    .await
+                    .await?;
+                Ok(RecordedBy::Node(node))
             }
         }
     }
@@ -265,7 +270,7 @@ impl MediaPlane for PlacedSfu {
         &'a self,
         call: &'a CallSnapshot,
         order: RecordingOrder,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    ) -> BoxFuture<'a, Result<RecordedBy, Failure>> {
         Box::pin(self.record(call, order))
     }
 

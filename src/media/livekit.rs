@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use signaling::events::SfuMessage;
 
-use super::{MediaPlane, RecordingOrder, RecordingReport, not_an_sfu_call};
+use super::{MediaPlane, RecordedBy, RecordingOrder, RecordingReport, not_an_sfu_call};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, MediaFlags};
 use crate::calls::model::{CallId, CallType, EndReason, MediaMode, UserId};
@@ -526,15 +526,16 @@ impl MediaPlane for LiveKit {
         &'a self,
         call: &'a CallSnapshot,
         order: RecordingOrder,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    ) -> BoxFuture<'a, Result<RecordedBy, Failure>> {
         Box::pin(async move {
             match order {
-                RecordingOrder::Start(spec) => self.recorder.clone().start(call, spec).await,
+                RecordingOrder::Start(spec) => self.recorder.clone().start(call, spec).await?,
                 RecordingOrder::Stop { id } => {
                     let file = EgressFile::of(call, &id);
-                    self.recorder.stop(&file, StopReason::Asked).await
+                    self.recorder.stop(&file, StopReason::Asked).await?
                 }
             }
+            Ok(RecordedBy::LiveKit)
         })
     }
 

@@ -44,13 +44,26 @@ pub trait MediaPlane: Send + Sync + std::fmt::Debug {
     /// leaving, muting, the call ending).
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]);
 
-    /// Starts or stops recording `call` (the caller checked who may). What becomes
-    /// of the recording comes back as [`RecordingReport`]s.
+    /// Starts or stops recording `call` (the caller checked who may), and says who
+    /// carries it out. What becomes of the recording comes back as
+    /// [`RecordingReport`]s.
     fn recording<'a>(
         &'a self,
         call: &'a CallSnapshot,
         order: RecordingOrder,
-    ) -> BoxFuture<'a, Result<(), Failure>>;
+    ) -> BoxFuture<'a, Result<RecordedBy, Failure>>;
+}
+
+/// Who makes a recording: what finishes it after a restart, and where its file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedBy {
+    /// This node's SFU, writing under RECORDINGS_DIR.
+    Here,
+    /// Another node's SFU (the owner of the call's room in a cluster), writing to
+    /// the RECORDINGS_DIR the nodes share.
+    Node(String),
+    /// LiveKit Egress: the file stays in the storage Egress writes to.
+    LiveKit,
 }
 
 /// What a plane is asked to do about a call's recording.
@@ -112,7 +125,7 @@ impl MediaPlane for NoRoom {
         &'a self,
         _: &'a CallSnapshot,
         _: RecordingOrder,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    ) -> BoxFuture<'a, Result<RecordedBy, Failure>> {
         Box::pin(async move { Err(cannot_record(self.0)) })
     }
 }

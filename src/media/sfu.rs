@@ -16,7 +16,7 @@ use signaling::Signaling;
 use signaling::events::{Notice, SFU_PEER, SfuMessage, SfuMessageKind};
 use tokio::sync::mpsc;
 
-use super::{MediaPlane, RecordingOrder, RecordingReport};
+use super::{MediaPlane, RecordedBy, RecordingOrder, RecordingReport};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallError, CallSnapshot};
 use crate::calls::model::{CallId, Participant, UserId};
@@ -227,7 +227,7 @@ impl MediaPlane for SfuPlane {
         &'a self,
         call: &'a CallSnapshot,
         order: RecordingOrder,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    ) -> BoxFuture<'a, Result<RecordedBy, Failure>> {
         let room = room_of(call.call.id);
         Box::pin(async move {
             match order {
@@ -235,12 +235,10 @@ impl MediaPlane for SfuPlane {
                     .sfu
                     .start_recording(&room, spec)
                     .await
-                    .map_err(room_error),
-                RecordingOrder::Stop { id } => {
-                    self.sfu.stop_recording(&room, &id);
-                    Ok(())
-                }
+                    .map_err(room_error)?,
+                RecordingOrder::Stop { id } => self.sfu.stop_recording(&room, &id),
             }
+            Ok(RecordedBy::Here)
         })
     }
 

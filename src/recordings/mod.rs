@@ -22,12 +22,14 @@ use rooms::record::{RecordingEvent, RecordingSpec, StopReason, spool_path};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-pub use model::{Recording, RecordingPolicy, RecordingSettings, RecordingTrack, WEBM};
+pub use model::{
+    LIVEKIT_NODE, Recording, RecordingPolicy, RecordingSettings, RecordingTrack, WEBM,
+};
 
 use crate::calls::lifecycle::{CallError, CallSnapshot, Caller, NewCall};
 use crate::calls::model::{CallId, MediaMode, RecordingStatus, UserId};
 use crate::calls::service::{CallLocks, CallService, ServiceError};
-use crate::media::{Planes, RecordingOrder, RecordingReport, cannot_record};
+use crate::media::{Planes, RecordedBy, RecordingOrder, RecordingReport, cannot_record};
 use crate::store::recordings::{Finished, RecordingFilter};
 use crate::wire::Failure;
 
@@ -174,7 +176,16 @@ impl RecordingService {
         };
         let plane = self.planes.of(call.call.media_mode);
         match plane.recording(call, RecordingOrder::Start(spec)).await {
-            Ok(()) => {
+            Ok(by) => {
+                let node = match by {
+                    RecordedBy::Here => None,
+                    RecordedBy::Node(node) => Some(node),
+                    RecordedBy::LiveKit => Some(LIVEKIT_NODE.to_owned()),
+                };
+                // What finishes it after a restart: the node that writes it.
+                if let Some(node) = node {
+                    store.set_recording_node(recording.id, &node).await?;
+                }
                 let call = self.sync_call(id).await?;
                 self.observer
                     .recording_changed(&call, &recording, RecordingChange::Started);
@@ -362,6 +373,13 @@ impl RecordingService {
                 r.status == RecordingStatus::Completed && recording.is_none_or(|want| r.id == want)
             })
             .ok_or_else(not_found)?;
+        if let Some(location) = &found.location {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                "RECORDING_ELSEWHERE",
+                format!("this recording was stored by LiveKit Egress at {location}"),
+            ));
+        }
         let path = self.file_of(&found);
         Ok((found, path))
     }
@@ -479,7 +497,20 @@ impl RecordingService {
                 let Some(recording) = store.recording(id).await? else {
                     return Ok(());
                 };
+                // LiveKit Egress's file stays where it stored it, in its format.
+                let (format, location) = match recording.by_livekit() {
+                    true => (
+                        result.path.extension().map_or_else(
+                            || recording.format.clone(),
+                            |e| e.to_string_lossy().into_owned(),
+                        ),
+                        Some(result.path.to_string_lossy().into_owned()),
+                    ),
+                    false => (recording.format.clone(), None),
+                };
                 let finished = Finished {
+                    format,
+                    location,
                     size: i64::try_from(result.size).unwrap_or(i64::MAX),
                     duration: result.duration.as_secs_f64(),
                     tracks: result.tracks.iter().map(RecordingTrack::from).collect(),
@@ -487,10 +518,14 @@ impl RecordingService {
                 };
                 let completed = Recording {
                     status: RecordingStatus::Completed,
+                    location: finished.location.clone(),
                     ..recording
                 };
-                let url = completed.url().unwrap_or_default();
-                if store.complete_recording(id, &url, &finished).await? {
+                let url = completed.url();
+                if store
+                    .complete_recording(id, url.as_deref(), &finished)
+                    .await?
+                {
                     self.sync_call(report.call).await?;
                 }
             }

@@ -13,8 +13,12 @@ use uuid::Uuid;
 use crate::calls::lifecycle::CallSnapshot;
 use crate::calls::model::{CallId, RecordingStatus, UserId};
 
-/// The only file format written: WebM (Matroska), as the SFU records what it forwards.
+/// The only file format the SFU writes: WebM (Matroska), holding what it forwards.
 pub const WEBM: &str = "webm";
+
+/// The `node` of a recording LiveKit Egress makes: no Huddle node finishes it after a
+/// restart or sweeps its file; its `egress_ended` webhook completes it.
+pub const LIVEKIT_NODE: &str = "livekit";
 
 /// One recording of a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +44,9 @@ pub struct Recording {
     pub started_by: UserId,
     /// Frames the writer could not keep up with.
     pub dropped_frames: Option<i64>,
+    /// Where LiveKit Egress stored a completed recording of a `livekit` call (its
+    /// file's `location`): such a file is not on Huddle's disk and not served by it.
+    pub location: Option<String>,
 }
 
 impl Recording {
@@ -60,7 +67,13 @@ impl Recording {
             node: node.to_owned(),
             started_by: user.clone(),
             dropped_frames: None,
+            location: None,
         }
+    }
+
+    /// Whether LiveKit Egress makes it (its `node` is [`LIVEKIT_NODE`]).
+    pub fn by_livekit(&self) -> bool {
+        self.node == LIVEKIT_NODE
     }
 
     /// Its file, relative to RECORDINGS_DIR: `<callId>/<recordingId>.webm`. Made from
@@ -69,9 +82,9 @@ impl Recording {
         Path::new(&self.call_id.to_string()).join(format!("{}.{WEBM}", self.id.hyphenated()))
     }
 
-    /// Where it is downloaded from, once completed.
+    /// Where it is downloaded from, once completed (and on Huddle's disk).
     pub fn url(&self) -> Option<String> {
-        (self.status == RecordingStatus::Completed).then(|| {
+        (self.status == RecordingStatus::Completed && self.location.is_none()).then(|| {
             format!(
                 "/api/v1/calls/{}/recording?download=true&recordingId={}",
                 self.call_id, self.id

@@ -25,7 +25,7 @@ macro_rules! update {
 /// whole number of seconds as an integer.
 const COLUMNS: &str = "id, call_id, status, format, started_at, ended_at, \
      CAST(duration AS DOUBLE PRECISION) AS duration, file_size, tracks, reason, error, \
-     node, started_by, dropped_frames";
+     node, started_by, dropped_frames, s3_key";
 
 const INSERT: &str = "INSERT INTO call_recordings (id, call_id, status, format, started_at, \
      path, node, started_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -55,6 +55,7 @@ struct RecordingRow {
     node: Option<String>,
     started_by: Option<String>,
     dropped_frames: Option<i64>,
+    s3_key: Option<String>,
 }
 
 impl TryFrom<RecordingRow> for Recording {
@@ -84,6 +85,7 @@ impl TryFrom<RecordingRow> for Recording {
             node: row.node.unwrap_or_default(),
             started_by: UserId(row.started_by.unwrap_or_default()),
             dropped_frames: row.dropped_frames,
+            location: row.s3_key,
         })
     }
 }
@@ -95,6 +97,10 @@ fn recordings(rows: Vec<RecordingRow>) -> Result<Vec<Recording>, StoreError> {
 /// What a completed recording's file turned out to be.
 #[derive(Debug, Clone)]
 pub struct Finished {
+    /// `webm`; for LiveKit Egress, its file's extension (`mp4`, `ogg`).
+    pub format: String,
+    /// Where LiveKit Egress stored it; `None` for a file on Huddle's disk.
+    pub location: Option<String>,
     pub size: i64,
     pub duration: f64,
     pub tracks: Vec<RecordingTrack>,
@@ -269,11 +275,11 @@ impl Store {
     }
 
     /// `recording` or `processing` → `completed`, with what the file turned out to
-    /// be and where it is downloaded from.
+    /// be and where it is downloaded from (`None`: not from Huddle).
     pub async fn complete_recording(
         &self,
         id: Uuid,
-        url: &str,
+        url: Option<&str>,
         f: &Finished,
     ) -> Result<bool, StoreError> {
         let tracks = serde_json::to_string(&f.tracks)
@@ -281,14 +287,26 @@ impl Store {
         update!(
             self,
             "UPDATE call_recordings SET status = 'completed', file_size = $2, duration = $3, \
-             tracks = $4, dropped_frames = $5, url = $6 \
+             tracks = $4, dropped_frames = $5, url = $6, format = $7, s3_key = $8 \
              WHERE id = $1 AND status IN ('recording', 'processing')",
             id.to_string(),
             f.size,
             f.duration,
             tracks,
             f.dropped_frames,
-            url
+            url,
+            &f.format,
+            f.location.as_deref()
+        )
+    }
+
+    /// Recording `id` is made by `node` (another node's SFU, or LiveKit Egress).
+    pub async fn set_recording_node(&self, id: Uuid, node: &str) -> Result<bool, StoreError> {
+        update!(
+            self,
+            "UPDATE call_recordings SET node = $2 WHERE id = $1",
+            id.to_string(),
+            node
         )
     }
 

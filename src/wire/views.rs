@@ -185,7 +185,8 @@ pub struct RecordingView<'a> {
     id: uuid::Uuid,
     call_id: CallId,
     status: RecordingStatus,
-    /// `webm`.
+    /// `webm`; a `livekit` call's recording is LiveKit Egress's `mp4` (or `ogg` for
+    /// an audio call).
     format: &'a str,
     started_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
@@ -199,6 +200,9 @@ pub struct RecordingView<'a> {
     reason: Option<&'a str>,
     /// Where a completed recording downloads from (with the token); else `null`.
     url: Option<String>,
+    /// Where LiveKit Egress stored a completed `livekit` call's recording (Huddle
+    /// does not serve it); else `null`.
+    location: Option<&'a str>,
 }
 
 impl<'a> From<&'a Recording> for RecordingView<'a> {
@@ -215,6 +219,7 @@ impl<'a> From<&'a Recording> for RecordingView<'a> {
             tracks: &r.tracks,
             reason: r.reason.as_deref(),
             url: r.url(),
+            location: r.location.as_deref(),
         }
     }
 }
