@@ -90,6 +90,14 @@ fn push_all(a: &mut Assembler, at: Instant, packets: &[(u16, u32, bool, Bytes)])
     }
 }
 
+/// The data of the frames `a` has ready, in order.
+fn ready_data(a: &mut Assembler) -> Vec<Vec<u8>> {
+    a.take_ready()
+        .into_iter()
+        .map(|f| f.data.to_vec())
+        .collect()
+}
+
 #[test]
 fn packets_reordered_within_a_frame_and_across_frames_make_whole_frames_in_order() {
     let t0 = Instant::now();
@@ -137,11 +145,7 @@ fn a_lost_packet_drops_its_frame_and_video_waits_for_a_keyframe() {
     assert!(a.take_wants_keyframe(), "still waiting, it asks again");
     push_all(&mut a, later, &video_frame(5, true));
     push_all(&mut a, later, &video_frame(6, false));
-    let frames: Vec<Vec<u8>> = a
-        .take_ready()
-        .into_iter()
-        .map(|f| f.data.to_vec())
-        .collect();
+    let frames = ready_data(&mut a);
     assert_eq!(
         frames,
         [
@@ -167,11 +171,7 @@ fn a_padding_packet_between_frames_is_no_loss() {
     }
     push_all(&mut a, t0, &next);
     assert!(!a.take_wants_keyframe(), "no gap, no keyframe wanted");
-    let frames: Vec<Vec<u8>> = a
-        .take_ready()
-        .into_iter()
-        .map(|f| f.data.to_vec())
-        .collect();
+    let frames = ready_data(&mut a);
     assert_eq!(
         frames,
         [video_frame_data(0, true), video_frame_data(1, false)]
@@ -190,11 +190,7 @@ fn a_packet_later_than_the_wait_is_ignored_and_a_duplicate_too() {
     // Frame 0's last packet, after its gap was given up; then a duplicate.
     push_all(&mut a, late, &first[2..]);
     push_all(&mut a, late, &video_frame(2, true));
-    let frames: Vec<Vec<u8>> = a
-        .take_ready()
-        .into_iter()
-        .map(|f| f.data.to_vec())
-        .collect();
+    let frames = ready_data(&mut a);
     assert_eq!(
         frames,
         [video_frame_data(1, true), video_frame_data(2, true)]
