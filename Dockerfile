@@ -9,7 +9,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data huddle \
- && mkdir -p /data && chown huddle /data
+ && mkdir -p /data/recordings && chown -R huddle /data
 COPY --from=build /src/target/release/huddle /usr/local/bin/huddle
 USER huddle
 WORKDIR /data
