@@ -32,12 +32,13 @@ const CHROMIUM_FLAGS = [
 
 /**
  * Starts huddle; resolves once it announces its address (`url` is https:// when
- * `extraEnv` gives it a certificate).
+ * `extraEnv` gives it a certificate). Its database is in a folder of its own,
+ * removed when it stops, or in `dir` (kept), where a killed one left it.
  */
-export async function startServer(extraEnv = {}) {
+export async function startServer(extraEnv = {}, { dir: keep } = {}) {
   const bin = process.env.HUDDLE_BIN;
   if (!bin) throw new Error('HUDDLE_BIN must name the huddle binary (cargo test sets it)');
-  const dir = mkdtempSync(join(tmpdir(), 'huddle-browser-'));
+  const dir = keep ?? mkdtempSync(join(tmpdir(), 'huddle-browser-'));
   const child = spawn(bin, [], {
     env: {
       PATH: process.env.PATH,
@@ -68,13 +69,21 @@ export async function startServer(extraEnv = {}) {
     });
     child.on('exit', (code) => reject(new Error(`huddle exited with ${code}:\n${log}`)));
   });
+  const exit = (signal) => {
+    child.kill(signal);
+    return new Promise((resolve) => (child.exitCode === null && child.signalCode === null ? child.once('exit', resolve) : resolve()));
+  };
   return {
     url,
+    dir,
     log: () => log,
     async stop() {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => (child.exitCode === null && child.signalCode === null ? child.once('exit', resolve) : resolve()));
-      rmSync(dir, { recursive: true, force: true });
+      await exit('SIGTERM');
+      if (!keep) rmSync(dir, { recursive: true, force: true });
+    },
+    /** SIGKILL, as a crash: the database stays in `dir` for a server started on it. */
+    async kill() {
+      await exit('SIGKILL');
     },
   };
 }

@@ -315,6 +315,44 @@ describe('recording a group call through the SFU', () => {
     }
   });
 
+  test('killed mid-recording, the restarted server finishes the file up to the crash', { timeout: 120_000 }, async () => {
+    // A server of its own (same RECORDINGS_DIR and database after the restart).
+    let first = await startServer({ RECORDINGS_DIR: recordings });
+    const dir = first.dir;
+    let second;
+    const persons = await Promise.all(['Alice', 'Bob'].map((name) => Person.signIn({ browser, server: first }, name)));
+    const [alice, bob] = persons;
+    let file;
+    try {
+      await call(alice, [bob], 'video');
+      await Promise.all([receives(alice, [bob]), receives(bob, [alice])]);
+      const callId = await callOf(alice);
+      const jwt = await jwtOf(first, alice);
+      const { recording, startedAt } = await startRecording(first, jwt, callId);
+      await sleep(5000);
+      await first.kill();
+      const recorded = (Date.now() - startedAt) / 1000;
+      first = null;
+      await Promise.all(persons.map((p) => p.page.context().close().catch(() => {})));
+
+      second = await startServer({ RECORDINGS_DIR: recordings }, { dir });
+      const done = await completed(second, jwt, callId, recording.id);
+      assert.equal(done.reason, 'failed', 'it stopped with the process');
+      assert.deepEqual(done.tracks.map((t) => t.kind).sort(), ['audio', 'audio', 'video', 'video'], JSON.stringify(done.tracks));
+      file = await download(second, jwt, done, scratch);
+      const { streams, format } = checkFile(file);
+      assert.deepEqual(codecs(streams, 'video'), ['vp8', 'vp8'], JSON.stringify(streams));
+      assert.deepEqual(codecs(streams, 'audio'), ['opus', 'opus'], JSON.stringify(streams));
+      const duration = Number(format.duration);
+      assert.ok(duration >= 4 && duration <= recorded + TOLERANCE, `the file lasts ${duration} s; recorded ${recorded.toFixed(2)} s until the crash`);
+    } finally {
+      if (file) rmSync(file, { force: true });
+      await first?.kill();
+      await second?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an audio call records audio tracks only', { timeout: 90_000 }, async () => {
     const [alice, bob, carol] = await people('Alice', 'Bob', 'Carol');
     let file;
