@@ -427,6 +427,10 @@ impl RecordingObserver for Notifier {
                 recording: view,
                 reason: reason.to_owned(),
             },
+            RecordingChange::Finished => Notice::RecordingFinished {
+                call_id,
+                recording: view,
+            },
         };
         self.signaling.notify(members(call), notice);
     }

@@ -501,6 +501,9 @@ pub enum Notice {
         recording: Value,
         reason: String,
     },
+    /// `call:recording_finished`: the recording's file is written (`status`
+    /// `completed`, with its `url`) or will never be (`failed`).
+    RecordingFinished { call_id: String, recording: Value },
 }
 
 impl Notice {
@@ -519,6 +522,7 @@ impl Notice {
             Notice::MediaRestart { .. } => "call:media_restart",
             Notice::RecordingStarted { .. } => "call:recording_started",
             Notice::RecordingStopped { .. } => "call:recording_stopped",
+            Notice::RecordingFinished { .. } => "call:recording_finished",
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum RecordingChange {
     Stopped {
         reason: &'static str,
     },
+    /// Its file is written (`completed`) or will never be (`failed`): every recording
+    /// ends so, once.
+    Finished,
 }
 
 /// Hears of every recording that starts or stops (to notify the call's members).
@@ -217,7 +220,11 @@ impl RecordingService {
             .await;
         match failed {
             Ok(_) => {
-                if let Err(e) = self.announce_stop(recording.id, StopReason::Failed).await {
+                let announced = match self.announce_stop(recording.id, StopReason::Failed).await {
+                    Ok(_) => self.announce_finish(recording.id).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = announced {
                     tracing::error!(error = %e.message, "failed recording not announced");
                 }
                 Failure::new(
@@ -296,6 +303,18 @@ impl RecordingService {
             },
         );
         Ok(Some(recording))
+    }
+
+    /// Stores the call's flags and tells its members that recording `id` is finished
+    /// (`completed` or `failed`).
+    async fn announce_finish(&self, id: Uuid) -> Result<(), Failure> {
+        let Some(recording) = self.calls.store().recording(id).await? else {
+            return Ok(());
+        };
+        let call = self.sync_call(recording.call_id).await?;
+        self.observer
+            .recording_changed(&call, &recording, RecordingChange::Finished);
+        Ok(())
     }
 
     /// Stores whether `call` is being recorded and its latest completed recording's
@@ -526,7 +545,7 @@ impl RecordingService {
                     .complete_recording(id, url.as_deref(), &finished)
                     .await?
                 {
-                    self.sync_call(report.call).await?;
+                    self.announce_finish(id).await?;
                 }
             }
             RecordingEvent::Failed { error } => self.failed(id, &error).await?,
@@ -545,13 +564,12 @@ impl RecordingService {
             .await?
         {
             self.announce_stop(id, StopReason::Failed).await?;
+            self.announce_finish(id).await?;
         } else if store
             .fail_recording(id, RecordingStatus::Processing, error, now)
             .await?
         {
-            if let Some(r) = store.recording(id).await? {
-                self.sync_call(r.call_id).await?;
-            }
+            self.announce_finish(id).await?;
         }
         Ok(())
     }

@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
+import { io } from 'socket.io-client';
+
 import { launchChromium, sleep, startServer, until } from './harness.mjs';
 import { Person, call, inCall, receives } from './people.mjs';
 
@@ -85,6 +87,20 @@ async function jwtOf(server, person) {
   });
   assert.equal(response.status, 200);
   return (await response.json()).data.token;
+}
+
+/** The first `event` on `socket`; rejects after `ms` (a rejection nobody awaits is not an error). */
+function first(socket, event, ms) {
+  const notice = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
+    timer.unref();
+    socket.once(event, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+  notice.catch(() => {});
+  return notice;
 }
 
 /** The call `person`'s page is in. */
@@ -191,11 +207,17 @@ describe('recording a group call through the SFU', () => {
   test('three participants, 6 s: three Opus and three VP8 streams that decode, of the recorded length', { timeout: 120_000 }, async () => {
     const [alice, bob, carol] = await people('Alice', 'Bob', 'Carol');
     let file;
+    let listener;
     try {
       await call(alice, [bob, carol], 'video');
       await Promise.all([receives(alice, [bob, carol]), receives(bob, [alice, carol]), receives(carol, [alice, bob])]);
       const callId = await callOf(alice);
       const jwt = await jwtOf(server, alice);
+
+      // A second socket of Bob's (the official client) hears the recording finish.
+      listener = io(server.url, { auth: { token: await jwtOf(server, bob) }, transports: ['websocket'], forceNew: true });
+      const finished = first(listener, 'call:recording_finished', 60_000);
+      await new Promise((resolve, reject) => listener.once('connect', resolve).once('connect_error', reject));
 
       const { recording, startedAt } = await startRecording(server, jwt, callId);
       await sleep(6000);
@@ -203,6 +225,11 @@ describe('recording a group call through the SFU', () => {
       const recorded = (stoppedAt - startedAt) / 1000;
 
       const done = await completed(server, jwt, callId, recording.id);
+      const notice = await finished;
+      assert.equal(notice.callId, callId);
+      assert.equal(notice.recording.id, recording.id);
+      assert.equal(notice.recording.status, 'completed');
+      assert.equal(notice.recording.url, done.url);
       assert.equal(done.format, 'webm');
       assert.equal(done.reason, 'asked');
       assert.ok(Math.abs(done.duration - recorded) <= TOLERANCE, `the API's duration ${done.duration} s, recorded ${recorded} s`);
@@ -224,6 +251,7 @@ describe('recording a group call through the SFU', () => {
       }
       for (const person of [alice, bob, carol]) assert.deepEqual(person.errors, [], `${person.name}'s page threw`);
     } finally {
+      listener?.close();
       if (file) rmSync(file, { force: true });
       await leaveAll([alice, bob, carol]);
     }

@@ -44,6 +44,7 @@ describe('recording over Socket.IO', () => {
   test('a recording that cannot be written is failed, every member is told, the call goes on', async () => {
     const { alice, bob, carol, aliceId, callId } = await aCall();
     const told = [alice, bob, carol].map((s) => next(s, 'call:recording_stopped'));
+    const finished = [alice, bob, carol].map((s) => next(s, 'call:recording_finished'));
     const ack = await request(alice, 'call:recording_start', { callId });
     assert.equal(ack.ok, false);
     assert.equal(ack.error.code, 'RECORDING_FAILED');
@@ -53,6 +54,10 @@ describe('recording over Socket.IO', () => {
       assert.equal(notice.recording.status, 'failed');
       assert.equal(notice.recording.callId, callId);
       assert.equal(notice.recording.url, null);
+    }
+    for (const notice of await Promise.all(finished)) {
+      assert.equal(notice.callId, callId);
+      assert.equal(notice.recording.status, 'failed');
     }
     const { status, body } = await server.rest('GET', `/api/v1/calls/${callId}`, aliceId);
     assert.equal(status, 200);
