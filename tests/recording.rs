@@ -65,6 +65,16 @@ async fn as_admin(h: &Harness, method: Method, path: &str, user: &str) -> (Statu
     (status, serde_json::from_slice(&body).expect("JSON"))
 }
 
+/// `user` asks to start recording `call` (no body).
+async fn start_as(h: &Harness, call: &str, user: &str) -> (StatusCode, Value) {
+    h.post(
+        &format!("/api/v1/calls/{call}/recording/start"),
+        user,
+        json!({}),
+    )
+    .await
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("(none)")
 }
@@ -606,13 +616,7 @@ async fn an_unwritable_directory_fails_the_recording_not_the_call(backend: Backe
     std::fs::write(scratch.0.join("file"), b"x").expect("a file");
     let h = server(backend, &scratch.0.join("file").join("sub"), &[]).await;
     let call = call_with_bob(&h, &["bob", "dave"]).await;
-    let (status, body) = h
-        .post(
-            &format!("/api/v1/calls/{call}/recording/start"),
-            "alice",
-            json!({}),
-        )
-        .await;
+    let (status, body) = start_as(&h, &call, "alice").await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::INTERNAL_SERVER_ERROR, "RECORDING_FAILED")
@@ -628,13 +632,7 @@ async fn an_unwritable_directory_fails_the_recording_not_the_call(backend: Backe
     assert_eq!(now["call"]["state"], json!("connected"));
     assert_eq!(now["call"]["recordingEnabled"], json!(false));
     // Another try may be made: nothing is left recording.
-    let (status, body) = h
-        .post(
-            &format!("/api/v1/calls/{call}/recording/start"),
-            "alice",
-            json!({}),
-        )
-        .await;
+    let (status, body) = start_as(&h, &call, "alice").await;
     assert_eq!(code(&body), "RECORDING_FAILED", "{status}");
     h.finish().await;
 }
@@ -720,13 +718,7 @@ async fn p2p_calls_cannot_be_recorded(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let call = body["data"]["call"]["id"].as_str().expect("id");
-    let (status, body) = h
-        .post(
-            &format!("/api/v1/calls/{call}/recording/start"),
-            "alice",
-            json!({}),
-        )
-        .await;
+    let (status, body) = start_as(&h, call, "alice").await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::CONFLICT, "RECORDING_UNAVAILABLE")

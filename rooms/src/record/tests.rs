@@ -362,15 +362,20 @@ fn writer(
     (sink, asked, reported, thread)
 }
 
+/// Recording `rec-1` to `rec.webm` in `dir`, up to `max_bytes` and a minute.
+fn spec_in(dir: &TempDir, max_bytes: u64) -> RecordingSpec {
+    RecordingSpec {
+        id: "rec-1".into(),
+        path: dir.0.join("rec.webm"),
+        max_bytes,
+        max_duration: Duration::from_secs(60),
+    }
+}
+
 #[test]
 fn a_writer_at_its_size_limit_asks_the_room_to_stop_and_reports_stopped_then_completed() {
     let dir = TempDir::new("limit");
-    let spec = RecordingSpec {
-        id: "rec-1".into(),
-        path: dir.0.join("rec.webm"),
-        max_bytes: 5_000,
-        max_duration: Duration::from_secs(60),
-    };
+    let spec = spec_in(&dir, 5_000);
     let spool = SpoolWriter::create(&spool_path(&spec.path)).unwrap();
     let (sink, asked, reported, thread) = writer(&spec, spool);
     sink.frames
@@ -412,12 +417,7 @@ fn a_writer_at_its_size_limit_asks_the_room_to_stop_and_reports_stopped_then_com
 #[test]
 fn a_recording_without_frames_fails_with_no_media_and_leaves_no_files() {
     let dir = TempDir::new("empty");
-    let spec = RecordingSpec {
-        id: "rec-1".into(),
-        path: dir.0.join("rec.webm"),
-        max_bytes: 5_000,
-        max_duration: Duration::from_secs(60),
-    };
+    let spec = spec_in(&dir, 5_000);
     let spool = SpoolWriter::create(&spool_path(&spec.path)).unwrap();
     let (sink, _asked, reported, thread) = writer(&spec, spool);
     sink.frames
@@ -448,12 +448,7 @@ fn a_recording_without_frames_fails_with_no_media_and_leaves_no_files() {
 #[test]
 fn a_writer_that_cannot_write_asks_the_room_to_stop_and_reports_stopped_then_failed() {
     let dir = TempDir::new("full");
-    let spec = RecordingSpec {
-        id: "rec-1".into(),
-        path: dir.0.join("rec.webm"),
-        max_bytes: 1 << 30,
-        max_duration: Duration::from_secs(60),
-    };
+    let spec = spec_in(&dir, 1 << 30);
     // A disk that is full: every write fails with ENOSPC.
     let full = std::fs::OpenOptions::new()
         .write(true)
