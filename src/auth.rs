@@ -6,10 +6,12 @@
 //! - `exp` (required): expiry, seconds since the Unix epoch.
 //! - `nbf`, `iat` (optional): not-before and issued-at, seconds since the epoch.
 //! - `name` (optional): a display name shown to other participants (see [`check_name`]).
-//! - `role` (optional): `"admin"` grants the operator views (global statistics,
-//!   `/monitoring/metrics`); it grants no access to other people's calls.
-//!   `"service"` marks a backend, such as a telephone system posting its call events
-//!   (`/api/v1/phone/*`); it grants nothing else either.
+//! - `role` (optional): `"customer"` (the default, also when absent or unknown).
+//!   `"representative"` answers a support line's queue (`/api/v1/queue`,
+//!   availability). `"admin"` grants the operator views (global statistics,
+//!   `/monitoring/metrics`, queue statistics); it grants no access to other people's
+//!   calls. `"service"` marks a backend, such as a telephone system posting its call
+//!   events (`/api/v1/phone/*`); it grants nothing else either.
 //!
 //! Only `alg: HS256` is accepted; `none` and every other algorithm are refused, and
 //! the signature is compared in constant time. `exp` and `nbf` allow 30 s of clock skew.
@@ -64,11 +66,44 @@ pub struct Claims {
     pub role: Option<String>,
 }
 
+/// What a token's `role` claim makes its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Customer,
+    Representative,
+    Admin,
+    Service,
+}
+
+impl Role {
+    /// The claim's value; anything else (or none) is a customer.
+    pub fn of_claim(role: Option<&str>) -> Role {
+        match role {
+            Some("representative") => Role::Representative,
+            Some("admin") => Role::Admin,
+            Some("service") => Role::Service,
+            _ => Role::Customer,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Representative => "representative",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub id: UserId,
     pub name: Option<String>,
+    pub role: Role,
+    /// `role` is [`Role::Admin`].
     pub admin: bool,
     /// A backend's token (`"role": "service"`), for the phone-call endpoints.
     pub service: bool,
@@ -155,11 +190,13 @@ impl Claims {
         if let Some(name) = &self.name {
             check_name(name).map_err(|rule| AuthError::Malformed(format!("`name` {rule}")))?;
         }
+        let role = Role::of_claim(self.role.as_deref());
         Ok(Identity {
             id: UserId(self.sub),
             name: self.name.filter(|n| !n.trim().is_empty()),
-            admin: self.role.as_deref() == Some("admin"),
-            service: self.role.as_deref() == Some("service"),
+            role,
+            admin: role == Role::Admin,
+            service: role == Role::Service,
         })
     }
 }

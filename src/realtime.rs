@@ -224,6 +224,7 @@ impl CallDomain for Realtime {
             name: identity.name,
             ip,
             admin: identity.admin,
+            role: identity.role.as_str().to_owned(),
         })
     }
 

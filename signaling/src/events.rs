@@ -504,6 +504,40 @@ pub enum Notice {
     /// `call:recording_finished`: the recording's file is written (`status`
     /// `completed`, with its `url`) or will never be (`failed`).
     RecordingFinished { call_id: String, recording: Value },
+    /// `queue:position_update`: the waiting customer's place or estimate changed.
+    QueuePositionUpdate {
+        entry_id: String,
+        queue: String,
+        position: i64,
+        estimated_wait_seconds: i64,
+    },
+    /// `queue:your_turn`: the customer's entry was assigned: `call_id` rings the
+    /// representative (or, for a callback, the customer).
+    QueueYourTurn {
+        entry_id: String,
+        queue: String,
+        call_id: String,
+        representative_id: String,
+        callback: bool,
+    },
+    /// `call:assigned` (seed 004's `call_assigned`): to the representative given a
+    /// customer; `call_id` is the call that rings them (or that they place, for a
+    /// callback).
+    CallAssigned {
+        call_id: String,
+        entry_id: String,
+        queue: String,
+        customer_id: String,
+        call_type: String,
+        callback: bool,
+    },
+    /// `queue:update`: to representatives and admins when a queue's figures change.
+    QueueUpdate {
+        queue: String,
+        length: i64,
+        longest_wait_seconds: i64,
+        available_representatives: i64,
+    },
 }
 
 impl Notice {
@@ -523,6 +557,10 @@ impl Notice {
             Notice::RecordingStarted { .. } => "call:recording_started",
             Notice::RecordingStopped { .. } => "call:recording_stopped",
             Notice::RecordingFinished { .. } => "call:recording_finished",
+            Notice::QueuePositionUpdate { .. } => "queue:position_update",
+            Notice::QueueYourTurn { .. } => "queue:your_turn",
+            Notice::CallAssigned { .. } => "call:assigned",
+            Notice::QueueUpdate { .. } => "queue:update",
         }
     }
 }

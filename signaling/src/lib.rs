@@ -62,6 +62,9 @@ pub struct User {
     /// The token's role is `admin` (for what only admins may do, such as recording
     /// under an admin-only policy).
     pub admin: bool,
+    /// The token's role: `customer` (when it names none), `representative`, `admin`
+    /// or `service`.
+    pub role: String,
 }
 
 /// A refused request, as the client sees it.

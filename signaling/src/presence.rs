@@ -283,6 +283,7 @@ mod tests {
             name: None,
             ip: None,
             admin: false,
+            role: "customer".into(),
         }
     }
 

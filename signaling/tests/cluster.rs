@@ -225,6 +225,7 @@ impl CallDomain for Members {
             name: None,
             ip: None,
             admin: false,
+            role: "customer".into(),
         })
     }
     fn admit(&self, _: &User) -> Result<(), SignalError> {
