@@ -91,6 +91,7 @@ macro_rules! with_pool {
 // After `with_pool!`, which they use.
 mod analytics;
 pub mod phone;
+pub mod queue;
 pub mod recordings;
 
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
