@@ -14,7 +14,9 @@
 //! Calls of an outside telephone system, tracked from its events, are `phone`'s
 //! (served by `api::phone`, stored by `store::phone`). Call recordings are
 //! `recordings`' (served by `api::recordings` and `realtime`, stored by
-//! `store::recordings`, written by the call's media plane).
+//! `store::recordings`, written by the call's media plane). Support queues, whose
+//! assignments are calls placed through the call service, are `queue`'s (served by
+//! `api::queue`, stored by `store::queue`).
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a

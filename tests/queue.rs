@@ -176,6 +176,25 @@ async fn assignment(h: &Harness, customer: &str) -> (String, String) {
     )
 }
 
+/// `c1` then `c2` join, and representative `r1` becomes available: `c1`'s call
+/// rings `r1`. Returns the call.
+async fn first_of_two_rings_r1(h: &Harness) -> String {
+    joined(h, "c1").await;
+    joined(h, "c2").await;
+    idle_for(h, "r1", 10).await;
+    dispatched(h).await;
+    let (call, rep) = assignment(h, "c1").await;
+    assert_eq!(rep, "r1");
+    call
+}
+
+/// `user` ends (or declines) `call`, and its end is applied.
+async fn hang_up(h: &Harness, call: &str, user: &str) {
+    let (status, body) = h.end(call, user).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    ended(h, call).await;
+}
+
 async fn stats(h: &Harness) -> Value {
     let (status, body) = as_role(
         h,
@@ -290,15 +309,8 @@ on_both_backends! {
     }
 
     async fn a_representative_who_declines_is_busy_and_the_customer_keeps_their_place(h) {
-        joined(&h, "c1").await;
-        joined(&h, "c2").await;
-        idle_for(&h, "r1", 10).await;
-        dispatched(&h).await;
-        let (call, rep) = assignment(&h, "c1").await;
-        assert_eq!(rep, "r1");
-        let (status, body) = h.end(&call, "r1").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        ended(&h, &call).await;
+        let call = first_of_two_rings_r1(&h).await;
+        hang_up(&h, &call, "r1").await;
         assert_eq!(availability(&h, "r1").await, "busy");
         let back = entry(&h, "c1").await;
         assert_eq!((back["status"].as_str(), back["position"].as_i64()), (Some("waiting"), Some(1)));
@@ -311,11 +323,7 @@ on_both_backends! {
     }
 
     async fn a_representative_who_lets_it_ring_out_is_busy_and_the_customer_keeps_their_place(h) {
-        joined(&h, "c1").await;
-        joined(&h, "c2").await;
-        idle_for(&h, "r1", 10).await;
-        dispatched(&h).await;
-        let (call, _) = assignment(&h, "c1").await;
+        let call = first_of_two_rings_r1(&h).await;
         h.advance_and_sweep(RINGING_TIMEOUT + 1).await;
         assert_eq!(h.call_of(&call, "c1").await["call"]["endReason"], "missed");
         ended(&h, &call).await;
@@ -327,17 +335,11 @@ on_both_backends! {
     }
 
     async fn a_served_customer_frees_the_representative_for_the_next(h) {
-        joined(&h, "c1").await;
-        joined(&h, "c2").await;
-        idle_for(&h, "r1", 10).await;
-        dispatched(&h).await;
-        let (call, _) = assignment(&h, "c1").await;
+        let call = first_of_two_rings_r1(&h).await;
         let (status, body) = h.join(&call, "r1").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         h.clock.advance(chrono::Duration::seconds(120));
-        let (status, body) = h.end(&call, "c1").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        ended(&h, &call).await;
+        hang_up(&h, &call, "c1").await;
         let (status, body) = place(&h, "c1").await;
         assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "NOT_IN_QUEUE"));
         assert_eq!(availability(&h, "r1").await, "available");
@@ -357,14 +359,8 @@ on_both_backends! {
     }
 
     async fn a_customer_who_hangs_up_before_an_answer_has_left(h) {
-        joined(&h, "c1").await;
-        joined(&h, "c2").await;
-        idle_for(&h, "r1", 10).await;
-        dispatched(&h).await;
-        let (call, _) = assignment(&h, "c1").await;
-        let (status, body) = h.end(&call, "c1").await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        ended(&h, &call).await;
+        let call = first_of_two_rings_r1(&h).await;
+        hang_up(&h, &call, "c1").await;
         assert_eq!(place(&h, "c1").await.0, StatusCode::NOT_FOUND);
         assert_eq!(availability(&h, "r1").await, "available");
         assert_eq!(assignment(&h, "c2").await.1, "r1");
@@ -406,16 +402,14 @@ on_both_backends! {
         // Nobody answered, but the representative did ring: still available.
         assert_eq!(availability(&h, "r1").await, "available");
         let (next, _) = assignment(&h, "c2").await;
-        h.end(&next, "c2").await;
-        ended(&h, &next).await;
+        hang_up(&h, &next, "c2").await;
         // A callback the customer answers is served.
         let (status, _) = h.post("/api/v1/queue/callback", "c3", json!({ "type": "audio" })).await;
         assert_eq!(status, StatusCode::CREATED);
         dispatched(&h).await;
         let (call, _) = assignment(&h, "c3").await;
         assert_eq!(h.join(&call, "c3").await.0, StatusCode::OK);
-        h.end(&call, "r1").await;
-        ended(&h, &call).await;
+        hang_up(&h, &call, "r1").await;
         assert_eq!(stats(&h).await["queues"][0]["served"], 1);
     }
 

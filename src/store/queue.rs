@@ -87,8 +87,14 @@ impl TryFrom<EntryRow> for QueueEntry {
     }
 }
 
-fn entries(rows: Vec<EntryRow>) -> Result<Vec<QueueEntry>, StoreError> {
-    rows.into_iter().map(QueueEntry::try_from).collect()
+/// The entries `$query` (over [`COLUMNS`]) selects with its one parameter.
+macro_rules! entries {
+    ($store:expr, $query:expr, $arg:expr) => {{
+        let rows: Vec<EntryRow> = with_pool!($store, |pool| {
+            sqlx::query_as($query).bind($arg).fetch_all(pool).await?
+        });
+        rows.into_iter().map(QueueEntry::try_from).collect()
+    }};
 }
 
 /// How an assignment ends, for [`Store::close_assignment`].
@@ -228,10 +234,7 @@ impl Store {
             "SELECT {COLUMNS} FROM queue_entries WHERE queue = $1 AND status = 'waiting' \
              ORDER BY joined_at, id"
         );
-        let rows: Vec<EntryRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&query).bind(queue).fetch_all(pool).await?
-        });
-        entries(rows)
+        entries!(self, &query, queue)
     }
 
     /// Entries open now or finished (or assigned) since `since`: what the
@@ -244,10 +247,7 @@ impl Store {
             "SELECT {COLUMNS} FROM queue_entries WHERE status IN ('waiting', 'assigned') \
              OR ended_at >= $1 OR assigned_at >= $1 ORDER BY joined_at, id"
         );
-        let rows: Vec<EntryRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&query).bind(since).fetch_all(pool).await?
-        });
-        entries(rows)
+        entries!(self, &query, since)
     }
 
     /// Entry `id`, waiting, goes from `from` to `to` (`waiting` → `left`: it leaves;
@@ -385,12 +385,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if given != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            tx.commit().await?;
-            Ok(true)
+            Ok(commit_if_one(tx, given).await?)
         })
     }
 
@@ -453,12 +448,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if closed != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            tx.commit().await?;
-            Ok(true)
+            Ok(commit_if_one(tx, closed).await?)
         })
     }
 
@@ -471,10 +461,7 @@ impl Store {
              AND e.assigned_at <= $1 AND NOT EXISTS (SELECT 1 FROM calls c \
              WHERE c.id = e.call_id AND c.state <> 'ended') ORDER BY e.assigned_at, e.id"
         );
-        let rows: Vec<EntryRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&query).bind(before).fetch_all(pool).await?
-        });
-        entries(rows)
+        entries!(self, &query, before)
     }
 
     /// `customer` has no socket left since `now` (`None`: they are back): kept with
@@ -593,6 +580,21 @@ impl Store {
             .fetch_all(pool)
             .await?
         }))
+    }
+}
+
+/// Commits `tx` if the update that decides it changed exactly one row (`true`),
+/// else rolls it back.
+async fn commit_if_one<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
+    changed: u64,
+) -> Result<bool, sqlx::Error> {
+    if changed == 1 {
+        tx.commit().await?;
+        Ok(true)
+    } else {
+        tx.rollback().await?;
+        Ok(false)
     }
 }
 
