@@ -166,3 +166,18 @@ pub struct QueueStats {
     pub queues: Vec<QueueFigures>,
     pub representatives: Vec<RepresentativeFigures>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_handling_time_per_place_shared_among_those_on_duty() {
+        // Nobody on duty counts as one.
+        assert_eq!(estimate(180.0, 1, 0), 180);
+        assert_eq!(estimate(180.0, 3, 2), 270);
+        assert_eq!(estimate(100.0, 1, 3), 33);
+        // Not waiting: nothing to estimate.
+        assert_eq!(estimate(180.0, 0, 1), 0);
+    }
+}

@@ -102,8 +102,9 @@ macro_rules! entries {
 pub enum Closing {
     /// Answered: `served`, answered at this time; the representative is idle from now.
     Served(DateTime<Utc>),
-    /// The representative declined or let it ring out: they are `busy`, and the
-    /// customer is back in line in their place.
+    /// The representative declined or let it ring out: they are `busy` (unless
+    /// they set themselves `offline` meanwhile), and the customer is back in line
+    /// in their place.
     Unanswered,
     /// The customer hung up first: `left`; the representative is idle from now.
     Left,
@@ -417,7 +418,8 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE users SET current_call_id = NULL, \
-                 availability = COALESCE($3, availability), \
+                 availability = CASE WHEN availability = 'available' \
+                     THEN COALESCE($3, availability) ELSE availability END, \
                  idle_since = COALESCE($4, idle_since), updated_at = $5 \
                  WHERE user_id = $1 AND current_call_id = $2",
             )
