@@ -334,6 +334,14 @@ on_both_backends! {
         assert_eq!(assignment(&h, "c1").await.1, "r2");
     }
 
+    async fn a_representative_who_went_offline_while_rung_stays_offline(h) {
+        let call = first_of_two_rings_r1(&h).await;
+        representative(&h, "r1", "offline", h.clock.now()).await;
+        hang_up(&h, &call, "r1").await;
+        assert_eq!(availability(&h, "r1").await, "offline");
+        assert_eq!(entry(&h, "c1").await["position"], 1);
+    }
+
     async fn a_served_customer_frees_the_representative_for_the_next(h) {
         let call = first_of_two_rings_r1(&h).await;
         let (status, body) = h.join(&call, "r1").await;
