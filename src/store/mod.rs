@@ -668,6 +668,16 @@ pub struct InviteeStatus {
     pub declined_at: Option<DateTime<Utc>>,
 }
 
+/// An insert's result: `true` if it stored its row, `false` if a unique index
+/// refused it (the row, or one it stands for, exists), or the error.
+fn unless_duplicate(inserted: Result<(), sqlx::Error>) -> Result<bool, StoreError> {
+    match inserted {
+        Ok(()) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Parses ids read from `calls.id`.
 fn call_ids(ids: &[String]) -> Result<Vec<CallId>, StoreError> {
     ids.iter()

@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Pool, Store, StoreError};
+use super::{Pool, Store, StoreError, unless_duplicate};
 use crate::calls::model::{CallId, UserId};
 use crate::queue::model::{EntryStatus, QueueEntry, QueueInfo};
 
@@ -163,11 +163,7 @@ impl Store {
                 .await
                 .map(drop)
         });
-        match inserted {
-            Ok(()) => Ok(true),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        unless_duplicate(inserted)
     }
 
     /// Stores a new `waiting` entry; `false`, storing nothing, if its customer
@@ -189,11 +185,7 @@ impl Store {
             .await
             .map(drop)
         });
-        match inserted {
-            Ok(()) => Ok(true),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        unless_duplicate(inserted)
     }
 
     /// The entry with this id.
