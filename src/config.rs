@@ -23,6 +23,7 @@ use crate::ice::{IceServer, IceServers, RestTurn};
 use crate::media::livekit::LiveKitConfig;
 use crate::phone::PhoneSettings;
 use crate::phone::number::{Numbers, parse_region};
+use crate::queue::QueueSettings;
 use crate::ratelimit::{Rate, RateLimits};
 use crate::recordings::{RecordingPolicy, RecordingSettings};
 use crate::server::StartError;
@@ -337,6 +338,10 @@ pub struct Config {
     /// Longest recording in minutes: one that reaches it stops (reason `limit`).
     #[arg(long, env = "RECORDING_MAX_MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u32).range(1..=10_080))]
     pub recording_max_minutes: u32,
+    /// Seconds a support call is taken to last while a queue has served nobody yet:
+    /// the wait estimate's handling time until there are real ones.
+    #[arg(long, env = "QUEUE_DEFAULT_HANDLE_SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub queue_default_handle_seconds: u32,
 }
 
 impl Config {
@@ -423,6 +428,14 @@ impl Config {
                 u64::from(self.recording_max_minutes) * 60,
             ),
             node,
+        }
+    }
+
+    /// Settings of the support queues.
+    pub fn queues(&self) -> QueueSettings {
+        QueueSettings {
+            default_handle_seconds: f64::from(self.queue_default_handle_seconds),
+            away_grace: Duration::seconds(self.connection_timeout.into()),
         }
     }
 

@@ -14,7 +14,9 @@
 //! Calls of an outside telephone system, tracked from its events, are `phone`'s
 //! (served by `api::phone`, stored by `store::phone`). Call recordings are
 //! `recordings`' (served by `api::recordings` and `realtime`, stored by
-//! `store::recordings`, written by the call's media plane).
+//! `store::recordings`, written by the call's media plane). Support queues, whose
+//! assignments are calls placed through the call service, are `queue`'s (served by
+//! `api::queue`, stored by `store::queue`).
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a
@@ -41,10 +43,12 @@ pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod phone;
+pub mod queue;
 pub mod ratelimit;
 pub mod realtime;
 pub mod recordings;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod users;
 pub mod wire;

@@ -22,6 +22,7 @@ use crate::calls::service::{CallObserver, CallService};
 use crate::cluster::Cluster;
 use crate::live::LiveCalls;
 use crate::media::{MediaAccess, Planes};
+use crate::queue::QueueService;
 use crate::ratelimit::{RateLimits, ip_key};
 use crate::recordings::{Recording, RecordingChange, RecordingObserver, RecordingService};
 use crate::wire::views::{ParticipantView, RecordingView, call_data, end_data};
@@ -32,6 +33,8 @@ use crate::wire::{Failure, call_id, end_reason};
 pub struct Realtime {
     pub service: Arc<CallService>,
     pub recordings: Arc<RecordingService>,
+    /// Customers in a queue are away with their last socket, as from their calls.
+    pub queue: Arc<QueueService>,
     pub jwt: Arc<JwtKey>,
     pub access: Arc<MediaAccess>,
     pub live: Arc<LiveCalls>,
@@ -180,6 +183,18 @@ impl Realtime {
         plane.signal(&call, &me, message).await
     }
 
+    /// `user` has no socket left: away from their calls and from their queue.
+    async fn away(&self, user: &UserId) -> Result<(), String> {
+        self.service.away(user).await.map_err(|e| e.to_string())?;
+        self.queue.away(user).await.map_err(|e| e.message)
+    }
+
+    /// `user` is connected again.
+    async fn back(&self, user: &UserId) -> Result<(), String> {
+        self.service.back(user).await.map_err(|e| e.to_string())?;
+        self.queue.back(user).await.map_err(|e| e.message)
+    }
+
     /// `webrtc:*` messages go only between members who have both joined the call: a
     /// ringing invitee neither sends nor receives them until they answer.
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), Failure> {
@@ -283,18 +298,18 @@ impl CallDomain for Realtime {
         Box::pin(async move {
             let user = UserId(user.id.clone());
             let Some(cluster) = &self.cluster else {
-                return self.service.away(&user).await.map_err(|e| e.to_string());
+                return self.away(&user).await;
             };
             if cluster.user_gone(&user).await.map_err(|e| e.to_string())? {
                 return Ok(());
             }
-            self.service.away(&user).await.map_err(|e| e.to_string())?;
+            self.away(&user).await?;
             if cluster
                 .connected_anywhere(&user)
                 .await
                 .map_err(|e| e.to_string())?
             {
-                self.service.back(&user).await.map_err(|e| e.to_string())?;
+                self.back(&user).await?;
             }
             Ok(())
         })
@@ -306,7 +321,7 @@ impl CallDomain for Realtime {
             if let Some(cluster) = &self.cluster {
                 cluster.user_here(&user).await.map_err(|e| e.to_string())?;
             }
-            self.service.back(&user).await.map_err(|e| e.to_string())
+            self.back(&user).await
         })
     }
 }
@@ -321,8 +336,10 @@ pub struct Notifier {
     pub planes: Arc<Planes>,
     /// In a cluster: the other nodes hear of every change.
     pub cluster: Option<Arc<Cluster>>,
-    /// Calls that ended, for the recording service (which stops their recordings).
-    pub call_ended: mpsc::UnboundedSender<CallId>,
+    /// Calls that ended, for the services that follow them: the recording service
+    /// (which stops their recordings) and the queue service (which closes the
+    /// assignments they were).
+    pub call_ended: Vec<mpsc::UnboundedSender<CallId>>,
 }
 
 impl CallObserver for Notifier {
@@ -335,7 +352,9 @@ impl CallObserver for Notifier {
             cluster.call_changed(call, events);
         }
         if events.iter().any(|e| matches!(e, CallEvent::Ended { .. })) {
-            let _ = self.call_ended.send(call.call.id);
+            for follower in &self.call_ended {
+                let _ = follower.send(call.call.id);
+            }
         }
         let members = members(call);
         let call_id = call.call.id.to_string();

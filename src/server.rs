@@ -32,6 +32,7 @@ use crate::media::sfu::{Measured, SfuPlane};
 use crate::media::{MediaAccess, MediaPlane, Planes};
 use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
+use crate::queue::QueueService;
 use crate::realtime::{Notifier, Realtime};
 use crate::recordings::RecordingService;
 use crate::store::{Store, StoreError};
@@ -60,6 +61,8 @@ pub enum StartError {
     Recovery(#[from] ServiceError),
     #[error("cannot recover the recordings in progress: {0}")]
     Recordings(String),
+    #[error("cannot recover the support queues: {0}")]
+    Queues(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -171,12 +174,13 @@ impl Server {
             livekit.clone().map(|l| l as Arc<dyn MediaPlane>),
         ));
         let (call_ended, ended) = mpsc::unbounded_channel();
+        let (queue_call_ended, queue_ended) = mpsc::unbounded_channel();
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             live: live.clone(),
             planes: planes.clone(),
             cluster: cluster.clone(),
-            call_ended,
+            call_ended: vec![call_ended, queue_call_ended],
         });
         let metrics = Arc::new(Metrics::default());
         let phone = Arc::new(PhoneCalls::new(
@@ -195,6 +199,11 @@ impl Server {
                 room_host: livekit.clone().map(|l| l as Arc<dyn RoomHost>),
             },
         ));
+        let queue = Arc::new(QueueService::new(
+            service.clone(),
+            signaling.clone(),
+            config.queues(),
+        ));
         match &cluster {
             // Other nodes may hold the sockets of people in live calls: only what
             // an earlier process with this node id held is cleared.
@@ -203,6 +212,11 @@ impl Server {
                 // Nobody is connected to a process that just started: everyone still
                 // in a call gets CONNECTION_TIMEOUT from now to come back (crash or not).
                 let recovered = service.restarted().await?;
+                // Customers waiting in a queue likewise, from their sockets.
+                queue
+                    .restarted()
+                    .await
+                    .map_err(|e| StartError::Queues(format!("{}: {}", e.code, e.message)))?;
                 if recovered > 0 {
                     tracing::info!(
                         calls = recovered,
@@ -229,6 +243,7 @@ impl Server {
             );
         }
         tokio::spawn(recordings.clone().run(reports, ended));
+        tokio::spawn(queue.clone().run(queue_ended));
         let (turn, ice) = start_turn(config, &sfu, tls.as_ref()).await?;
         if let (Some(cluster), Some(turn)) = (&cluster, &turn) {
             tokio::spawn(cluster::open_relays_to_nodes(cluster.clone(), turn.clone()));
@@ -248,10 +263,12 @@ impl Server {
             drain: Arc::new(Drain::default()),
             phone,
             recordings: recordings.clone(),
+            queue: queue.clone(),
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
             recordings,
+            queue,
             jwt: state.jwt.clone(),
             access: state.access.clone(),
             live,
@@ -320,6 +337,7 @@ impl Server {
         let (stop_sweeper, sweeper_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(sweep_until_stopped(
             state.service.clone(),
+            state.queue.clone(),
             cluster.clone(),
             sweeper_stopped,
         ));
@@ -473,11 +491,13 @@ async fn store_measured(
     }
 }
 
-/// Applies the timeout rules every [`SWEEP_EVERY`] until told to stop. A failed
+/// Applies the timeout rules, and the queues' (abandonment, dispatch, recovery),
+/// every [`SWEEP_EVERY`] until told to stop. A failed
 /// sweep is logged and retried on the next tick: nothing is lost, since due calls
 /// stay due until a sweep succeeds.
 async fn sweep_until_stopped(
     service: Arc<CallService>,
+    queue: Arc<QueueService>,
     cluster: Option<Arc<Cluster>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -497,6 +517,9 @@ async fn sweep_until_stopped(
             Ok(0) => {}
             Ok(changed) => tracing::debug!(changed, "timeouts applied"),
             Err(e) => tracing::error!(error = %e, "timeout sweep failed"),
+        }
+        if let Err(e) = queue.tick().await {
+            tracing::error!(code = %e.code, error = %e.message, "queue sweep failed");
         }
     }
 }

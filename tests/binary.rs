@@ -65,6 +65,7 @@ const SETTINGS: &[&str] = &[
     "RECORDING_RETENTION_DAYS",
     "RECORDING_MAX_MB",
     "RECORDING_MAX_MINUTES",
+    "QUEUE_DEFAULT_HANDLE_SECONDS",
 ];
 
 fn huddle(dir: &Path) -> Command {

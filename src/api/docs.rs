@@ -77,6 +77,7 @@ impl<T> SuccessWithMessage<T> {
     tags(
         (name = "calls", description = "The call lifecycle: start, join, end, tokens, history"),
         (name = "analytics", description = "Counts, outcomes, quality and trends over a window"),
+        (name = "queues", description = "Support lines: customers wait in queues, representatives answer"),
         (name = "phone", description = "Calls of an outside telephone system, for backends (`role: service` or `admin`)"),
         (name = "seed paths", description = "The reference services' own paths (seeds 000 and 002), with their answer shapes"),
         (name = "monitoring", description = "Health, figures, Prometheus"),

@@ -10,6 +10,7 @@ mod extract;
 mod middleware;
 mod monitoring;
 mod phone;
+mod queue;
 mod recordings;
 mod webhooks;
 
@@ -40,6 +41,7 @@ use crate::media::livekit::LiveKit;
 use crate::media::sfu::SfuPlane;
 use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
+use crate::queue::QueueService;
 use crate::ratelimit::RateLimits;
 use crate::recordings::RecordingService;
 use crate::wire::Failure;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub phone: Arc<PhoneCalls>,
     /// Call recordings.
     pub recordings: Arc<RecordingService>,
+    /// Support queues and their dispatcher.
+    pub queue: Arc<QueueService>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -106,6 +110,13 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .routes(routes!(recordings::start))
         .routes(routes!(recordings::stop))
         .routes(routes!(recordings::get, recordings::delete))
+        // Support queues (issue 17).
+        .routes(routes!(queue::join))
+        .routes(routes!(queue::position))
+        .routes(routes!(queue::leave))
+        .routes(routes!(queue::callback))
+        .routes(routes!(queue::stats))
+        .routes(routes!(queue::list, queue::create))
         .routes(routes!(calls::get))
         .routes(routes!(calls::join))
         .routes(routes!(calls::end))

@@ -70,7 +70,7 @@ pub struct UnknownVariant {
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
@@ -86,23 +86,25 @@ macro_rules! text_enum {
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownVariant;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::calls::model::UnknownVariant;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownVariant { kind: $kind, value: s.to_owned() }),
+                    _ => Err($crate::calls::model::UnknownVariant { kind: $kind, value: s.to_owned() }),
                 }
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+// For the other modules with such enums (`queue`).
+pub(crate) use text_enum;
 
 text_enum! {
     /// Whether a call carries video at all. Audio calls refuse camera and screen share.

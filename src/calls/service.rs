@@ -171,13 +171,32 @@ impl CallService {
         request: NewCall,
     ) -> Result<CallSnapshot, ServiceError> {
         let busy = self.may_ring(&caller.id, &request.invitees).await?;
-        let snapshot = CallSnapshot::start(
-            CallId::random(),
-            caller,
-            request,
-            &self.limits,
-            self.clock.now(),
-        )?;
+        self.create(CallId::random(), caller, request, &busy).await
+    }
+
+    /// A call the support queue's dispatcher places (`queue`): its id was chosen
+    /// and stored with the assignment first (so that a crash in between is found and
+    /// undone), and no ringing limit applies, since the dispatcher rings only free
+    /// representatives, or a customer who asked to be called back.
+    pub async fn place(
+        &self,
+        id: CallId,
+        caller: &Caller,
+        request: NewCall,
+    ) -> Result<CallSnapshot, ServiceError> {
+        self.create(id, caller, request, &[]).await
+    }
+
+    /// Stores a new call `id` and announces it, ringing the users in `busy` with
+    /// call waiting.
+    async fn create(
+        &self,
+        id: CallId,
+        caller: &Caller,
+        request: NewCall,
+        busy: &[UserId],
+    ) -> Result<CallSnapshot, ServiceError> {
+        let snapshot = CallSnapshot::start(id, caller, request, &self.limits, self.clock.now())?;
         let host = match snapshot.call.media_mode {
             MediaMode::Livekit => Some(
                 self.media.room_host.as_ref().ok_or(CallError::Invalid {
@@ -200,7 +219,7 @@ impl CallService {
         }
         self.metrics.call_started();
         let mut events = events::diff(None, &snapshot, Some(&caller.id));
-        mark_call_waiting(&mut events, &busy);
+        mark_call_waiting(&mut events, busy);
         self.observer.call_changed(&snapshot, &events);
         Ok(snapshot)
     }

@@ -91,6 +91,7 @@ macro_rules! with_pool {
 // After `with_pool!`, which they use.
 mod analytics;
 pub mod phone;
+pub mod queue;
 pub mod recordings;
 
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
@@ -665,6 +666,16 @@ pub struct InviteeStatus {
     pub in_calls: i64,
     /// When they last declined the caller, within the period asked about.
     pub declined_at: Option<DateTime<Utc>>,
+}
+
+/// An insert's result: `true` if it stored its row, `false` if a unique index
+/// refused it (the row, or one it stands for, exists), or the error.
+fn unless_duplicate(inserted: Result<(), sqlx::Error>) -> Result<bool, StoreError> {
+    match inserted {
+        Ok(()) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Parses ids read from `calls.id`.

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Pool, Store, StoreError};
+use super::{Pool, Store, StoreError, unless_duplicate};
 use crate::calls::model::{CallId, RecordingStatus, UserId};
 use crate::recordings::model::{Recording, RecordingTrack};
 
@@ -134,11 +134,7 @@ impl Store {
                 .await
                 .map(drop)
         });
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        unless_duplicate(inserted)
     }
 
     /// Forgets a recording that never started (its plane refused it).

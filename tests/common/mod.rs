@@ -195,6 +195,14 @@ impl Harness {
         std::mem::replace(&mut self.server, server).stop().await;
     }
 
+    /// Another server on the same database and clock, as another node of a
+    /// cluster without Redis: for tests of what nodes race for in the database.
+    pub async fn another_server(&self) -> Server {
+        Server::start(&self.config, self.clock.clone())
+            .await
+            .expect("another server starts")
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.server.addr
     }
@@ -256,7 +264,8 @@ impl Harness {
         self.token_with(user, Some("admin"))
     }
 
-    fn token_with(&self, user: &str, role: Option<&str>) -> String {
+    /// A token for `user` with the `role` claim (none for `None`).
+    pub fn token_with(&self, user: &str, role: Option<&str>) -> String {
         let now = self.clock.now().timestamp();
         JwtKey::new(SECRET.as_bytes()).sign(&Claims {
             sub: user.into(),
