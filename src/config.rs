@@ -28,6 +28,7 @@ use crate::recordings::{RecordingPolicy, RecordingSettings};
 use crate::server::StartError;
 use crate::store::Store;
 use crate::tls::TlsFiles;
+use crate::users::accounts::AccountSettings;
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -337,6 +338,17 @@ pub struct Config {
     /// Longest recording in minutes: one that reaches it stops (reason `limit`).
     #[arg(long, env = "RECORDING_MAX_MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u32).range(1..=10_080))]
     pub recording_max_minutes: u32,
+    /// Accounts with passwords, for deployments without an identity service:
+    /// `/api/v1/auth/register`, `login` and `refresh` issue tokens. Off, those answer
+    /// 404 and backends mint every token.
+    #[arg(long, env = "AUTH_ACCOUNTS", default_value_t = false, action = ArgAction::Set)]
+    pub auth_accounts: bool,
+    /// Seconds an access token issued by `/api/v1/auth/*` is valid.
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub access_token_ttl: u32,
+    /// Days a refresh token issued by `/api/v1/auth/*` is valid (if not used first).
+    #[arg(long, env = "REFRESH_TOKEN_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    pub refresh_token_ttl_days: u32,
 }
 
 impl Config {
@@ -423,6 +435,15 @@ impl Config {
                 u64::from(self.recording_max_minutes) * 60,
             ),
             node,
+        }
+    }
+
+    /// The account settings (AUTH_ACCOUNTS, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL_DAYS).
+    pub fn accounts(&self) -> AccountSettings {
+        AccountSettings {
+            enabled: self.auth_accounts,
+            access_ttl: Duration::seconds(self.access_token_ttl.into()),
+            refresh_ttl: Duration::days(self.refresh_token_ttl_days.into()),
         }
     }
 

@@ -14,7 +14,10 @@
 //! Calls of an outside telephone system, tracked from its events, are `phone`'s
 //! (served by `api::phone`, stored by `store::phone`). Call recordings are
 //! `recordings`' (served by `api::recordings` and `realtime`, stored by
-//! `store::recordings`, written by the call's media plane).
+//! `store::recordings`, written by the call's media plane). The support lines'
+//! users, their availability and optional accounts are `users`' (served by
+//! `api::users` and `api::auth`, stored by `store::users` and `store::accounts`);
+//! feedback on calls is `calls::feedback`'s.
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a
@@ -47,4 +50,5 @@ pub mod recordings;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod users;
 pub mod wire;

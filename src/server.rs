@@ -36,6 +36,8 @@ use crate::realtime::{Notifier, Realtime};
 use crate::recordings::RecordingService;
 use crate::store::{Store, StoreError};
 use crate::tls::{Certificates, TlsError};
+use crate::users::accounts::Accounts;
+use crate::users::{AvailabilityFeed, UserService};
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -60,6 +62,8 @@ pub enum StartError {
     Recovery(#[from] ServiceError),
     #[error("cannot recover the recordings in progress: {0}")]
     Recordings(String),
+    #[error("AUTH_ACCOUNTS: {0}")]
+    Accounts(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -111,7 +115,7 @@ impl Server {
         if config.redis_url.is_some() && store.backend() == "sqlite" {
             return Err(StartError::ClusterOnSqlite);
         }
-        let jwt = match &config.jwt_secret {
+        let jwt = Arc::new(match &config.jwt_secret {
             Some(secret) => JwtKey::new(secret.as_bytes()),
             None => {
                 tracing::warn!(
@@ -120,7 +124,7 @@ impl Server {
                 );
                 JwtKey::new(random_secret().as_bytes())
             }
-        };
+        });
         let redis = config
             .redis_url
             .as_deref()
@@ -184,6 +188,15 @@ impl Server {
             clock.clone(),
             config.phone(),
         ));
+        let availability = Arc::new(AvailabilityFeed::default());
+        let users = Arc::new(UserService::new(
+            store.clone(),
+            clock.clone(),
+            availability.clone(),
+        ));
+        let accounts = Accounts::new(store.clone(), clock.clone(), jwt.clone(), config.accounts())
+            .map(Arc::new)
+            .map_err(|e| StartError::Accounts(e.message))?;
         let service = Arc::new(CallService::new(
             store,
             clock,
@@ -235,7 +248,7 @@ impl Server {
         }
         let state = AppState {
             service,
-            jwt: Arc::new(jwt),
+            jwt,
             access: Arc::new(MediaAccess { ice, planes }),
             turn,
             sfu,
@@ -248,6 +261,9 @@ impl Server {
             drain: Arc::new(Drain::default()),
             phone,
             recordings: recordings.clone(),
+            users: users.clone(),
+            availability,
+            accounts,
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
@@ -257,6 +273,7 @@ impl Server {
             live,
             limits: state.rate_limits.clone(),
             cluster: cluster.clone(),
+            users,
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;

@@ -2,6 +2,7 @@
 //! [`app`] builds the router without binding a port; `server` serves it.
 
 mod analytics;
+mod auth;
 mod calls;
 mod demo;
 mod docs;
@@ -11,6 +12,7 @@ mod middleware;
 mod monitoring;
 mod phone;
 mod recordings;
+mod users;
 mod webhooks;
 
 use std::sync::Arc;
@@ -42,6 +44,8 @@ use crate::metrics::Metrics;
 use crate::phone::PhoneCalls;
 use crate::ratelimit::RateLimits;
 use crate::recordings::RecordingService;
+use crate::users::accounts::Accounts;
+use crate::users::{AvailabilityFeed, UserService};
 use crate::wire::Failure;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
@@ -76,6 +80,12 @@ pub struct AppState {
     pub phone: Arc<PhoneCalls>,
     /// Call recordings.
     pub recordings: Arc<RecordingService>,
+    /// Users of the support lines: profiles, queues served, availability.
+    pub users: Arc<UserService>,
+    /// Representatives' availability changes, for whoever waits on them.
+    pub availability: Arc<AvailabilityFeed>,
+    /// Accounts with passwords (AUTH_ACCOUNTS).
+    pub accounts: Arc<Accounts>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -111,6 +121,13 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .routes(routes!(calls::end))
         .routes(routes!(calls::token))
         .routes(routes!(calls::update_participant))
+        // Support lines (issue 17): feedback, users, accounts.
+        .routes(routes!(calls::feedback))
+        .routes(routes!(users::get_profile, users::put_profile))
+        .routes(routes!(users::put_availability))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
         // Phone calls of an outside telephone system (issue 16), and the paths of the
         // reference services (seeds 000 and 002) as aliases with their answer shapes.
         .routes(routes!(phone::ingest).layer(phone_body))
