@@ -3,16 +3,15 @@
 //! `ACCOUNTS_DISABLED` before reading its body. The rules are `users::accounts`'.
 
 use axum::extract::{FromRequestParts, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::docs::Success;
 use super::error::ErrorBody;
 use super::extract::JsonBody;
-use super::{ApiResult, AppState, ok};
+use super::{ApiResult, AppState, created, ok};
 use crate::users::accounts::Session;
 use crate::wire::Failure;
 
@@ -64,7 +63,7 @@ pub async fn register(
         .accounts
         .register(&body.username, body.password, body.display_name)
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(Success::new(session))).into_response())
+    created(session)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

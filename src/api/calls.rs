@@ -4,15 +4,14 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::docs::{Success, SuccessWithMessage};
 use super::error::ErrorBody;
 use super::extract::{Auth, CallIdPath, JsonBody, Seen};
-use super::{ApiResult, AppState, ok, ok_with_message};
+use super::{ApiResult, AppState, created, ok, ok_with_message};
 use crate::calls::feedback::{self, Feedback};
 use crate::calls::lifecycle::{EndOutcome, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallType, MediaMode, UserId};
@@ -273,8 +272,7 @@ pub async fn feedback(
         state.service.now(),
     )?;
     feedback::give(&state.service, &feedback).await?;
-    let body = Success::new(FeedbackData { feedback });
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    created(FeedbackData { feedback })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use huddle_turn::TurnServer;
@@ -180,6 +181,11 @@ type ApiResult = Result<Json<Value>, Failure>;
 /// `{ "success": true, "data": data }`
 fn ok(data: impl Serialize) -> ApiResult {
     Ok(Json(json!(docs::Success::new(data))))
+}
+
+/// 201 with `{ "success": true, "data": data }`: something was made.
+fn created(data: impl Serialize) -> Result<Response, Failure> {
+    Ok((StatusCode::CREATED, Json(docs::Success::new(data))).into_response())
 }
 
 /// `{ "success": true, "message": message, "data": data }`

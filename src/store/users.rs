@@ -1,6 +1,7 @@
 //! Users (`users`), the queues representatives serve (`representative_queues`) and
-//! their availability. A user's row is upserted whenever they are seen, written only
-//! when something in it changes, so a user's every request costs no write.
+//! their availability. A user's row is made or refreshed whenever they are seen,
+//! written only when something in it changes, so a user's every request costs no
+//! write.
 
 use chrono::{DateTime, Utc};
 
@@ -8,15 +9,9 @@ use super::{Pool, Store, StoreError};
 use crate::calls::model::{Availability, UserId};
 use crate::users::Profile;
 
-/// Makes `$1`'s row (name `$2`, role `$3`, at `$4`), or refreshes its role and, when
-/// it has none, its name.
-const SEEN: &str = "INSERT INTO users (user_id, display_name, role, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $4) \
-     ON CONFLICT (user_id) DO UPDATE SET role = excluded.role, \
-         display_name = COALESCE(users.display_name, excluded.display_name), \
-         updated_at = excluded.updated_at \
-     WHERE users.role <> excluded.role \
-        OR (users.display_name IS NULL AND excluded.display_name IS NOT NULL)";
+/// Makes `$1`'s row (name `$2`, role `$3`, at `$4`) if it is missing.
+const INSERT_USER: &str = "INSERT INTO users (user_id, display_name, role, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (user_id) DO NOTHING";
 
 /// Gives representative `$1` the `default` queue if they serve none.
 const SERVE_DEFAULT: &str = "INSERT INTO representative_queues (user_id, queue) \
@@ -43,28 +38,45 @@ impl Store {
         role: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // Single statements, each writing only when something changes: no
+        // transaction that reads before it writes (which SQLite may refuse under
+        // concurrent writers rather than wait).
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let before: Option<String> =
-                sqlx::query_scalar("SELECT role FROM users WHERE user_id = $1")
-                    .bind(user.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            sqlx::query(SEEN)
+            let promoted = sqlx::query(
+                "UPDATE users SET role = $2, updated_at = $3 WHERE user_id = $1 AND role <> $2",
+            )
+            .bind(user.as_str())
+            .bind(role)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            let made = sqlx::query(INSERT_USER)
                 .bind(user.as_str())
                 .bind(name)
                 .bind(role)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if name.is_some() && made == 0 {
+                sqlx::query(
+                    "UPDATE users SET display_name = $2, updated_at = $3 \
+                     WHERE user_id = $1 AND display_name IS NULL",
+                )
+                .bind(user.as_str())
+                .bind(name)
+                .bind(now)
+                .execute(pool)
                 .await?;
-            if role == "representative" && before.as_deref() != Some(role) {
+            }
+            if role == "representative" && promoted + made > 0 {
                 sqlx::query(SERVE_DEFAULT)
                     .bind(user.as_str())
-                    .execute(&mut *tx)
+                    .execute(pool)
                     .await?;
             }
-            tx.commit().await
-        })?;
+        });
         Ok(())
     }
 
