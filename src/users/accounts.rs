@@ -23,6 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -86,6 +87,10 @@ pub struct Accounts {
     /// A hash of nobody's password, checked against for unknown usernames so that
     /// they take as long as a wrong password. Empty when accounts are off.
     nobody: String,
+    /// One Argon2id computation per core at a time: each takes 19 MiB and tens of
+    /// milliseconds on purpose, so a flood of logins queues here instead of taking
+    /// the memory and every blocking thread.
+    hashing: Semaphore,
 }
 
 fn invalid_credentials() -> Failure {
@@ -120,17 +125,8 @@ pub fn password(raw: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs Argon2id off the async threads: it takes tens of milliseconds on purpose.
-async fn off_thread<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Failure::internal(&e))
-}
-
-fn hash(password: &[u8]) -> Result<String, Failure> {
-    Argon2::default()
+fn hash(argon2: &Argon2, password: &[u8]) -> Result<String, Failure> {
+    argon2
         .hash_password(password)
         .map(|h| h.to_string())
         .map_err(|e| Failure::internal(&e))
@@ -152,17 +148,34 @@ impl Accounts {
         settings: AccountSettings,
     ) -> Result<Self, Failure> {
         let nobody = if settings.enabled {
-            hash(Uuid::new_v4().as_bytes())?
+            hash(&Argon2::default(), Uuid::new_v4().as_bytes())?
         } else {
             String::new()
         };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
             store,
             clock,
             jwt,
             settings,
             nobody,
+            hashing: Semaphore::new(cores),
         })
+    }
+
+    /// Runs Argon2id work off the async threads, one per core at a time.
+    async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, Failure> {
+        let _turn = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| Failure::internal(&e))?;
+        tokio::task::spawn_blocking(move || work(Argon2::default()))
+            .await
+            .map_err(|e| Failure::internal(&e))
     }
 
     /// 404 `ACCOUNTS_DISABLED` unless AUTH_ACCOUNTS is on.
@@ -194,7 +207,9 @@ impl Accounts {
             }
             None => None,
         };
-        let hashed = off_thread(move || hash(new_password.as_bytes())).await??;
+        let hashed = self
+            .argon2(move |a| hash(&a, new_password.as_bytes()))
+            .await??;
         let user = UserId(format!("u_{}", Uuid::new_v4().simple()));
         let name = display_name.as_deref().unwrap_or(&username);
         let now = self.clock.now();
@@ -241,12 +256,9 @@ impl Accounts {
             Some((user, stored)) => (Some(user), stored),
             None => (None, self.nobody.clone()),
         };
-        let right = off_thread(move || {
-            Argon2::default()
-                .verify_password(given.as_bytes(), stored.as_str())
-                .is_ok()
-        })
-        .await?;
+        let right = self
+            .argon2(move |a| a.verify_password(given.as_bytes(), stored.as_str()).is_ok())
+            .await?;
         match user {
             Some(user) if right => {
                 self.store.login_succeeded(&username).await?;
