@@ -375,3 +375,57 @@ impl Accounts {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_kept_in_lower_case_and_checked() {
+        assert_eq!(
+            username("Alice.B@example-1_x").unwrap(),
+            "alice.b@example-1_x"
+        );
+        for bad in ["al", "al ice", "ålice", "alice!", &"x".repeat(65), ""] {
+            assert_eq!(
+                username(bad).unwrap_err().field.as_deref(),
+                Some("username"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_8_to_256_characters() {
+        assert!(password("12345678").is_ok());
+        assert!(password(&"é".repeat(256)).is_ok(), "characters, not bytes");
+        assert!(password("1234567").is_err());
+        assert!(password(&"p".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_stored_as_their_sha_256_in_hex() {
+        // FIPS 180-2's example: SHA-256("abc").
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_password_hash_is_an_argon2id_phc_string_that_verifies_only_its_password() {
+        let argon2 = Argon2::default();
+        let stored = hash(&argon2, b"correct horse").unwrap();
+        assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
+        assert!(
+            argon2
+                .verify_password(b"correct horse", stored.as_str())
+                .is_ok()
+        );
+        assert!(
+            argon2
+                .verify_password(b"wrong horse", stored.as_str())
+                .is_err()
+        );
+    }
+}
