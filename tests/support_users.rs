@@ -282,6 +282,19 @@ on_both_backends! {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
+    async fn of_two_refreshes_with_one_token_at_once_one_wins_and_the_family_is_revoked(h) {
+        let session = register(&h, "alice", "correct horse").await;
+        let token = &session["refreshToken"];
+        let ((a, a_body), (b, b_body)) = tokio::join!(refresh(&h, token), refresh(&h, token));
+        let mut statuses = [a, b];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::UNAUTHORIZED], "{a_body} {b_body}");
+        let (winner, loser) = if a == StatusCode::OK { (a_body, b_body) } else { (b_body, a_body) };
+        assert_eq!(code(&loser), "REFRESH_TOKEN_REUSED");
+        let (status, body) = refresh(&h, &winner["data"]["refreshToken"]).await;
+        assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "REFRESH_TOKEN_REUSED"), "{body}");
+    }
+
     async fn an_unknown_or_expired_refresh_token_is_refused(h) {
         let (status, body) = refresh(&h, &json!("bm90IGEgdG9rZW4")).await;
         assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "INVALID_REFRESH_TOKEN"), "{body}");
