@@ -29,6 +29,7 @@ use crate::recordings::{RecordingPolicy, RecordingSettings};
 use crate::server::StartError;
 use crate::store::Store;
 use crate::tls::TlsFiles;
+use crate::users::accounts::AccountSettings;
 
 /// Huddle: a self-hosted call server.
 #[derive(Debug, Clone, Parser)]
@@ -342,6 +343,17 @@ pub struct Config {
     /// the wait estimate's handling time until there are real ones.
     #[arg(long, env = "QUEUE_DEFAULT_HANDLE_SECONDS", default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub queue_default_handle_seconds: u32,
+    /// Accounts with passwords, for deployments without an identity service:
+    /// `/api/v1/auth/register`, `login` and `refresh` issue tokens. Off, those answer
+    /// 404 and backends mint every token.
+    #[arg(long, env = "AUTH_ACCOUNTS", default_value_t = false, action = ArgAction::Set)]
+    pub auth_accounts: bool,
+    /// Seconds an access token issued by `/api/v1/auth/*` is valid.
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value_t = 900, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub access_token_ttl: u32,
+    /// Days a refresh token issued by `/api/v1/auth/*` is valid (if not used first).
+    #[arg(long, env = "REFRESH_TOKEN_TTL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    pub refresh_token_ttl_days: u32,
 }
 
 impl Config {
@@ -436,6 +448,15 @@ impl Config {
         QueueSettings {
             default_handle_seconds: f64::from(self.queue_default_handle_seconds),
             away_grace: Duration::seconds(self.connection_timeout.into()),
+        }
+    }
+
+    /// The account settings (AUTH_ACCOUNTS, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL_DAYS).
+    pub fn accounts(&self) -> AccountSettings {
+        AccountSettings {
+            enabled: self.auth_accounts,
+            access_ttl: Duration::seconds(self.access_token_ttl.into()),
+            refresh_ttl: Duration::days(self.refresh_token_ttl_days.into()),
         }
     }
 

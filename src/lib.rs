@@ -16,7 +16,10 @@
 //! `recordings`' (served by `api::recordings` and `realtime`, stored by
 //! `store::recordings`, written by the call's media plane). Support queues, whose
 //! assignments are calls placed through the call service, are `queue`'s (served by
-//! `api::queue`, stored by `store::queue`).
+//! `api::queue`, stored by `store::queue`). The support lines'
+//! users, their availability and optional accounts are `users`' (served by
+//! `api::users` and `api::auth`, stored by `store::users` and `store::accounts`);
+//! feedback on calls is `calls::feedback`'s.
 //!
 //! ## Time
 //! Nothing in the call domain reads the system clock: the service asks a

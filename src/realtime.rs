@@ -13,7 +13,7 @@ use signaling::events::{Invite, Media, Notice, Request, SfuMessage};
 use signaling::{BoxFuture, CallDomain, SignalError, Signaling, User};
 use tokio::sync::mpsc;
 
-use crate::auth::JwtKey;
+use crate::auth::{Identity, JwtKey, Role};
 use crate::calls::events::CallEvent;
 use crate::calls::lifecycle::{CallSnapshot, Caller, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallId, CallType, MediaMode, MetricSource, UserId};
@@ -25,6 +25,7 @@ use crate::media::{MediaAccess, Planes};
 use crate::queue::QueueService;
 use crate::ratelimit::{RateLimits, ip_key};
 use crate::recordings::{Recording, RecordingChange, RecordingObserver, RecordingService};
+use crate::users::UserService;
 use crate::wire::views::{ParticipantView, RecordingView, call_data, end_data};
 use crate::wire::{Failure, call_id, end_reason};
 
@@ -42,6 +43,8 @@ pub struct Realtime {
     pub limits: Arc<RateLimits>,
     /// In a cluster: presence is cluster-wide.
     pub cluster: Option<Arc<Cluster>>,
+    /// Users coming back are recorded as seen.
+    pub users: Arc<UserService>,
 }
 
 impl From<Failure> for SignalError {
@@ -317,7 +320,16 @@ impl CallDomain for Realtime {
 
     fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let user = UserId(user.id.clone());
+            let role = Role::of_claim(Some(&user.role));
+            let who = Identity {
+                id: UserId(user.id.clone()),
+                name: user.name.clone(),
+                role,
+                admin: user.admin,
+                service: role == Role::Service,
+            };
+            self.users.seen(&who).await.map_err(|e| e.message)?;
+            let user = who.id;
             if let Some(cluster) = &self.cluster {
                 cluster.user_here(&user).await.map_err(|e| e.to_string())?;
             }

@@ -37,6 +37,8 @@ use crate::realtime::{Notifier, Realtime};
 use crate::recordings::RecordingService;
 use crate::store::{Store, StoreError};
 use crate::tls::{Certificates, TlsError};
+use crate::users::UserService;
+use crate::users::accounts::Accounts;
 
 /// How often due calls (ringing timeouts, maximum duration) are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -63,6 +65,8 @@ pub enum StartError {
     Recordings(String),
     #[error("cannot recover the support queues: {0}")]
     Queues(String),
+    #[error("AUTH_ACCOUNTS: {0}")]
+    Accounts(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -114,7 +118,7 @@ impl Server {
         if config.redis_url.is_some() && store.backend() == "sqlite" {
             return Err(StartError::ClusterOnSqlite);
         }
-        let jwt = match &config.jwt_secret {
+        let jwt = Arc::new(match &config.jwt_secret {
             Some(secret) => JwtKey::new(secret.as_bytes()),
             None => {
                 tracing::warn!(
@@ -123,7 +127,7 @@ impl Server {
                 );
                 JwtKey::new(random_secret().as_bytes())
             }
-        };
+        });
         let redis = config
             .redis_url
             .as_deref()
@@ -188,9 +192,12 @@ impl Server {
             clock.clone(),
             config.phone(),
         ));
+        let accounts = Accounts::new(store.clone(), clock.clone(), jwt.clone(), config.accounts())
+            .map(Arc::new)
+            .map_err(|e| StartError::Accounts(e.message))?;
         let service = Arc::new(CallService::new(
-            store,
-            clock,
+            store.clone(),
+            clock.clone(),
             config.limits(),
             metrics.clone(),
             notifier.clone(),
@@ -204,6 +211,8 @@ impl Server {
             signaling.clone(),
             config.queues(),
         ));
+        // A representative who becomes available may take the next customer at once.
+        let users = Arc::new(UserService::new(store, clock, queue.clone()));
         match &cluster {
             // Other nodes may hold the sockets of people in live calls: only what
             // an earlier process with this node id held is cleared.
@@ -250,7 +259,7 @@ impl Server {
         }
         let state = AppState {
             service,
-            jwt: Arc::new(jwt),
+            jwt,
             access: Arc::new(MediaAccess { ice, planes }),
             turn,
             sfu,
@@ -264,6 +273,8 @@ impl Server {
             phone,
             recordings: recordings.clone(),
             queue: queue.clone(),
+            users: users.clone(),
+            accounts,
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
@@ -274,6 +285,7 @@ impl Server {
             live,
             limits: state.rate_limits.clone(),
             cluster: cluster.clone(),
+            users,
         }));
 
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;

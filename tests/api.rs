@@ -541,6 +541,7 @@ on_both_backends! {
         assert_eq!(body["data"], json!({
             "totalCalls": 3, "activeCalls": 1, "completedCalls": 1, "failedCalls": 0,
             "missedCalls": 0, "declinedCalls": 1, "averageDuration": 40.0,
+            "averageRating": null,
         }));
         let (_, body) = h.call(Method::GET, "/api/v1/calls/stats", None, None).await;
         assert_eq!(body["success"], false);

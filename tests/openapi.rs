@@ -228,7 +228,8 @@ const MAX_EXAMPLES: &str = "300";
 async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     let venv = python_venv::install("openapi");
     // Rate limits off: the harness's clock stands still, so spent buckets would never
-    // refill, and every answer would be a (documented) 429.
+    // refill, and every answer would be a (documented) 429. Accounts on, so that
+    // registrations and logins are answered, not only 404 `ACCOUNTS_DISABLED`.
     let h = Harness::start_with(
         Backend::Sqlite,
         &[
@@ -236,6 +237,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
             "0",
             "--rate-limit-ip-per-sec",
             "0",
+            "--auth-accounts",
+            "true",
         ],
     )
     .await;

@@ -4,13 +4,15 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::docs::{Success, SuccessWithMessage};
 use super::error::ErrorBody;
-use super::extract::{Auth, CallIdPath, JsonBody};
-use super::{ApiResult, AppState, ok, ok_with_message};
+use super::extract::{Auth, CallIdPath, JsonBody, Seen};
+use super::{ApiResult, AppState, created, ok, ok_with_message};
+use crate::calls::feedback::{self, Feedback};
 use crate::calls::lifecycle::{EndOutcome, MediaFlags, MediaPatch, NewCall};
 use crate::calls::model::{CallType, MediaMode, UserId};
 use crate::media::{ConnectData, MediaCredentials};
@@ -185,15 +187,18 @@ pub async fn token(
     ok(state.access.credentials(&snapshot, &me.id)?)
 }
 
-/// A call as `GET /api/v1/calls/{callId}` answers it: with its quality so far.
+/// A call as `GET /api/v1/calls/{callId}` answers it: with its quality so far and
+/// the feedback its participants gave.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallDetails<'a> {
     #[serde(flatten)]
     call: CallData<'a>,
     quality: QualitySummary,
+    /// Oldest first; empty until the call has ended and someone rated it.
+    feedback: Vec<Feedback>,
 }
 
-/// A call, its members and its quality so far, for its members.
+/// A call, its members, its quality so far and its feedback, for its members.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/{callId}",
@@ -201,7 +206,7 @@ pub struct CallDetails<'a> {
     security(("bearer" = [])),
     params(CallIdPath),
     responses(
-        (status = 200, description = "The call, its members and its quality", body = Success<CallDetails>),
+        (status = 200, description = "The call, its members, its quality and its feedback", body = Success<CallDetails>),
     )
 )]
 pub async fn get(
@@ -213,7 +218,61 @@ pub async fn get(
     ok(CallDetails {
         call: CallData::from(&snapshot),
         quality: state.service.quality(id).await?,
+        feedback: state.service.store().feedback_of(id).await?,
     })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FeedbackRequest {
+    /// 1 (worst) to 5 (best).
+    #[schema(minimum = 1, maximum = 5)]
+    rating: i64,
+    /// Up to 2000 characters.
+    #[schema(max_length = 2000)]
+    comment: Option<String>,
+    /// Up to 10 labels of 1 to 64 characters.
+    #[schema(max_items = 10)]
+    categories: Option<Vec<String>>,
+}
+
+/// One participant's feedback, as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackData {
+    feedback: Feedback,
+}
+
+/// Rates an ended call, once, as a participant who joined it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{callId}/feedback",
+    tag = "calls",
+    security(("bearer" = [])),
+    params(CallIdPath),
+    request_body = FeedbackRequest,
+    responses(
+        (status = 201, description = "The feedback, stored", body = Success<FeedbackData>),
+        (status = 400, description = "`VALIDATION_ERROR`: `rating` not 1 to 5, `comment` too long, `categories` too many or too long", body = ErrorBody),
+        (status = 403, description = "`NOT_A_MEMBER`: not a participant who joined the call", body = ErrorBody),
+        (status = 409, description = "`CALL_NOT_ENDED`; `FEEDBACK_EXISTS`: the caller rated this call already", body = ErrorBody),
+        (status = 500, description = "`INTERNAL_ERROR`", body = ErrorBody),
+    )
+)]
+pub async fn feedback(
+    State(state): State<AppState>,
+    Seen(me): Seen,
+    CallIdPath(id): CallIdPath,
+    JsonBody(body): JsonBody<FeedbackRequest>,
+) -> Result<Response, Failure> {
+    let feedback = Feedback::new(
+        id,
+        &me.id,
+        body.rating,
+        body.comment,
+        body.categories.unwrap_or_default(),
+        state.service.now(),
+    )?;
+    feedback::give(&state.service, &feedback).await?;
+    created(FeedbackData { feedback })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -370,7 +429,8 @@ pub async fn update_participant(
     )
 }
 
-/// Counts over the caller's calls; over all calls for an admin token.
+/// Counts over the caller's calls (and the mean rating of their feedback); over all
+/// calls for an admin token.
 #[utoipa::path(
     get,
     path = "/api/v1/calls/stats",

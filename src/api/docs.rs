@@ -76,6 +76,8 @@ impl<T> SuccessWithMessage<T> {
     components(schemas(ErrorBody)),
     tags(
         (name = "calls", description = "The call lifecycle: start, join, end, tokens, history"),
+        (name = "users", description = "Profiles, the queues representatives serve, their availability"),
+        (name = "auth", description = "Accounts with passwords (AUTH_ACCOUNTS): register, log in, refresh"),
         (name = "analytics", description = "Counts, outcomes, quality and trends over a window"),
         (name = "queues", description = "Support lines: customers wait in queues, representatives answer"),
         (name = "phone", description = "Calls of an outside telephone system, for backends (`role: service` or `admin`)"),

@@ -44,6 +44,21 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The caller, as [`Auth`], once recorded as seen (`users`: their row made or
+/// refreshed): for the support lines' endpoints.
+#[derive(Debug)]
+pub struct Seen(pub Identity);
+
+impl FromRequestParts<AppState> for Seen {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Failure> {
+        let Auth(identity) = Auth::from_request_parts(parts, state).await?;
+        state.users.seen(&identity).await?;
+        Ok(Seen(identity))
+    }
+}
+
 /// The `{callId}` of a call endpoint. A segment that is not a UUID (or not even UTF-8,
 /// which axum's `Path` would refuse in plain text) is a 400 naming `callId`.
 #[derive(Debug, utoipa::IntoParams)]

@@ -2,6 +2,7 @@
 //! [`app`] builds the router without binding a port; `server` serves it.
 
 mod analytics;
+mod auth;
 mod calls;
 mod demo;
 mod docs;
@@ -12,6 +13,7 @@ mod monitoring;
 mod phone;
 mod queue;
 mod recordings;
+mod users;
 mod webhooks;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use huddle_turn::TurnServer;
@@ -44,6 +47,8 @@ use crate::phone::PhoneCalls;
 use crate::queue::QueueService;
 use crate::ratelimit::RateLimits;
 use crate::recordings::RecordingService;
+use crate::users::UserService;
+use crate::users::accounts::Accounts;
 use crate::wire::Failure;
 
 /// Largest request body accepted; call requests are a few hundred bytes.
@@ -80,6 +85,10 @@ pub struct AppState {
     pub recordings: Arc<RecordingService>,
     /// Support queues and their dispatcher.
     pub queue: Arc<QueueService>,
+    /// Users of the support lines: profiles, queues served, availability.
+    pub users: Arc<UserService>,
+    /// Accounts with passwords (AUTH_ACCOUNTS).
+    pub accounts: Arc<Accounts>,
 }
 
 /// Where Prometheus `/metrics` is served.
@@ -122,6 +131,13 @@ pub fn app(state: AppState, metrics: MetricsRoute) -> Router {
         .routes(routes!(calls::end))
         .routes(routes!(calls::token))
         .routes(routes!(calls::update_participant))
+        // Support lines (issue 17): feedback, users, accounts.
+        .routes(routes!(calls::feedback))
+        .routes(routes!(users::get_profile, users::put_profile))
+        .routes(routes!(users::put_availability))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
         // Phone calls of an outside telephone system (issue 16), and the paths of the
         // reference services (seeds 000 and 002) as aliases with their answer shapes.
         .routes(routes!(phone::ingest).layer(phone_body))
@@ -174,6 +190,11 @@ type ApiResult = Result<Json<Value>, Failure>;
 /// `{ "success": true, "data": data }`
 fn ok(data: impl Serialize) -> ApiResult {
     Ok(Json(json!(docs::Success::new(data))))
+}
+
+/// 201 with `{ "success": true, "data": data }`: something was made.
+fn created(data: impl Serialize) -> Result<Response, Failure> {
+    Ok((StatusCode::CREATED, Json(docs::Success::new(data))).into_response())
 }
 
 /// `{ "success": true, "message": message, "data": data }`

@@ -21,7 +21,7 @@ use super::calls::{Pagination, page_bounds};
 use super::docs::Success;
 use super::error::ErrorBody;
 use super::extract::{Auth, CallIdPath, JsonBody};
-use super::{ApiResult, AppState, ok};
+use super::{ApiResult, AppState, created, ok};
 use crate::recordings::{Recording, parse_format};
 use crate::store::recordings::RecordingFilter;
 use crate::wire::Failure;
@@ -73,8 +73,7 @@ pub async fn start(
         .recordings
         .start(&me.id, me.admin, id, body.format.as_deref())
         .await?;
-    let body = Success::new(recording_data(&recording));
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    created(recording_data(&recording))
 }
 
 /// The body of a stop: no fields (read so that a non-JSON body is refused as elsewhere).

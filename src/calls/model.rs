@@ -115,6 +115,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// What a representative said they are (`users.availability`; `PUT
+    /// /api/v1/users/availability`). Only `available` ones are assigned customers.
+    Availability, "availability" {
+        Available = "available",
+        Busy = "busy",
+        Offline = "offline",
+    }
+}
+
+text_enum! {
     /// How a call's media flows, chosen at start.
     MediaMode, "media mode" {
         /// Through Huddle's built-in SFU: clients negotiate with the peer `"sfu"`.

@@ -89,10 +89,13 @@ macro_rules! with_pool {
 }
 
 // After `with_pool!`, which they use.
+pub mod accounts;
 mod analytics;
+pub mod feedback;
 pub mod phone;
 pub mod queue;
 pub mod recordings;
+pub mod users;
 
 /// Binds a participant's columns in `INSERT_PARTICIPANT` order.
 macro_rules! bind_participant {
@@ -185,7 +188,11 @@ const STATS: &str = "SELECT COUNT(*) AS total_calls, \
      COALESCE(SUM(CASE WHEN end_reason = 'missed' THEN 1 ELSE 0 END), 0) AS missed_calls, \
      COALESCE(SUM(CASE WHEN end_reason = 'declined' THEN 1 ELSE 0 END), 0) AS declined_calls, \
      AVG(CASE WHEN state = 'ended' AND started_at IS NOT NULL \
-         THEN CAST(duration AS DOUBLE PRECISION) END) AS average_duration \
+         THEN CAST(duration AS DOUBLE PRECISION) END) AS average_duration, \
+     (SELECT AVG(CAST(f.rating AS DOUBLE PRECISION)) FROM call_feedback f \
+         WHERE CAST($1 AS TEXT) IS NULL \
+            OR f.call_id IN (SELECT call_id FROM call_participants WHERE user_id = $1)) \
+         AS average_rating \
      FROM calls \
      WHERE CAST($1 AS TEXT) IS NULL \
         OR id IN (SELECT call_id FROM call_participants WHERE user_id = $1)";
@@ -204,6 +211,8 @@ pub struct CallStats {
     pub declined_calls: i64,
     /// Mean `duration` of the completed and failed calls that connected, in seconds.
     pub average_duration: Option<f64>,
+    /// Mean rating (1 to 5) of the feedback on these calls; `null` when none.
+    pub average_rating: Option<f64>,
 }
 
 /// Quality measurements of one call.

@@ -264,7 +264,7 @@ impl Harness {
         self.token_with(user, Some("admin"))
     }
 
-    /// A token for `user` with the `role` claim (none for `None`).
+    /// A token for `user` with the `role` claim `role` (none: a customer).
     pub fn token_with(&self, user: &str, role: Option<&str>) -> String {
         let now = self.clock.now().timestamp();
         JwtKey::new(SECRET.as_bytes()).sign(&Claims {
@@ -430,19 +430,23 @@ pub async fn raw_with_headers(
 }
 
 /// Declares each test once and runs it against SQLite and against PostgreSQL:
-/// `async fn name(h) { ... }` becomes `sqlite::name` and `postgres::name`.
+/// `async fn name(h) { ... }` becomes `sqlite::name` and `postgres::name`. With
+/// `flags = ["--flag", "value"];` first, each server starts with those flags too.
 #[macro_export]
 macro_rules! on_both_backends {
+    (flags = [$($flag:expr),* $(,)?]; $($tests:tt)*) => {
+        $crate::tests_on_backend!(sqlite, Sqlite, [$($flag),*], $($tests)*);
+        $crate::tests_on_backend!(postgres, Postgres, [$($flag),*], $($tests)*);
+    };
     ($($tests:tt)*) => {
-        $crate::tests_on_backend!(sqlite, Sqlite, $($tests)*);
-        $crate::tests_on_backend!(postgres, Postgres, $($tests)*);
+        $crate::on_both_backends!(flags = []; $($tests)*);
     };
 }
 
 /// One module of [`on_both_backends!`]: the tests, each on a fresh `$backend` server.
 #[macro_export]
 macro_rules! tests_on_backend {
-    ($module:ident, $backend:ident, $(async fn $name:ident($h:ident) $body:block)*) => {
+    ($module:ident, $backend:ident, $flags:tt, $(async fn $name:ident($h:ident) $body:block)*) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -450,7 +454,8 @@ macro_rules! tests_on_backend {
                 #[tokio::test]
                 async fn $name() {
                     #[allow(unused_mut)]
-                    let mut $h = common::Harness::start(common::Backend::$backend).await;
+                    let mut $h =
+                        common::Harness::start_with(common::Backend::$backend, &$flags).await;
                     $body
                     $h.finish().await;
                 }
