@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::docs::Success;
 use super::error::ErrorBody;
-use super::extract::{Auth, JsonBody};
+use super::extract::{Auth, JsonBody, Seen};
 use super::{ApiResult, AppState, ok};
 use crate::queue::model::{EntryView, QueueInfo, QueueStats};
 use crate::queue::parse_call_type;
@@ -50,7 +50,7 @@ fn created(data: impl serde::Serialize) -> Response {
 )]
 pub async fn join(
     State(state): State<AppState>,
-    Auth(me): Auth,
+    Seen(me): Seen,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> Result<Response, Failure> {
     let call_type = parse_call_type(body.call_type.as_deref())?;
@@ -69,7 +69,7 @@ pub async fn join(
         (status = 404, description = "`NOT_IN_QUEUE`", body = ErrorBody),
     )
 )]
-pub async fn position(State(state): State<AppState>, Auth(me): Auth) -> ApiResult {
+pub async fn position(State(state): State<AppState>, Seen(me): Seen) -> ApiResult {
     ok(state.queue.position(&me.id).await?)
 }
 
@@ -92,7 +92,7 @@ pub struct LeaveRequest {}
 )]
 pub async fn leave(
     State(state): State<AppState>,
-    Auth(me): Auth,
+    Seen(me): Seen,
     JsonBody(LeaveRequest {}): JsonBody<LeaveRequest>,
 ) -> ApiResult {
     ok(state.queue.leave(&me.id).await?)
@@ -118,7 +118,7 @@ pub async fn leave(
 )]
 pub async fn callback(
     State(state): State<AppState>,
-    Auth(me): Auth,
+    Seen(me): Seen,
     JsonBody(body): JsonBody<JoinRequest>,
 ) -> Result<Response, Failure> {
     let (entry, joined) = state
@@ -156,7 +156,7 @@ pub struct StatsQuery {
 )]
 pub async fn stats(
     State(state): State<AppState>,
-    Auth(me): Auth,
+    Seen(me): Seen,
     query: Result<Query<StatsQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| Failure::invalid("query", e.body_text()))?;
@@ -216,7 +216,7 @@ pub struct QueueData {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Auth(me): Auth,
+    Seen(me): Seen,
     JsonBody(body): JsonBody<NewQueue>,
 ) -> Result<Response, Failure> {
     let queue = state

@@ -438,6 +438,13 @@ impl QueueService {
         let mut changed = BTreeSet::new();
         let result = async {
             while assigned < DISPATCH_BATCH {
+                // A call that ended (declined, rung out) may have put its customer
+                // back in line ahead of everyone waiting: apply those ends first.
+                for entry in store.ended_assignments().await? {
+                    if let Some(call) = entry.call_id {
+                        self.call_ended(call).await?;
+                    }
+                }
                 let Some((rep, entry)) = store.next_assignment().await? else {
                     break;
                 };
@@ -592,6 +599,8 @@ impl QueueService {
     pub async fn run(self: Arc<Self>, mut ended: mpsc::UnboundedReceiver<CallId>) {
         loop {
             let handled = tokio::select! {
+                // Ends first: they may put customers back in line ahead of others.
+                biased;
                 call = ended.recv() => match call {
                     Some(call) => self.call_ended(call).await,
                     None => return,

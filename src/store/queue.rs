@@ -458,6 +458,18 @@ impl Store {
         entries!(self, &query, before)
     }
 
+    /// `assigned` entries whose call has ended, its end not applied yet (it is on
+    /// its way from the node that ended it): the dispatcher closes them before it
+    /// assigns anyone, so a customer put back in line is never passed over.
+    pub async fn ended_assignments(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM queue_entries e WHERE e.status = $1 \
+             AND EXISTS (SELECT 1 FROM calls c WHERE c.id = e.call_id AND c.state = 'ended') \
+             ORDER BY e.assigned_at, e.id"
+        );
+        entries!(self, &query, "assigned")
+    }
+
     /// `customer` has no socket left since `now` (`None`: they are back): kept with
     /// their open entry, for abandonment.
     pub async fn set_away(
