@@ -20,6 +20,5 @@ test('50 customers, 10 representatives answering at random: everyone served once
   console.log(`50 customers served in ${Date.now() - started} ms: ${log.assignments.length} assignments, ${log.declines.length} declined`);
   await checkCrowd(log);
   assert.ok(log.declines.length > 0, 'some calls were declined');
-  const { line } = await log.reps[0].lineStats();
-  assert.deepEqual([line.served, line.waiting, line.abandoned], [50, 0, 0], JSON.stringify(line));
+  await log.reps[0].lineStats({ served: 50, waiting: 0, abandoned: 0 });
 });

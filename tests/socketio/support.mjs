@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 
-import { arrival, of, record, request, sleep, uid } from './harness.mjs';
+import { arrival, eventually, of, record, request, sleep, uid } from './harness.mjs';
 
 export const QUEUE = 'default';
 
@@ -94,17 +94,33 @@ export class Person {
     return profile;
   }
 
-  /** `GET /users/profile`. */
-  profile() {
-    return this.ok('GET', '/api/v1/users/profile');
+  /**
+   * `GET /queue/stats?queue=` (a representative), once `queue`'s line has the figures
+   * of `expected` (the server applies a call's end after announcing it); resolves to
+   * { line, stats }.
+   */
+  lineStats(expected = {}, queue = QUEUE) {
+    return eventually(async () => {
+      const stats = await this.ok('GET', `/api/v1/queue/stats?queue=${queue}`);
+      const line = stats.queues.find((q) => q.queue === queue);
+      assert.ok(line, JSON.stringify(stats));
+      for (const [key, value] of Object.entries(expected)) assert.equal(line[key], value, `${key}: ${JSON.stringify(line)}`);
+      return { line, stats };
+    });
   }
 
-  /** `GET /queue/stats?queue=` (a representative): `queue`'s line. */
-  async lineStats(queue = QUEUE) {
-    const stats = await this.ok('GET', `/api/v1/queue/stats?queue=${queue}`);
-    const line = stats.queues.find((q) => q.queue === queue);
-    assert.ok(line, JSON.stringify(stats));
-    return { line, stats };
+  /** Resolves once `GET /queue/position` answers 404 NOT_IN_QUEUE (served, abandoned, ...). */
+  outOfLine() {
+    return eventually(() => this.refused('GET', '/api/v1/queue/position', undefined, 404, 'NOT_IN_QUEUE'));
+  }
+
+  /** Resolves to the profile once it says `availability`. */
+  availabilityIs(availability) {
+    return eventually(async () => {
+      const profile = await this.ok('GET', '/api/v1/users/profile');
+      assert.equal(profile.availability, availability, JSON.stringify(profile));
+      return profile;
+    });
   }
 }
 
@@ -227,7 +243,7 @@ export async function checkCrowd(log) {
     const turns = customer.of('queue:your_turn');
     assert.deepEqual(turns.map((t) => t.callId).sort(), mine.map((a) => a.callId).sort(), `${customer.id}: one queue:your_turn per assignment`);
     assert.ok(mine.every((a) => a.entryId === log.joins.get(customer.id).entryId), `${customer.id} kept one entry`);
-    await customer.refused('GET', '/api/v1/queue/position', undefined, 404, 'NOT_IN_QUEUE');
+    await customer.outOfLine();
   }
   for (const rep of reps) {
     const calls = [];
