@@ -186,14 +186,14 @@ export async function arrival(seen, match, ms = 5000, what = 'event') {
 }
 
 /** Runs `check` (throwing while what it checks does not hold) until it passes or `ms` ran out; resolves to its result. */
-export async function eventually(check, ms = 3000) {
+export async function eventually(check, ms = 5000) {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
       return await check();
     } catch (e) {
       if (Date.now() > deadline) throw e;
+      await sleep(50);
     }
-    await sleep(100);
   }
 }
