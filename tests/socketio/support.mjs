@@ -159,8 +159,8 @@ const between = (low, high) => low + Math.random() * (high - low);
  * A support line under load: `customers` customers join the default queue one after
  * another (spread over `places`, a function from a person's index to where they
  * connect) while `reps` representatives answer. Every `declineEvery`-th assignment is
- * declined (the representative sets themselves available again a moment later), the
- * others answered; the call is then ended after a while by the
+ * declined (the representative, made busy by it, sets themselves available again a
+ * moment later), the others answered; the call is then ended after a while by the
  * representative or, with probability `customerHangsUp`, by the customer. Resolves,
  * once every customer was served or `ms` passed, to what happened (see `checkCrowd`).
  */
@@ -194,6 +194,7 @@ export async function crowd({ places, customers: count, reps: repCount, declineE
       await rep.act('call:decline', { callId });
       rep.open.delete(callId);
       log.declines.push({ rep: rep.id, customer: customerId, callId, at: Date.now() });
+      await rep.availabilityIs('busy');
       await sleep(between(50, 300));
       await rep.setAvailability('available');
       return;
