@@ -12,6 +12,8 @@ import { Person, checkCrowd, crowd } from '../socketio/support.mjs';
 import { assertNoDuplicates, startCluster } from './harness.mjs';
 
 const NODES = ['a', 'b', 'c'];
+const CUSTOMERS = 50;
+const REPS = 10;
 
 let cluster;
 before(async () => {
@@ -26,8 +28,8 @@ test('three nodes, one queue: every customer served once and in order, no repres
   const started = Date.now();
   // Representatives end their calls themselves: the end's acknowledgement, not a
   // call:ended relayed by another node, tells them they are free.
-  const log = await crowd({ places: (i) => cluster.at(NODES[i % NODES.length]), customers: 30, reps: 6, customerHangsUp: 0 });
-  console.log(`30 customers served across nodes in ${Date.now() - started} ms: ${log.assignments.length} assignments, ${log.declines.length} declined`);
+  const log = await crowd({ places: (i) => cluster.at(NODES[i % NODES.length]), customers: CUSTOMERS, reps: REPS, customerHangsUp: 0 });
+  console.log(`${CUSTOMERS} customers served across nodes in ${Date.now() - started} ms: ${log.assignments.length} assignments, ${log.declines.length} declined`);
   await checkCrowd(log);
 
   const people = [...log.reps, ...log.customers];
@@ -37,6 +39,6 @@ test('three nodes, one queue: every customer served once and in order, no repres
   assertNoDuplicates(Object.fromEntries(people.map((p) => [p.id, p.seen.filter((r) => once.includes(r.event))])));
   // Every node reads the same line.
   for (const id of NODES) {
-    await new Person(cluster.at(id), log.reps[0].id, 'representative').lineStats({ served: 30, waiting: 0, abandoned: 0 });
+    await new Person(cluster.at(id), log.reps[0].id, 'representative').lineStats({ served: CUSTOMERS, waiting: 0, abandoned: 0 });
   }
 });

@@ -70,7 +70,8 @@ describe('accounts', () => {
 
     const profile = await bearing(login.accessToken, 'GET', '/api/v1/users/profile');
     assert.equal(profile.status, 200, JSON.stringify(profile.body));
-    assert.deepEqual([profile.body.data.userId, profile.body.data.username, profile.body.data.role], [userId, username, 'customer']);
+    const { profile: mine } = profile.body.data;
+    assert.deepEqual([mine.userId, mine.username, mine.role], [userId, username, 'customer']);
     const active = await bearing(login.accessToken, 'GET', '/api/v1/calls/active');
     assert.deepEqual([active.status, active.body.data.calls], [200, []]);
 
@@ -88,7 +89,7 @@ describe('accounts', () => {
     assert.equal(refreshed.user.userId, userId);
     assert.notEqual(refreshed.refreshToken, login.refreshToken);
     const again = await bearing(refreshed.accessToken, 'GET', '/api/v1/users/profile');
-    assert.deepEqual([again.status, again.body.data?.userId], [200, userId]);
+    assert.deepEqual([again.status, again.body.data?.profile?.userId], [200, userId]);
     await server.connect(null, { auth: { token: refreshed.accessToken } });
   });
 

@@ -89,7 +89,7 @@ export class Person {
 
   /** `PUT /users/availability` (a representative); resolves to the profile, which must say `status`. */
   async setAvailability(status) {
-    const profile = await this.ok('PUT', '/api/v1/users/availability', { status });
+    const { profile } = await this.ok('PUT', '/api/v1/users/availability', { status });
     assert.equal(profile.availability, status, JSON.stringify(profile));
     return profile;
   }
@@ -117,7 +117,7 @@ export class Person {
   /** Resolves to the profile once it says `availability`. */
   availabilityIs(availability) {
     return eventually(async () => {
-      const profile = await this.ok('GET', '/api/v1/users/profile');
+      const { profile } = await this.ok('GET', '/api/v1/users/profile');
       assert.equal(profile.availability, availability, JSON.stringify(profile));
       return profile;
     });
@@ -157,8 +157,9 @@ const between = (low, high) => low + Math.random() * (high - low);
 
 /**
  * A support line under load: `customers` customers join the default queue one after
- * another (spread over `places`, a function from a person's index to where they
- * connect) while `reps` representatives answer. Every `declineEvery`-th assignment is
+ * another, as fast as they can (spread over `places`, a function from a person's
+ * index to where they connect), while two of `reps` representatives answer; the
+ * others set themselves available together once everyone is in line. Every `declineEvery`-th assignment is
  * declined (the representative, made busy by it, sets themselves available again a
  * moment later), the others answered; the call is then ended after a while by the
  * representative or, with probability `customerHangsUp`, by the customer. Resolves,
@@ -171,7 +172,7 @@ export async function crowd({ places, customers: count, reps: repCount, declineE
   const log = {
     reps,
     customers,
-    joins: new Map(), // customer id → { order, entryId, at }
+    joins: new Map(), // customer id → { order, entryId, position (when joining), at }
     assignments: [], // { rep, customer, callId, entryId, createdAt }
     answers: [], // { rep, customer, callId }
     declines: [], // { rep, customer, callId, at }
@@ -201,18 +202,20 @@ export async function crowd({ places, customers: count, reps: repCount, declineE
     }
     await rep.act('call:accept', { callId });
     log.answers.push({ rep: rep.id, customer: customerId, callId });
-    await sleep(between(50, 400));
+    await sleep(between(100, 600));
     const ender = Math.random() < customerHangsUp ? customer : rep;
     await ender.act('call:end', { callId });
     if (ender === rep) rep.open.delete(callId);
   }
 
-  await Promise.all(reps.map((rep) => rep.setAvailability('available')));
+  // Two representatives serve while the line forms, the others all come at once.
+  const early = reps.slice(0, 2);
+  await Promise.all(early.map((rep) => rep.setAvailability('available')));
   for (const [order, customer] of customers.entries()) {
     const entry = await customer.join();
-    log.joins.set(customer.id, { order, entryId: entry.entryId, at: Date.now() });
-    await sleep(between(0, 40));
+    log.joins.set(customer.id, { order, entryId: entry.entryId, position: entry.position, at: Date.now() });
   }
+  await Promise.all(reps.slice(early.length).map((rep) => rep.setAvailability('available')));
   const deadline = Date.now() + ms;
   while (log.answers.length < count || reps.some((r) => r.open.size > 0)) {
     if (Date.now() > deadline || log.failures.length) break;
@@ -221,8 +224,12 @@ export async function crowd({ places, customers: count, reps: repCount, declineE
   return log;
 }
 
-/** How long two assignments may be apart and still count as made at the same time. */
-const SLACK = 300;
+/**
+ * How far apart (ms) two things may be and still count as happening at once: two
+ * dispatchers' assignments, or a client's clock reading and the server's change it
+ * follows (a join's answer, a decline's acknowledgement).
+ */
+const SLACK = 100;
 
 /**
  * Checks a `crowd`'s log: every customer served exactly once (one answered call each,
@@ -259,6 +266,9 @@ export async function checkCrowd(log) {
     }
     assert.equal(rep.of('call:incoming').length, calls.length, `${rep.id} was rung once per assignment`);
   }
+  // The line was long enough for its order to matter.
+  const longest = Math.max(...[...log.joins.values()].map((j) => j.position));
+  assert.ok(longest >= customers.length / 2, `the line was ${longest} long at most`);
   assertJoinOrder(log);
 }
 
@@ -267,12 +277,13 @@ export async function checkCrowd(log) {
  * joining, or since being put back after a decline) for longer than SLACK and went on
  * waiting past it.
  */
-function assertJoinOrder({ joins, assignments, declines }) {
-  const waits = new Map(); // customer id → [{ from, to }]: their spells in the line
+function assertJoinOrder({ joins, assignments, declines, customers }) {
+  const byId = new Map(customers.map((c) => [c.id, c]));
+  const waits = new Map(); // customer id → their spells in the line: [{ from, to, since }]
   for (const [customer, { at }] of joins) {
     const assigned = assignments.filter((a) => a.customer === customer).map((a) => a.createdAt).sort((a, b) => a - b);
     const putBack = declines.filter((d) => d.customer === customer).map((d) => d.at).sort((a, b) => a - b);
-    waits.set(customer, assigned.map((to, i) => ({ from: i === 0 ? at : putBack[i - 1], to })));
+    waits.set(customer, assigned.map((to, i) => ({ from: i === 0 ? at : putBack[i - 1], to, since: i === 0 ? 'joining' : 'a decline' })));
   }
   const skipped = [];
   for (const a of assignments) {
@@ -281,7 +292,11 @@ function assertJoinOrder({ joins, assignments, declines }) {
       if (join.order >= order) continue;
       for (const spell of waits.get(other)) {
         if (spell.from + SLACK < a.createdAt && spell.to > a.createdAt + SLACK) {
-          skipped.push(`${a.customer} (joined #${order}) was assigned while ${other} (joined #${join.order}) waited ${spell.to - a.createdAt} ms more`);
+          // When the one put back heard of their place again, if they did.
+          const told = byId.get(other).seen.find((r) => r.event === 'queue:position_update' && r.at > spell.from);
+          const heard = told ? `, told their place ${told.at - spell.from} ms after it` : '';
+          const waited = `waited since ${spell.since} (${a.createdAt - spell.from} ms before${heard}) and ${spell.to - a.createdAt} ms more`;
+          skipped.push(`${a.customer} (joined #${order}) was assigned while ${other} (joined #${join.order}) ${waited}`);
         }
       }
     }
