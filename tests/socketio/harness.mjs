@@ -162,9 +162,9 @@ export async function collect(socket, event, ms) {
   return seen;
 }
 
-/** Records every event `socket` receives into `seen`, in order, with when it arrived. */
-export function record(socket, seen = []) {
-  socket.onAny((event, data) => seen.push({ event, data, at: Date.now() }));
+/** Records every event `socket` receives into `seen`, in order; with `stamped`, when it arrived (`at`). */
+export function record(socket, seen = [], { stamped = false } = {}) {
+  socket.onAny((event, data) => seen.push({ event, data, ...(stamped && { at: Date.now() }) }));
   return seen;
 }
 

@@ -23,14 +23,14 @@ export class Person {
     this.at = at;
     this.id = id;
     this.role = role;
-    this.seen = []; // every event of every socket this person had, in order
+    this.seen = []; // every event of every socket this person had, in order, with when it came
     this.taken = new Set(); // the records `take` handed out already
   }
 
   /** Connects a (new) socket to `at`; what it receives goes on `seen`. */
   async connect() {
     this.socket = await this.at.connect(this.id, { role: this.role });
-    record(this.socket, this.seen);
+    record(this.socket, this.seen, { stamped: true });
     return this;
   }
 
