@@ -16,14 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { io } from 'socket.io-client';
 
-import { token } from '../socketio/harness.mjs';
+import { restCall, sleep, token } from '../socketio/harness.mjs';
 
-export { collect, next, request, token, uid } from '../socketio/harness.mjs';
+export { collect, next, of, record, request, sleep, token, uid } from '../socketio/harness.mjs';
 
 export const SECRET = 'cluster-test-secret-0123456789';
 export const TURN_SECRET = 'cluster-turn-secret-0123456789';
-
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Whatever a suite started is killed when its process exits, even on a crash; the
 // orderly teardown (database dropped, folders removed) is `Cluster.stop`, run by
@@ -86,16 +84,6 @@ function waitFor(child, stream, pattern, what, ms = 30_000) {
 
 /** How long a duplicate has to turn up before a notice counts as delivered once. */
 export const SETTLE = 1500;
-
-/** Records every event `socket` receives, in order. */
-export function record(socket) {
-  const seen = [];
-  socket.onAny((event, data) => seen.push({ event, data }));
-  return seen;
-}
-
-/** The records of `event` (with a payload passing `filter`) in `seen`. */
-export const of = (seen, event, filter = () => true) => seen.filter((r) => r.event === event && filter(r.data));
 
 /** Fails if any socket of `who` received the same notice (name and payload) twice. */
 export function assertNoDuplicates(who) {
@@ -336,10 +324,13 @@ export class Cluster {
     }
   }
 
-  /** A connected socket for `user` on node `id` (websocket, no reconnection, unless `extra` says). */
-  async connect(id, user, { extra = {} } = {}) {
+  /**
+   * A connected socket for `user` (with `role`) on node `id` (websocket, no
+   * reconnection, unless `extra` says).
+   */
+  async connect(id, user, { role, extra = {} } = {}) {
     const socket = io(this.node(id).url, {
-      auth: { token: token(user, { secret: SECRET, name: `${user} name` }) },
+      auth: { token: token(user, { secret: SECRET, name: `${user} name`, role }) },
       transports: ['websocket'],
       reconnection: false,
       forceNew: true,
@@ -354,14 +345,18 @@ export class Cluster {
     return socket;
   }
 
-  /** A REST call as `user` to node `id`; resolves to { status, body }. */
-  async rest(id, method, path, user, body) {
-    const response = await fetch(this.node(id).url + path, {
-      method,
-      headers: { authorization: `Bearer ${token(user, { secret: SECRET })}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: response.status, body: await response.json() };
+  /** A REST call as `user` (with `role`) to node `id`; resolves to { status, body, headers }. */
+  rest(id, method, path, user, body, { role } = {}) {
+    return restCall(this.node(id).url, method, path, body, token(user, { secret: SECRET, role }));
+  }
+
+  /** Node `id` as a single server: `connect(user, options)` and `rest(method, path, user, body, options)`. */
+  at(id) {
+    return {
+      id,
+      connect: (user, options) => this.connect(id, user, options),
+      rest: (method, path, user, body, options) => this.rest(id, method, path, user, body, options),
+    };
   }
 
   /**

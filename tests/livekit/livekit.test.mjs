@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { TokenVerifier, WebhookReceiver } from 'livekit-server-sdk';
 
-import { SECRET, next, startServer, token, uid } from '../socketio/harness.mjs';
+import { SECRET, eventually, next, startServer, token, uid } from '../socketio/harness.mjs';
 import {
   API_KEY,
   API_SECRET,
@@ -58,19 +58,6 @@ async function rest(server, method, path, user, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: response.status, body: await response.json() };
-}
-
-/** Polls `check` (which throws until satisfied) for up to `ms`. */
-async function eventually(check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 }
 
 async function livekitRooms(server) {

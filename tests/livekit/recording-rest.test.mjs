@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 
 import { EgressStatus } from '@livekit/protocol';
 
-import { next, startServer, token, uid } from '../socketio/harness.mjs';
+import { eventually, next, startServer, token, uid } from '../socketio/harness.mjs';
 import { deliver, livekitEnv, startRoomService } from './stand-in.mjs';
 
 let standIn;
@@ -33,18 +33,6 @@ async function recordingOf(user, callId, id) {
   const res = await rest('GET', `/api/v1/calls/${callId}/recording`, user);
   assert.equal(res.status, 200, JSON.stringify(res.body));
   return res.body.data.recordings.find((r) => r.id === id);
-}
-
-async function eventually(check, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 }
 
 test('a livekit call is recorded by Egress: start, stop and egress_ended seen through REST and Socket.IO', async () => {

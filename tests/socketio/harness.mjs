@@ -15,11 +15,14 @@ export const RINGING_TIMEOUT = 5;
 
 const b64url = (data) => Buffer.from(data).toString('base64url');
 
-/** An HS256 token for `sub`, valid for `ttl` seconds (negative: already expired). */
-export function token(sub, { ttl = 3600, secret = SECRET, name } = {}) {
+/**
+ * An HS256 token for `sub`, valid for `ttl` seconds (negative: already expired), with
+ * the `role` claim when given (`customer` when absent).
+ */
+export function token(sub, { ttl = 3600, secret = SECRET, name, role } = {}) {
   const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
   const now = Math.floor(Date.now() / 1000);
-  const payload = b64url(JSON.stringify({ sub, exp: now + ttl, iat: now, ...(name ? { name } : {}) }));
+  const payload = b64url(JSON.stringify({ sub, exp: now + ttl, iat: now, ...(name ? { name } : {}), ...(role ? { role } : {}) }));
   const signature = createHmac('sha256', secret).update(`${header}.${payload}`).digest('base64url');
   return `${header}.${payload}.${signature}`;
 }
@@ -82,10 +85,10 @@ export async function startServer(extraEnv = {}, { dir: keep } = {}) {
     exited,
     /** Everything the server has written to stderr so far. */
     log: () => log,
-    /** A connected socket for `user`; rejects with the connect_error. */
-    async connect(user, { auth, extra = {} } = {}) {
+    /** A connected socket for `user` (with `role`); rejects with the connect_error. */
+    async connect(user, { auth, role, extra = {} } = {}) {
       const socket = io(url, {
-        auth: auth ?? { token: token(user, { name: `${user} name` }) },
+        auth: auth ?? { token: token(user, { name: `${user} name`, role }) },
         transports: ['websocket'],
         reconnection: false,
         forceNew: true,
@@ -98,14 +101,12 @@ export async function startServer(extraEnv = {}, { dir: keep } = {}) {
       });
       return socket;
     },
-    /** A REST call as `user`; resolves to { status, body }. */
-    async rest(method, path, user, body) {
-      const response = await fetch(url + path, {
-        method,
-        headers: { authorization: `Bearer ${token(user)}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return { status: response.status, body: await response.json() };
+    /**
+     * A REST call as `user` (with `role`), or bearing `bearer` (with `user` null; no
+     * token at all when neither); resolves to { status, body, headers }.
+     */
+    rest(method, path, user, body, { role, bearer = null } = {}) {
+      return restCall(url, method, path, body, user === null ? bearer : token(user, { role }));
     },
     async stop() {
       for (const socket of sockets) socket.disconnect();
@@ -115,6 +116,21 @@ export async function startServer(extraEnv = {}, { dir: keep } = {}) {
     },
   };
 }
+
+/**
+ * `method path` on the server at `url` with a JSON `body`, bearing `bearer` (none when
+ * null); resolves to { status, body, headers }.
+ */
+export async function restCall(url, method, path, body, bearer) {
+  const response = await fetch(url + path, {
+    method,
+    headers: { ...(bearer !== null && { authorization: `Bearer ${bearer}` }), 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json(), headers: response.headers };
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Emits with an acknowledgement and resolves to the ack's payload. */
 export const request = (socket, event, data) => socket.timeout(5000).emitWithAck(event, data);
@@ -144,4 +160,40 @@ export async function collect(socket, event, ms) {
   await new Promise((resolve) => setTimeout(resolve, ms));
   socket.off(event, handler);
   return seen;
+}
+
+/** Records every event `socket` receives into `seen`, in order; with `stamped`, when it arrived (`at`). */
+export function record(socket, seen = [], { stamped = false } = {}) {
+  socket.onAny((event, data) => seen.push({ event, data, ...(stamped && { at: Date.now() }) }));
+  return seen;
+}
+
+/** The records of `event` (with a payload passing `filter`) in `seen`. */
+export const of = (seen, event, filter = () => true) => seen.filter((r) => r.event === event && filter(r.data));
+
+/** The first record of `seen` (from `record`) that `match` accepts, arrived already or arriving within `ms`. */
+export async function arrival(seen, match, ms = 5000, what = 'event') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const hit = seen.find(match);
+    if (hit) return hit;
+    if (Date.now() > deadline) {
+      const last = seen.slice(-8).map((r) => `${r.event} ${JSON.stringify(r.data)}`);
+      throw new Error(`no ${what} within ${ms} ms; the last events:\n${last.join('\n')}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** Runs `check` (throwing while what it checks does not hold) until it passes or `ms` ran out; resolves to its result. */
+export async function eventually(check, ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(50);
+    }
+  }
 }
