@@ -27,10 +27,20 @@ CREATE TABLE accounts (
     user_id         TEXT PRIMARY KEY REFERENCES users (user_id) ON DELETE CASCADE,
     username        TEXT NOT NULL UNIQUE,
     password_hash   TEXT NOT NULL,
-    failed_logins   INTEGER NOT NULL DEFAULT 0,
-    locked_until    TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL
 );
+
+-- Login lockout, by username (lower case) whether an account has it or
+-- not, so that a locked name says nothing about whether it exists: `failures` wrong
+-- passwords since `since` (a window of 15 minutes); the fifth locks the name until
+-- `locked_until`. A successful login removes the row.
+CREATE TABLE login_failures (
+    username      TEXT PRIMARY KEY,
+    failures      INTEGER NOT NULL,
+    since         TIMESTAMPTZ NOT NULL,
+    locked_until  TIMESTAMPTZ
+);
+CREATE INDEX login_failures_since_idx ON login_failures (since);
 
 -- Refresh tokens, stored as SHA-256 hashes. Each refresh uses one up (`used_at`)
 -- and issues the next of its `family`; presenting a used one revokes the family.
