@@ -109,6 +109,19 @@ pub struct Identity {
     pub service: bool,
 }
 
+impl Identity {
+    /// `id`, named `name`, with `role` (and the flags it implies).
+    pub fn new(id: UserId, name: Option<String>, role: Role) -> Self {
+        Self {
+            id,
+            name,
+            role,
+            admin: role == Role::Admin,
+            service: role == Role::Service,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Header {
     alg: String,
@@ -190,14 +203,11 @@ impl Claims {
         if let Some(name) = &self.name {
             check_name(name).map_err(|rule| AuthError::Malformed(format!("`name` {rule}")))?;
         }
-        let role = Role::of_claim(self.role.as_deref());
-        Ok(Identity {
-            id: UserId(self.sub),
-            name: self.name.filter(|n| !n.trim().is_empty()),
-            role,
-            admin: role == Role::Admin,
-            service: role == Role::Service,
-        })
+        Ok(Identity::new(
+            UserId(self.sub),
+            self.name.filter(|n| !n.trim().is_empty()),
+            Role::of_claim(self.role.as_deref()),
+        ))
     }
 }
 

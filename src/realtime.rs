@@ -22,7 +22,6 @@ use crate::calls::service::{CallObserver, CallService};
 use crate::cluster::Cluster;
 use crate::live::LiveCalls;
 use crate::media::{MediaAccess, Planes};
-use crate::queue::QueueService;
 use crate::ratelimit::{RateLimits, ip_key};
 use crate::recordings::{Recording, RecordingChange, RecordingObserver, RecordingService};
 use crate::users::UserService;
@@ -34,8 +33,6 @@ use crate::wire::{Failure, call_id, end_reason};
 pub struct Realtime {
     pub service: Arc<CallService>,
     pub recordings: Arc<RecordingService>,
-    /// Customers in a queue are away with their last socket, as from their calls.
-    pub queue: Arc<QueueService>,
     pub jwt: Arc<JwtKey>,
     pub access: Arc<MediaAccess>,
     pub live: Arc<LiveCalls>,
@@ -186,18 +183,6 @@ impl Realtime {
         plane.signal(&call, &me, message).await
     }
 
-    /// `user` has no socket left: away from their calls and from their queue.
-    async fn away(&self, user: &UserId) -> Result<(), String> {
-        self.service.away(user).await.map_err(|e| e.to_string())?;
-        self.queue.away(user).await.map_err(|e| e.message)
-    }
-
-    /// `user` is connected again.
-    async fn back(&self, user: &UserId) -> Result<(), String> {
-        self.service.back(user).await.map_err(|e| e.to_string())?;
-        self.queue.back(user).await.map_err(|e| e.message)
-    }
-
     /// `webrtc:*` messages go only between members who have both joined the call: a
     /// ringing invitee neither sends nor receives them until they answer.
     async fn relay_check(&self, user: &User, call: &str, target: &str) -> Result<(), Failure> {
@@ -301,18 +286,18 @@ impl CallDomain for Realtime {
         Box::pin(async move {
             let user = UserId(user.id.clone());
             let Some(cluster) = &self.cluster else {
-                return self.away(&user).await;
+                return self.service.away(&user).await.map_err(|e| e.to_string());
             };
             if cluster.user_gone(&user).await.map_err(|e| e.to_string())? {
                 return Ok(());
             }
-            self.away(&user).await?;
+            self.service.away(&user).await.map_err(|e| e.to_string())?;
             if cluster
                 .connected_anywhere(&user)
                 .await
                 .map_err(|e| e.to_string())?
             {
-                self.back(&user).await?;
+                self.service.back(&user).await.map_err(|e| e.to_string())?;
             }
             Ok(())
         })
@@ -320,20 +305,17 @@ impl CallDomain for Realtime {
 
     fn user_back<'a>(&'a self, user: &'a User) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let role = Role::of_claim(Some(&user.role));
-            let who = Identity {
-                id: UserId(user.id.clone()),
-                name: user.name.clone(),
-                role,
-                admin: user.admin,
-                service: role == Role::Service,
-            };
+            let who = Identity::new(
+                UserId(user.id.clone()),
+                user.name.clone(),
+                Role::of_claim(Some(&user.role)),
+            );
             self.users.seen(&who).await.map_err(|e| e.message)?;
             let user = who.id;
             if let Some(cluster) = &self.cluster {
                 cluster.user_here(&user).await.map_err(|e| e.to_string())?;
             }
-            self.back(&user).await
+            self.service.back(&user).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -352,9 +334,16 @@ pub struct Notifier {
     /// (which stops their recordings) and the queue service (which closes the
     /// assignments they were).
     pub call_ended: Vec<mpsc::UnboundedSender<CallId>>,
+    /// Users away (`true`) or back, for the queue service (customers away too long
+    /// are abandoned).
+    pub presence: mpsc::UnboundedSender<(UserId, bool)>,
 }
 
 impl CallObserver for Notifier {
+    fn presence_changed(&self, user: &UserId, away: bool) {
+        let _ = self.presence.send((user.clone(), away));
+    }
+
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]) {
         self.live.update(call);
         self.planes

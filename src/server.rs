@@ -179,12 +179,14 @@ impl Server {
         ));
         let (call_ended, ended) = mpsc::unbounded_channel();
         let (queue_call_ended, queue_ended) = mpsc::unbounded_channel();
+        let (presence, presence_changes) = mpsc::unbounded_channel();
         let notifier = Arc::new(Notifier {
             signaling: signaling.clone(),
             live: live.clone(),
             planes: planes.clone(),
             cluster: cluster.clone(),
             call_ended: vec![call_ended, queue_call_ended],
+            presence,
         });
         let metrics = Arc::new(Metrics::default());
         let phone = Arc::new(PhoneCalls::new(
@@ -252,7 +254,7 @@ impl Server {
             );
         }
         tokio::spawn(recordings.clone().run(reports, ended));
-        tokio::spawn(queue.clone().run(queue_ended));
+        tokio::spawn(queue.clone().run(queue_ended, presence_changes));
         let (turn, ice) = start_turn(config, &sfu, tls.as_ref()).await?;
         if let (Some(cluster), Some(turn)) = (&cluster, &turn) {
             tokio::spawn(cluster::open_relays_to_nodes(cluster.clone(), turn.clone()));
@@ -272,14 +274,13 @@ impl Server {
             drain: Arc::new(Drain::default()),
             phone,
             recordings: recordings.clone(),
-            queue: queue.clone(),
+            queue,
             users: users.clone(),
             accounts,
         };
         signaling.start(Arc::new(Realtime {
             service: state.service.clone(),
             recordings,
-            queue,
             jwt: state.jwt.clone(),
             access: state.access.clone(),
             live,

@@ -109,6 +109,7 @@ mod egress {
 
     impl CallObserver for Unobserved {
         fn call_changed(&self, _: &CallSnapshot, _: &[CallEvent]) {}
+        fn presence_changed(&self, _: &UserId, _: bool) {}
     }
 
     async fn service() -> CallService {

@@ -56,6 +56,12 @@ pub trait RoomHost: Send + Sync + std::fmt::Debug {
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
     /// `call` as it is now, and the events that led there from its previous state.
     fn call_changed(&self, call: &CallSnapshot, events: &[CallEvent]);
+
+    /// `user` has no connection left (`away`), or has one again: for what follows a
+    /// user's presence besides their calls (their place in a support queue). Told by
+    /// [`CallService::away`] and [`CallService::back`], whoever calls them (a socket
+    /// closing, a cluster node lost or leaving).
+    fn presence_changed(&self, user: &UserId, away: bool);
 }
 
 /// Starts, joins, ends and reports calls.
@@ -359,6 +365,7 @@ impl CallService {
     /// [`CallService::back`] comes first. The deadline is stored with the call and
     /// applied by the sweeper, so a restart cannot lose it.
     pub async fn away(&self, user: &UserId) -> Result<(), ServiceError> {
+        self.observer.presence_changed(user, true);
         let until = self.clock.now() + self.limits.away_grace;
         for call in self.store.active_for(user).await? {
             self.mutate(call.call.id, None, |call, now| {
@@ -371,6 +378,7 @@ impl CallService {
 
     /// `user` is connected again: they stay in the calls they were away from.
     pub async fn back(&self, user: &UserId) -> Result<(), ServiceError> {
+        self.observer.presence_changed(user, false);
         for call in self.store.active_for(user).await? {
             if call.member(user).is_some_and(|p| p.away_until.is_some()) {
                 self.mutate(call.call.id, None, |call, now| {

@@ -596,7 +596,11 @@ impl QueueService {
 
     /// Dispatches when woken and closes the assignments of calls that end, until
     /// the channel of ended calls closes.
-    pub async fn run(self: Arc<Self>, mut ended: mpsc::UnboundedReceiver<CallId>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut ended: mpsc::UnboundedReceiver<CallId>,
+        mut presence: mpsc::UnboundedReceiver<(UserId, bool)>,
+    ) {
         loop {
             let handled = tokio::select! {
                 // Ends first: they may put customers back in line ahead of others.
@@ -604,6 +608,10 @@ impl QueueService {
                 call = ended.recv() => match call {
                     Some(call) => self.call_ended(call).await,
                     None => return,
+                },
+                Some((user, away)) = presence.recv() => match away {
+                    true => self.away(&user).await,
+                    false => self.back(&user).await,
                 },
                 () = self.wake.notified() => self.woken().await,
             };

@@ -8,17 +8,23 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
+import { eventually } from '../socketio/harness.mjs';
 import { Person, checkCrowd, crowd } from '../socketio/support.mjs';
 import { assertNoDuplicates, startCluster } from './harness.mjs';
 
 const NODES = ['a', 'b', 'c'];
 const CUSTOMERS = 50;
 const REPS = 10;
+/** Seconds a customer without sockets keeps their place (short, for the lost-node test). */
+const CONNECTION_TIMEOUT = 2;
 
 let cluster;
 before(async () => {
   // Everyone connects from loopback: the per-address rate limit would count them all as one.
-  cluster = await startCluster({ ids: NODES, env: { RATE_LIMIT_IP_PER_SEC: '0' } });
+  cluster = await startCluster({
+    ids: NODES,
+    env: { RATE_LIMIT_IP_PER_SEC: '0', CONNECTION_TIMEOUT: String(CONNECTION_TIMEOUT) },
+  });
 });
 after(async () => {
   await cluster?.stop();
@@ -40,5 +46,34 @@ test('three nodes, one queue: every customer served once and in order, no repres
   // Every node reads the same line.
   for (const id of NODES) {
     await new Person(cluster.at(id), log.reps[0].id, 'representative').lineStats({ served: CUSTOMERS, waiting: 0, abandoned: 0 });
+  }
+});
+
+test('customers waiting on a node that is lost are abandoned after CONNECTION_TIMEOUT, unless they asked for a callback', async () => {
+  // A queue of its own, which no representative serves: nobody is assigned meanwhile.
+  const admin = new Person(cluster.at('a'), 'ops', 'admin');
+  const queue = `lost-${Date.now()}`;
+  await admin.ok('POST', '/api/v1/queues', { name: queue }, 201);
+  const waiting = await Person.connect(cluster.at('c'), 'waiting-on-c');
+  const calledBack = await Person.connect(cluster.at('c'), 'callback-on-c');
+  await waiting.join({ queue, type: 'audio' });
+  await calledBack.ok('POST', '/api/v1/queue/callback', { queue, type: 'audio' }, 201);
+
+  // kill -9: node c never says they went away; another node reaps it and does.
+  const killed = Date.now();
+  await cluster.node('c').kill('SIGKILL');
+  try {
+    const onA = (person) => new Person(cluster.at('a'), person.id, 'customer');
+    await eventually(() => onA(waiting).refused('GET', '/api/v1/queue/position', undefined, 404, 'NOT_IN_QUEUE'), 30_000);
+    console.log(`node c killed: its waiting customer abandoned after ${Date.now() - killed} ms`);
+    assert.ok(Date.now() - killed >= CONNECTION_TIMEOUT * 1000, 'not before CONNECTION_TIMEOUT');
+    const kept = await onA(calledBack).ok('GET', '/api/v1/queue/position');
+    assert.equal(kept.status, 'waiting', JSON.stringify(kept));
+    assert.equal(kept.callback, true, JSON.stringify(kept));
+    const { line } = await admin.lineStats({ abandoned: 1, waiting: 1, callbacksPending: 1 }, queue);
+    assert.equal(line.served, 0, JSON.stringify(line));
+    await onA(calledBack).ok('POST', '/api/v1/queue/leave');
+  } finally {
+    await cluster.node('c').start();
   }
 });
