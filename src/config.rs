@@ -189,6 +189,10 @@ pub struct Config {
     /// container. Default: SFU_HOST if it is specific, else this host's outbound IP.
     #[arg(long, env = "SFU_PUBLIC_IP")]
     pub sfu_public_ip: Option<IpAddr>,
+    /// Threads the SFU forwards media on, in a runtime of its own (rooms spread over
+    /// them; signaling and the API keep theirs). Default: this machine's cores.
+    #[arg(long, env = "SFU_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub sfu_threads: Option<u16>,
     /// Shared secret for TURN credentials (coturn's `static-auth-secret`). Without it
     /// the embedded server uses a random one made per process.
     #[arg(long, env = "TURN_SECRET", hide_env_values = true, value_parser = parse_secret)]

@@ -91,7 +91,10 @@ const STAMP: usize = 17;
 const KIND_AUDIO: u8 = 0;
 const KIND_VIDEO: u8 = 1;
 
-const SERVER_THREAD: &str = "huddle-sfu";
+/// The SFU's runtime threads (and its blocking pool's: recording writers).
+const SERVER_THREAD: &str = rooms::SFU_THREAD;
+/// Signaling: publishes and answers, carried to the SFU as the server would.
+const SIGNALING_THREAD: &str = "bench-signaling";
 const CLIENT_THREAD: &str = "load-client";
 const FLOOR_THREAD: &str = "floor";
 
@@ -113,6 +116,9 @@ struct Args {
     /// After the window, measure the server's CPU per forwarded packet again,
     /// without and then with every room recording.
     record: bool,
+    /// Whole runs (setup, warm-up, window, floor), each reported, then their median
+    /// and spread.
+    rounds: usize,
 }
 
 const USAGE: &str = "\
@@ -121,7 +127,9 @@ usage: cargo bench -p rooms --bench sfu -- [options]
   --seconds S          measured window, seconds (default 10)
   --warmup S           steady state before the window, seconds (default 2)
   --client-threads N   load-generator threads (default 1)
-  --server-threads N   SFU runtime threads: 1 = current_thread (default 1)
+  --server-threads N   threads of the SFU's runtime, rooms spread over them (default 1)
+  --rounds N           whole runs, each reported, then the median and spread of
+                       each figure (default 3; 1 without --bench)
   --record             then two more windows of --seconds: server CPU per forwarded
                        packet without, then with every room recording (to a
                        temporary directory), and the difference";
@@ -138,6 +146,7 @@ fn parse_args() -> Res<Args> {
             server_threads: 1,
             quick: false,
             record: false,
+            rounds: 3,
         }
     } else {
         Args {
@@ -148,6 +157,7 @@ fn parse_args() -> Res<Args> {
             server_threads: 1,
             quick: true,
             record: false,
+            rounds: 1,
         }
     };
     let mut it = raw.into_iter();
@@ -170,6 +180,7 @@ fn parse_args() -> Res<Args> {
             "--warmup" => args.warmup = value()?.parse().map_err(err)?,
             "--client-threads" => args.client_threads = value()?.parse().map_err(err)?,
             "--server-threads" => args.server_threads = value()?.parse().map_err(err)?,
+            "--rounds" => args.rounds = value()?.parse().map_err(err)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -177,8 +188,10 @@ fn parse_args() -> Res<Args> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    if args.rooms == 0 || args.client_threads == 0 || args.server_threads == 0 {
-        return Err("--rooms, --client-threads and --server-threads must be at least 1".into());
+    if args.rooms == 0 || args.client_threads == 0 || args.server_threads == 0 || args.rounds == 0 {
+        return Err(
+            "--rooms, --client-threads, --server-threads and --rounds must be at least 1".into(),
+        );
     }
     if !(args.seconds > 0.0 && args.warmup >= 0.0) {
         return Err("--seconds must be positive and --warmup not negative".into());
@@ -250,24 +263,65 @@ impl Shared {
 }
 
 fn run(args: &Args) -> Res<()> {
-    let participants = args.rooms * PARTICIPANTS;
     println!(
-        "Huddle SFU benchmark: {} room(s) x {PARTICIPANTS} participants, {} s window after {} s warm-up, \
-         {} server thread(s), {} client thread(s), {} cores",
+        "Huddle SFU benchmark at commit {}: {} room(s) x {PARTICIPANTS} participants, {} round(s) \
+         of a {} s window after {} s warm-up, {} server thread(s), {} client thread(s), {} cores",
+        commit(),
         args.rooms,
+        args.rounds,
         args.seconds,
         args.warmup,
         args.server_threads,
         args.client_threads,
         thread::available_parallelism().map_or(0, |n| n.get()),
     );
-
     if args.quick {
         println!(
             "smoke run (no --bench flag, as `cargo test` runs it): checks the call setup; \
              the figures are no benchmark. Run `cargo bench -p rooms --bench sfu`."
         );
     }
+    let mut rounds = Vec::new();
+    for n in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("\n== round {n} of {}", args.rounds);
+        }
+        let (mut report, recording) = round(args)?;
+        rounds.push(report.figures());
+        print!("{}", report.render());
+        if let Some(recording) = recording {
+            print!("{}", recording.render());
+        }
+    }
+    if rounds.len() > 1 {
+        print!("{}", Figures::summary(&rounds));
+    }
+    Ok(())
+}
+
+/// The commit measured, `-dirty` when the work tree differs from it.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if changes.is_empty() => head,
+            _ => format!("{head}-dirty"),
+        },
+        None => "unknown (not a git checkout)".to_owned(),
+    }
+}
+
+/// One whole run: setup, warm-up, the window (and the recording windows), the floor.
+fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
+    let participants = args.rooms * PARTICIPANTS;
 
     // Signaling: offers the SFU makes go to the participant's task by (room, peer).
     let mut offer_routes = HashMap::new();
@@ -443,11 +497,7 @@ fn run(args: &Args) -> Res<()> {
         udp: udp_delta(&udp_before, &udp_after),
         socket_drops: (server_drops, client_drops),
     };
-    print!("{}", report.render());
-    if let Some(recording) = recording {
-        print!("{}", recording.render());
-    }
-    Ok(())
+    Ok((report, recording))
 }
 
 /// What recording every room costs the server, from `--record`.
@@ -559,24 +609,13 @@ fn start_server(
 ) -> Res<(Sfu, JoinHandle<()>)> {
     let (ready, ready_rx) = std_mpsc::channel();
     let handle = thread::Builder::new()
-        .name(SERVER_THREAD.to_owned())
+        .name(SIGNALING_THREAD.to_owned())
         .spawn(move || {
-            // Named, so that the runtime's blocking threads (a recording's writer)
-            // count as the server's too.
-            let runtime = if threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .thread_name(SERVER_THREAD)
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .thread_name(SERVER_THREAD)
-                    .enable_all()
-                    .build()
-            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             match runtime {
-                Ok(runtime) => runtime.block_on(serve(offers, requests, ready)),
+                Ok(runtime) => runtime.block_on(serve(threads, offers, requests, ready)),
                 Err(e) => {
                     let _ = ready.send(Err(e.to_string()));
                 }
@@ -590,6 +629,7 @@ fn start_server(
 }
 
 async fn serve(
+    threads: usize,
     offers: OfferRoutes,
     mut requests: mpsc::UnboundedReceiver<Request>,
     ready: std_mpsc::Sender<Res<Sfu>>,
@@ -599,6 +639,7 @@ async fn serve(
         announce_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         announce_port: None,
         max_peers: PARTICIPANTS,
+        threads: Some(threads),
     };
     let (sfu, mut events) = match Sfu::bind(config).await {
         Ok(bound) => bound,
@@ -1246,6 +1287,20 @@ fn srtp_pair(profile: ProtectionProfile) -> Res<(SrtpContext, SrtpContext)> {
     Ok((protect, unprotect))
 }
 
+/// Sends `data` to `to` `count` times in one `sendmmsg`; returns how many left.
+fn send_batch(socket: &StdUdpSocket, to: SocketAddr, data: &[u8], count: usize) -> Res<usize> {
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, sendmmsg};
+    let to = SocketAddrAny::from(to);
+    let slices = [std::io::IoSlice::new(data)];
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+        (0..count).map(|_| SendAncillaryBuffer::default()).collect();
+    let mut headers: Vec<MMsgHdr<'_>> = controls
+        .iter_mut()
+        .map(|control| MMsgHdr::new_with_addr(&to, &slices, control))
+        .collect();
+    sendmmsg(socket, &mut headers, SendFlags::empty()).map_err(err)
+}
+
 /// CPU nanoseconds per operation: the median of a few rounds of `f` (which does `ops`
 /// operations per call), each lasting at least `round` so that the scheduler's
 /// per-tick accounting of a running thread's CPU time stays precise.
@@ -1281,6 +1336,8 @@ struct FloorCosts {
     udp: f64,
     /// The share of `udp` that is the send.
     send_share: f64,
+    /// One datagram's share of a `sendmmsg` of 32 (with their loopback delivery).
+    batched_send: f64,
     protect: f64,
     unprotect: f64,
 }
@@ -1294,9 +1351,15 @@ impl FloorCosts {
         self.udp - self.send()
     }
 
-    /// Floor CPU per forwarded packet: the inbound half shared by the fan-out.
-    fn per_forward(&self) -> f64 {
-        (self.recv() + self.unprotect) / FANOUT as f64 + self.protect + self.send()
+    /// Floor CPU per forwarded packet: the inbound half shared by the fan-out; with
+    /// the send in `sendmmsg` batches when `batched`.
+    fn per_forward(&self, batched: bool) -> f64 {
+        let send = if batched {
+            self.batched_send
+        } else {
+            self.send()
+        };
+        (self.recv() + self.unprotect) / FANOUT as f64 + self.protect + send
     }
 }
 
@@ -1328,31 +1391,43 @@ impl Floor {
         let tag = profile.rtp_auth_tag_len().max(profile.aead_auth_tag_len());
         let datagram = RTP_HEADER + payload + tag;
 
-        // UDP: one send_to and one recv_from of the datagram on loopback, in batches
-        // of 32 (well within a socket buffer). The send carries the loopback delivery,
-        // as the SFU's sends do. CPU time gives the pair's cost; the wall-clock time of
-        // the two halves of each batch splits it.
+        // UDP: 32 sends of the datagram on loopback, then its 32 receives (well
+        // within a socket buffer). The sends carry the loopback delivery, as the
+        // SFU's do. CPU time gives the pair's cost; the wall-clock time of the two
+        // halves of each batch splits it. Once with a `send_to` per datagram, once
+        // with the 32 in one `sendmmsg`.
         let a = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(err)?;
         let b = StdUdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(err)?;
         let to = b.local_addr().map_err(err)?;
         let out = vec![0x80u8; datagram];
         let mut into = vec![0u8; 2048];
-        let mut shares = Vec::new();
-        let udp = cpu_per_op(round, rounds, 32, || {
-            let began = Instant::now();
+        let mut pair = |send: &dyn Fn() -> Res<()>| -> Res<(f64, f64)> {
+            let mut shares = Vec::new();
+            let cost = cpu_per_op(round, rounds, 32, || {
+                let began = Instant::now();
+                send()?;
+                let sent = Instant::now();
+                for _ in 0..32 {
+                    b.recv_from(&mut into).map_err(err)?;
+                }
+                let send = (sent - began).as_secs_f64();
+                shares.push(send / (send + sent.elapsed().as_secs_f64()));
+                Ok(())
+            })?;
+            shares.sort_by(f64::total_cmp);
+            Ok((cost, shares.get(shares.len() / 2).copied().unwrap_or(0.5)))
+        };
+        let (udp, send_share) = pair(&|| {
             for _ in 0..32 {
                 a.send_to(&out, to).map_err(err)?;
             }
-            let sent = Instant::now();
-            for _ in 0..32 {
-                b.recv_from(&mut into).map_err(err)?;
-            }
-            let send = (sent - began).as_secs_f64();
-            shares.push(send / (send + sent.elapsed().as_secs_f64()));
             Ok(())
         })?;
-        shares.sort_by(f64::total_cmp);
-        let send_share = shares.get(shares.len() / 2).copied().unwrap_or(0.5);
+        let (batched_udp, batched_share) = pair(&|| match send_batch(&a, to, &out, 32)? {
+            32 => Ok(()),
+            n => Err(format!("sendmmsg sent {n} of 32")),
+        })?;
+        let batched_send = batched_udp * batched_share;
 
         // SRTP: protect a batch of packets over and over, and unprotect its result.
         const BATCH: usize = 256;
@@ -1380,14 +1455,16 @@ impl Floor {
             datagram,
             udp,
             send_share,
+            batched_send,
             protect,
             unprotect,
         })
     }
 
     /// Floor per forwarded packet over the run's mix of video and audio.
-    fn per_forward(&self, video_share: f64) -> f64 {
-        video_share * self.video.per_forward() + (1.0 - video_share) * self.audio.per_forward()
+    fn per_forward(&self, video_share: f64, batched: bool) -> f64 {
+        video_share * self.video.per_forward(batched)
+            + (1.0 - video_share) * self.audio.per_forward(batched)
     }
 }
 
@@ -1638,27 +1715,106 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
 }
 
+/// A round's headline figures, for the summary over rounds.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    server_us: f64,
+    floor_us: f64,
+    batched_floor_us: f64,
+    rooms_per_core: f64,
+    server_cores: f64,
+    lost_percent: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Figures {
+    /// Median and spread (min–max) of each figure over `rounds`; ratios are taken
+    /// per round.
+    fn summary(rounds: &[Figures]) -> String {
+        let mut out = format!(
+            "\n== {} rounds at commit {}: median (min-max)\n",
+            rounds.len(),
+            commit()
+        );
+        let mut row = |label: &str, unit: &str, digits: usize, value: &dyn Fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(value).collect();
+            values.sort_by(f64::total_cmp);
+            let median = values[values.len() / 2];
+            let (min, max) = (values[0], values[values.len() - 1]);
+            let _ = writeln!(
+                out,
+                "  {label:<48} {median:.digits$}{unit} ({min:.digits$}-{max:.digits$})"
+            );
+        };
+        row("server CPU per forwarded packet", " us", 2, &|f| {
+            f.server_us
+        });
+        row("floor per forwarded packet (send_to)", " us", 2, &|f| {
+            f.floor_us
+        });
+        row("ratio server / floor", " x", 2, &|f| {
+            f.server_us / f.floor_us
+        });
+        row("batched floor (sendmmsg)", " us", 2, &|f| {
+            f.batched_floor_us
+        });
+        row("ratio server / batched floor", " x", 2, &|f| {
+            f.server_us / f.batched_floor_us
+        });
+        row("rooms per core implied", "", 1, &|f| f.rooms_per_core);
+        row("server CPU", " cores", 3, &|f| f.server_cores);
+        row("lost", " %", 3, &|f| f.lost_percent);
+        row("latency through the SFU p50", " ms", 2, &|f| f.p50_ms);
+        row("latency through the SFU p99", " ms", 2, &|f| f.p99_ms);
+        out
+    }
+}
+
 impl Report {
+    fn figures(&mut self) -> Figures {
+        let seconds = self.window.as_secs_f64();
+        let sent = self.stats.sent_video + self.stats.sent_audio;
+        let forwarded = sent * FANOUT as u64;
+        let lost = forwarded as f64 - self.stats.received as f64;
+        let server_us = self.server_cpu as f64 / 1000.0 / forwarded.max(1) as f64;
+        let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
+        let video_share = if sent == 0 {
+            VIDEO_PPS / (VIDEO_PPS + AUDIO_PPS)
+        } else {
+            self.stats.sent_video as f64 / sent as f64
+        };
+        self.stats.latencies_us.sort_unstable();
+        let latency = |p| percentile(&self.stats.latencies_us, p).unwrap_or(f64::NAN);
+        Figures {
+            server_us,
+            floor_us: self.floor.per_forward(video_share, false) / 1000.0,
+            batched_floor_us: self.floor.per_forward(video_share, true) / 1000.0,
+            rooms_per_core: 1e6 / (server_us * forwarded_per_room),
+            server_cores: self.server_cpu as f64 / 1e9 / seconds,
+            lost_percent: 100.0 * lost / forwarded.max(1) as f64,
+            p50_ms: latency(0.50),
+            p99_ms: latency(0.99),
+        }
+    }
+
     fn render(mut self) -> String {
+        let Figures {
+            server_us,
+            floor_us,
+            batched_floor_us,
+            rooms_per_core,
+            ..
+        } = self.figures();
         let seconds = self.window.as_secs_f64();
         let sent = self.stats.sent_video + self.stats.sent_audio;
         let expected = sent * FANOUT as u64;
         let received = self.stats.received;
         let lost = expected as i64 - received as i64;
         let forwarded = expected;
-        let server_us = self.server_cpu as f64 / 1000.0 / forwarded.max(1) as f64;
         let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
-        let rooms_per_core = 1e6 / (server_us * forwarded_per_room);
-        let video_share = if sent == 0 {
-            VIDEO_PPS / (VIDEO_PPS + AUDIO_PPS)
-        } else {
-            self.stats.sent_video as f64 / sent as f64
-        };
-        let floor_ns = self.floor.per_forward(video_share);
-        let floor_us = floor_ns / 1000.0;
         let ratio = server_us / floor_us;
 
-        self.stats.latencies_us.sort_unstable();
         self.floor_latencies.sort_unstable();
         let p50 = percentile(&self.stats.latencies_us, 0.50);
         let p99 = percentile(&self.stats.latencies_us, 0.99);
@@ -1785,6 +1941,14 @@ impl Report {
             ),
         );
         row(
+            "  a send in sendmmsg batches of 32",
+            format!(
+                "{:.2} us            {:.2} us",
+                v.batched_send / 1000.0,
+                a.batched_send / 1000.0
+            ),
+        );
+        row(
             "floor: SRTP protect",
             format!(
                 "{:.2} us ({} B)   {:.2} us ({} B)",
@@ -1808,11 +1972,19 @@ impl Report {
             "floor per forwarded packet",
             format!(
                 "{floor_us:.2} us   (video {:.2}, audio {:.2}; (recv + unprotect)/7 + protect + send)",
-                v.per_forward() / 1000.0,
-                a.per_forward() / 1000.0
+                v.per_forward(false) / 1000.0,
+                a.per_forward(false) / 1000.0
             ),
         );
-        row("ratio server / floor", format!("{ratio:.1} x"));
+        row("ratio server / floor", format!("{ratio:.2} x"));
+        row(
+            "batched floor per forwarded packet",
+            format!("{batched_floor_us:.2} us   (the send in sendmmsg batches)"),
+        );
+        row(
+            "ratio server / batched floor",
+            format!("{:.2} x", server_us / batched_floor_us),
+        );
         row(
             "load generator CPU",
             format!(

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::port::{Control, Datagram};
 use crate::record::{self, RecordingSpec, StopReason};
 use crate::room::{Output, Route, Signal};
+use crate::udp::SendBatch;
 use crate::{MediaSwitch, PeerId, Room, RoomError, RoomId, SfuEvent, Source};
 
 /// Datagrams a room may queue before the port drops them.
@@ -99,6 +100,8 @@ impl RoomHandle {
 /// What a room's task needs from the server around it.
 #[derive(Debug, Clone)]
 pub(crate) struct Wiring {
+    /// Where rooms run.
+    pub runtime: tokio::runtime::Handle,
     pub socket: Arc<UdpSocket>,
     pub port: mpsc::UnboundedSender<Control>,
     pub events: mpsc::UnboundedSender<SfuEvent>,
@@ -115,7 +118,10 @@ pub(crate) fn spawn(id: RoomId, room: Room, wiring: Wiring) -> RoomHandle {
         wiring,
         commands: handle.commands.downgrade(),
     };
-    tokio::spawn(run(own, room, commands, datagrams, datagrams_rx));
+    own.wiring
+        .runtime
+        .clone()
+        .spawn(run(own, room, commands, datagrams, datagrams_rx));
     handle
 }
 
@@ -135,8 +141,9 @@ async fn run(
     mut inbox: mpsc::Receiver<Datagram>,
 ) {
     let (id, wiring) = (&own.id, &own.wiring);
+    let mut out = SendBatch::default();
     loop {
-        carry_out(id, &mut room, wiring, &datagrams);
+        carry_out(id, &mut room, wiring, &datagrams, &mut out);
         let deadline = room.poll_timeout();
         let timer = async move {
             match deadline {
@@ -162,7 +169,7 @@ async fn run(
         }
     }
     room.close(Instant::now());
-    carry_out(id, &mut room, wiring, &datagrams);
+    carry_out(id, &mut room, wiring, &datagrams, &mut out);
 }
 
 fn apply(own: &Own, room: &mut Room, now: Instant, command: Command) {
@@ -208,13 +215,17 @@ fn apply(own: &Own, room: &mut Room, now: Instant, command: Command) {
     }
 }
 
-fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Sender<Datagram>) {
+/// Carries out what the room output: its datagrams leave together, after the rest.
+fn carry_out(
+    id: &RoomId,
+    room: &mut Room,
+    wiring: &Wiring,
+    datagrams: &mpsc::Sender<Datagram>,
+    out: &mut SendBatch,
+) {
     while let Some(output) = room.poll_output() {
         match output {
-            Output::Transmit { to, data } => {
-                // A full socket buffer drops the datagram, as the network would.
-                let _ = wiring.socket.try_send_to(&data, to);
-            }
+            Output::Transmit { to, data } => out.push(to, data),
             Output::Route(Route::Add { ufrag, pwd, conn }) => {
                 let _ = wiring.port.send(Control::Add {
                     ufrag,
@@ -246,6 +257,8 @@ fn carry_out(id: &RoomId, room: &mut Room, wiring: &Wiring, datagrams: &mpsc::Se
             }
         }
     }
+    // A full socket buffer drops datagrams, as the network would.
+    out.flush(&wiring.socket);
 }
 
 #[cfg(test)]

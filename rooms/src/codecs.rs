@@ -7,7 +7,10 @@ use std::time::Instant;
 use rtc::dtls::cipher_suite::CipherSuiteId;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::candidate::unmarshal_candidate;
-use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::interceptor::{
+    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, Registry,
+    SenderReportBuilder, Slot, TwccReceiverBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -35,28 +38,53 @@ const MAX_NACKS_PER_PACKET: u16 = 5;
 
 const FORWARDED: [&str; 4] = [MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MIME_TYPE_H264];
 
+/// Which way a server-side connection carries media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// A participant's publish connection: media comes in.
+    Publish,
+    /// A participant's subscribe connection: media goes out.
+    Subscribe,
+}
+
 /// A new server-side peer connection announcing `local` as its only candidate, with
 /// ICE credentials `ufrag` and `pwd`.
+///
+/// Each direction gets only the interceptors it uses, since every forwarded packet
+/// walks the subscribe connection's whole chain: a publish connection detects loss
+/// (NACKs, with a retry bound), reports reception (receiver reports, transport-wide
+/// feedback); a subscribe connection answers NACKs from its history, sends sender
+/// reports (lip sync, round trips), and passes keyframe requests to the room. The
+/// SDP offers the same feedback either way (the media engine's registrations).
 pub(crate) fn peer_connection(
     now: Instant,
     local: SocketAddr,
     ufrag: &str,
     pwd: &str,
+    direction: Direction,
 ) -> Result<RTCPeerConnection, RoomError> {
     let mut media = MediaEngine::default();
     media.register_default_codecs().map_err(internal)?;
-    // Application-most: subscribers' keyframe requests must reach the room.
-    let registry = Registry::new().with(Slot::Custom(100_000), KeyframeRequests::default());
-    let interceptors = register_default_interceptors(registry, &mut media)
-        .map_err(internal)?
-        // The default asks again for every missing packet every 100 ms without end: a
-        // stall then floods the server with retransmissions it cannot absorb.
-        .with(
-            Slot::NackGenerator,
-            NackGeneratorBuilder::new()
-                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                .build(),
-        );
+    // For the media engine's feedback and header extensions; the chain is ours.
+    register_default_interceptors(Registry::new(), &mut media).map_err(internal)?;
+    let interceptors = match direction {
+        Direction::Publish => Registry::new()
+            // The default asks again for every missing packet every 100 ms without
+            // end: a stall then floods the server with retransmissions it cannot absorb.
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()),
+        Direction::Subscribe => Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            // Application-most: subscribers' keyframe requests must reach the room.
+            .with(Slot::Custom(100_000), KeyframeRequests::default()),
+    };
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         // Our own credentials, so the UDP port can route the first STUN request by

@@ -53,10 +53,11 @@ pub mod record;
 pub mod room;
 mod sfu;
 mod stun;
+mod udp;
 
 pub use codecs::{host_candidate, single_stream_track};
 pub use room::{ConnectionCounters, Output, Room, RoomConfig, RoomError, Signal, TrackInfo};
-pub use sfu::{Sfu, SfuConfig, SfuEvent};
+pub use sfu::{SFU_THREAD, Sfu, SfuConfig, SfuEvent};
 
 use std::fmt;
 

@@ -15,9 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::room::ConnId;
 use crate::stun;
-
-/// Largest datagram read; anything WebRTC sends fits well below it.
-const MAX_DATAGRAM: usize = 2048;
+use crate::udp::RecvBatch;
 
 /// A datagram for one of a room's connections.
 #[derive(Debug)]
@@ -184,7 +182,7 @@ pub(crate) async fn run(
     counters: Arc<PortCounters>,
 ) {
     let mut routes = Routes::new(counters.clone());
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::default();
     loop {
         tokio::select! {
             biased;
@@ -193,15 +191,18 @@ pub(crate) async fn run(
                 Some(Control::Remove { ufrag }) => routes.remove(&ufrag),
                 None => return,
             },
-            read = socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = read else { continue };
-                let data = &buf[..n];
-                let Some((conn, room)) = routes.route(data, from) else {
+            ready = socket.readable() => {
+                if ready.is_err() || batch.read(&socket).is_err() {
                     continue;
-                };
-                let datagram = Datagram { conn, from, data: BytesMut::from(data) };
-                if room.try_send(datagram).is_err() {
-                    counters.overflow.fetch_add(1, Ordering::Relaxed);
+                }
+                for (data, from) in batch.datagrams() {
+                    let Some((conn, room)) = routes.route(data, from) else {
+                        continue;
+                    };
+                    let datagram = Datagram { conn, from, data: BytesMut::from(data) };
+                    if room.try_send(datagram).is_err() {
+                        counters.overflow.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }

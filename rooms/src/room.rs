@@ -22,9 +22,10 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
+use crate::codecs::{self, Direction};
+use crate::feedback;
 use crate::record::{Recorder, RecordingSpec, Sink, StopReason, TrackKind, TrackMeta};
 use crate::{MediaSwitch, PeerId, QualityStats, RoomId, Source};
-use crate::{codecs, feedback};
 
 /// How a room behaves; the same for every room of a server.
 #[derive(Debug, Clone)]
@@ -604,10 +605,10 @@ impl Room {
         self.next_id
     }
 
-    fn new_conn(&mut self, now: Instant) -> Result<Conn, RoomError> {
+    fn new_conn(&mut self, now: Instant, direction: Direction) -> Result<Conn, RoomError> {
         let ufrag = rtc::ice::rand::generate_ufrag();
         let pwd = rtc::ice::rand::generate_pwd();
-        let pc = codecs::peer_connection(now, self.config.announce, &ufrag, &pwd)?;
+        let pc = codecs::peer_connection(now, self.config.announce, &ufrag, &pwd, direction)?;
         let id = ConnId(self.id());
         self.outputs.push_back(Output::Route(Route::Add {
             ufrag: ufrag.clone(),
@@ -630,8 +631,8 @@ impl Room {
         if self.peers.len() >= self.config.max_peers {
             return Err(RoomError::Full(self.config.max_peers));
         }
-        let publish = self.new_conn(now)?;
-        let subscribe = self.new_conn(now)?;
+        let publish = self.new_conn(now, Direction::Publish)?;
+        let subscribe = self.new_conn(now, Direction::Subscribe)?;
         self.peers.push(Peer {
             id: peer.clone(),
             publish,
@@ -1111,19 +1112,20 @@ impl Room {
         if self.tracks[at].codec.is_none() {
             self.learn_codec(now, from, at, packet.header.payload_type);
         }
-        let track = &self.tracks[at];
-        let publisher = &self.peers[from];
+        // Fields borrowed apart: the track stays borrowed while subscribers change.
+        let (tracks, peers, dirty) = (&self.tracks, &mut self.peers, &mut self.dirty);
+        let track = &tracks[at];
+        let Some(codec) = &track.codec else {
+            return;
+        };
         if MUTE_SWITCHES
             .iter()
-            .any(|s| publisher.muted[*s as usize] && s.governs(track.source))
+            .any(|s| peers[from].muted[*s as usize] && s.governs(track.source))
         {
             return;
         }
-        let (key, mime) = match &track.codec {
-            Some(codec) => (track.key, codec.mime_type.clone()),
-            None => return,
-        };
-        let mut keyframes = Vec::new();
+        let key = track.key;
+        let mut keyframe = false;
         if let Some(recording) = &mut self.recording {
             let meta = || TrackMeta {
                 key,
@@ -1133,18 +1135,16 @@ impl Room {
                     _ => TrackKind::Video,
                 },
                 source: track.source,
-                codec: mime.clone(),
-                clock_rate: track.codec.as_ref().map_or(90_000, |c| c.clock_rate),
+                codec: codec.mime_type.clone(),
+                clock_rate: codec.clock_rate,
             };
-            if recording.packet(now, key, meta, &packet) {
-                keyframes.push(key);
-            }
+            keyframe |= recording.packet(now, key, meta, &packet);
         }
         // Extension ids are per connection; the subscriber's differ.
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.extensions_padding = 0;
-        for (index, peer) in self.peers.iter_mut().enumerate() {
+        for (index, peer) in peers.iter_mut().enumerate() {
             if index == from {
                 continue;
             }
@@ -1162,15 +1162,13 @@ impl Room {
                         .rtp_parameters
                         .codecs
                         .iter()
-                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
                         .map(|c| c.payload_type);
                     let Some(pt) = negotiated else {
                         continue;
                     };
                     down.payload_type = Some(pt);
-                    if std::mem::take(&mut down.wants_keyframe) {
-                        keyframes.push(key);
-                    }
+                    keyframe |= std::mem::take(&mut down.wants_keyframe);
                     pt
                 }
             };
@@ -1180,9 +1178,9 @@ impl Room {
             if let Err(e) = sender.write_rtp(now, copy) {
                 tracing::trace!(peer = %peer.id, error = %e, "could not forward a packet");
             }
-            self.dirty.insert(index);
+            dirty.insert(index);
         }
-        for key in keyframes {
+        if keyframe {
             self.request_keyframe(now, key);
         }
     }

@@ -35,6 +35,9 @@ pub struct SfuConfig {
     pub announce_port: Option<u16>,
     /// Participants per room at most.
     pub max_peers: usize,
+    /// Threads of a runtime of the SFU's own (named `huddle-sfu`) that run the port
+    /// and the rooms, spread over them; `None` runs them on the runtime that binds.
+    pub threads: Option<usize>,
 }
 
 /// What rooms tell the server.
@@ -82,28 +85,55 @@ struct Inner {
     room_config: RoomConfig,
     local_addr: SocketAddr,
     counters: Arc<PortCounters>,
+    /// The SFU's own runtime, when it has one ([`SfuConfig::threads`]).
+    _runtime: OwnRuntime,
 }
+
+/// A runtime the SFU owns: shut down, without waiting, when the SFU is dropped
+/// (which may happen inside another runtime, where waiting is not allowed).
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The name of the SFU's own runtime's threads.
+pub const SFU_THREAD: &str = "huddle-sfu";
 
 impl Sfu {
     /// Binds the media port and starts its task. Room events arrive on the receiver.
     pub async fn bind(config: SfuConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<SfuEvent>)> {
-        let socket = UdpSocket::bind(config.listen).await?;
-        // The kernel's default (~200 KB, ~90 video packets) overflows in a 30 ms stall.
-        let options = socket2::SockRef::from(&socket);
-        for result in [
-            options.set_recv_buffer_size(SOCKET_BUFFER),
-            options.set_send_buffer_size(SOCKET_BUFFER),
-        ] {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not enlarge the media socket's buffers");
-            }
-        }
+        let runtime = match config.threads {
+            Some(threads) => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads.max(1))
+                    .thread_name(SFU_THREAD)
+                    .enable_all()
+                    .build()?,
+            ),
+            None => None,
+        };
+        let runtime = OwnRuntime(runtime);
+        let spawner = match &runtime.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        };
+        // Bound on the runtime that polls it, so that its readiness comes from there.
+        let socket = spawner
+            .spawn(bind_socket(config.listen))
+            .await
+            .map_err(io::Error::other)??;
         let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;
         let (port, control) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(PortCounters::default());
-        tokio::spawn(port::run(socket.clone(), control, counters.clone()));
+        spawner.spawn(port::run(socket.clone(), control, counters.clone()));
         let mut room_config = RoomConfig::new(SocketAddr::new(
             config.announce_ip,
             config.announce_port.unwrap_or(local_addr.port()),
@@ -112,6 +142,7 @@ impl Sfu {
         let inner = Inner {
             rooms: Mutex::new(Registry::default()),
             wiring: Wiring {
+                runtime: spawner,
                 socket,
                 port,
                 events,
@@ -119,6 +150,7 @@ impl Sfu {
             room_config,
             local_addr,
             counters,
+            _runtime: runtime,
         };
         Ok((
             Self {
@@ -292,6 +324,22 @@ impl Sfu {
     }
 }
 
+/// The media socket at `listen`, with room in its buffers.
+async fn bind_socket(listen: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(listen).await?;
+    // The kernel's default (~200 KB, ~90 video packets) overflows in a 30 ms stall.
+    let options = socket2::SockRef::from(&socket);
+    for result in [
+        options.set_recv_buffer_size(SOCKET_BUFFER),
+        options.set_send_buffer_size(SOCKET_BUFFER),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not enlarge the media socket's buffers");
+        }
+    }
+    Ok(socket)
+}
+
 /// The rooms the SFU runs, and those it closed.
 #[derive(Debug, Default)]
 struct Registry {
@@ -336,6 +384,7 @@ mod tests {
             announce_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             announce_port: None,
             max_peers: 8,
+            threads: None,
         })
         .await
         .expect("the SFU binds")

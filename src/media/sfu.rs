@@ -58,6 +58,10 @@ impl SfuPlane {
                 .unwrap_or_else(|| outbound_ip(config.sfu_host)),
             announce_port: None,
             max_peers: config.max_call_participants as usize,
+            threads: Some(config.sfu_threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                usize::from,
+            )),
         };
         let (sfu, events) = Sfu::bind(sfu_config).await?;
         let (measured, reports) = mpsc::unbounded_channel();

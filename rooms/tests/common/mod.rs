@@ -178,6 +178,7 @@ impl Call {
             announce_ip: LOCALHOST.into(),
             announce_port,
             max_peers,
+            threads: None,
         })
         .await
         .expect("the SFU binds");
