@@ -30,6 +30,10 @@
 //! (a participant not receiving everybody within 20 s) or a signaling step errs.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it makes a short smoke run.
+//!
+//! With `--janus`, the same participants then put the same load on Janus's VideoRoom in
+//! a Janus process of its own (`sfu/janus.rs`), measured the same way (the process's
+//! CPU time), and the report puts both side by side.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -65,6 +69,9 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
+
+#[path = "sfu/janus.rs"]
+mod janus;
 
 /// Participants per room.
 const PARTICIPANTS: usize = 8;
@@ -113,6 +120,8 @@ struct Args {
     /// After the window, measure the server's CPU per forwarded packet again,
     /// without and then with every room recording.
     record: bool,
+    /// After Huddle, the same load against Janus (VideoRoom), side by side.
+    janus: bool,
 }
 
 const USAGE: &str = "\
@@ -124,7 +133,9 @@ usage: cargo bench -p rooms --bench sfu -- [options]
   --server-threads N   SFU runtime threads: 1 = current_thread (default 1)
   --record             then two more windows of --seconds: server CPU per forwarded
                        packet without, then with every room recording (to a
-                       temporary directory), and the difference";
+                       temporary directory), and the difference
+  --janus              then the same load against Janus (Debian's janus, VideoRoom
+                       plugin, over its HTTP API), and both side by side";
 
 fn parse_args() -> Res<Args> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -138,6 +149,7 @@ fn parse_args() -> Res<Args> {
             server_threads: 1,
             quick: false,
             record: false,
+            janus: false,
         }
     } else {
         Args {
@@ -148,6 +160,7 @@ fn parse_args() -> Res<Args> {
             server_threads: 1,
             quick: true,
             record: false,
+            janus: false,
         }
     };
     let mut it = raw.into_iter();
@@ -165,6 +178,7 @@ fn parse_args() -> Res<Args> {
         match key.as_str() {
             "--bench" => {}
             "--record" => args.record = true,
+            "--janus" => args.janus = true,
             "--rooms" => args.rooms = value()?.parse().map_err(err)?,
             "--seconds" => args.seconds = value()?.parse().map_err(err)?,
             "--warmup" => args.warmup = value()?.parse().map_err(err)?,
@@ -222,6 +236,9 @@ struct Shared {
     client_ports: Mutex<Vec<u16>>,
     /// Packets sent so far, for windows measured apart from the main one.
     sent: AtomicU64,
+    /// The address the participants' sockets bind (loopback, or for Janus, which
+    /// gathers no loopback candidates, the host's own address: still over `lo`).
+    host: IpAddr,
 }
 
 impl Shared {
@@ -250,7 +267,6 @@ impl Shared {
 }
 
 fn run(args: &Args) -> Res<()> {
-    let participants = args.rooms * PARTICIPANTS;
     println!(
         "Huddle SFU benchmark: {} room(s) x {PARTICIPANTS} participants, {} s window after {} s warm-up, \
          {} server thread(s), {} client thread(s), {} cores",
@@ -269,6 +285,87 @@ fn run(args: &Args) -> Res<()> {
         );
     }
 
+    let mut floors = Vec::new();
+    let (mut huddle, recording) = load(args, Target::Huddle, &mut floors)?;
+    print!("{}", huddle.render());
+    if let Some(recording) = recording {
+        print!("{}", recording.render());
+    }
+    if args.janus {
+        // Fewer rooms, down to one, when Janus does not carry the load.
+        let mut rooms = args.rooms;
+        let mut janus = loop {
+            println!(
+                "\nThe same load against Janus: {rooms} room(s) x {PARTICIPANTS} participants"
+            );
+            let tried = Args {
+                rooms,
+                ..args.clone()
+            };
+            match load(&tried, Target::Janus, &mut floors) {
+                Ok((janus, _)) => break janus,
+                Err(e) if rooms > 1 => {
+                    println!("Janus did not carry {rooms} room(s): {e}");
+                    rooms /= 2;
+                }
+                Err(e) => return Err(format!("Janus: {e}")),
+            }
+        };
+        print!("{}", janus.render());
+        print!("{}", janus::compare(&huddle, &janus));
+    }
+    Ok(())
+}
+
+/// The SFU under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Huddle,
+    /// Janus's VideoRoom (`--janus`), in a process of its own.
+    Janus,
+}
+
+enum Server {
+    Huddle(Sfu, JoinHandle<()>),
+    Janus(janus::Janus),
+}
+
+impl Server {
+    /// The UDP ports it receives media on.
+    fn ports(&self) -> HashSet<u16> {
+        match self {
+            Server::Huddle(sfu, _) => HashSet::from([sfu.local_addr().port()]),
+            Server::Janus(janus) => janus.ports(),
+        }
+    }
+
+    /// Huddle's own drop counters (unroutable, queue full).
+    fn dropped(&self) -> Option<(u64, u64)> {
+        match self {
+            Server::Huddle(sfu, _) => Some(sfu.dropped()),
+            Server::Janus(_) => None,
+        }
+    }
+
+    /// The CPU ns of a server in a process of its own; Huddle's are its threads'.
+    fn process_cpu(&self) -> Option<u64> {
+        match self {
+            Server::Huddle(..) => None,
+            Server::Janus(janus) => Some(janus.cpu_ns()),
+        }
+    }
+}
+
+/// One load against `target`: the participants' call setup, the warm-up, the window
+/// and the teardown; the report is against the floor for the SRTP profile the server
+/// protects with, measured on the quiet machine after the teardown (once per profile
+/// and run).
+fn load(
+    args: &Args,
+    target: Target,
+    floors: &mut Vec<(String, Floor)>,
+) -> Res<(Report, Option<RecordingCost>)> {
+    let participants = args.rooms * PARTICIPANTS;
     // Signaling: offers the SFU makes go to the participant's task by (room, peer).
     let mut offer_routes = HashMap::new();
     let mut specs = Vec::new();
@@ -284,9 +381,6 @@ fn run(args: &Args) -> Res<()> {
             offers: rx,
         });
     }
-    let (requests, requests_rx) = mpsc::unbounded_channel();
-    let (sfu, server) = start_server(args.server_threads, offer_routes, requests_rx)?;
-
     let shared = Arc::new(Shared {
         start: Instant::now(),
         window_start: AtomicU64::new(u64::MAX),
@@ -298,7 +392,24 @@ fn run(args: &Args) -> Res<()> {
         srtp_cipher: Mutex::new(None),
         client_ports: Mutex::new(Vec::new()),
         sent: AtomicU64::new(0),
+        host: match target {
+            Target::Huddle => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Target::Janus => janus::host_address()?,
+        },
     });
+    let (requests, requests_rx) = mpsc::unbounded_channel();
+    let server = match target {
+        Target::Huddle => {
+            let (sfu, thread) = start_server(args.server_threads, offer_routes, requests_rx)?;
+            Server::Huddle(sfu, thread)
+        }
+        Target::Janus => Server::Janus(janus::Janus::start(
+            args.rooms,
+            offer_routes,
+            requests_rx,
+            shared.clone(),
+        )?),
+    };
 
     let mut per_thread: Vec<Vec<Participant>> = (0..args.client_threads).map(|_| vec![]).collect();
     for (i, spec) in specs.into_iter().enumerate() {
@@ -365,7 +476,6 @@ fn run(args: &Args) -> Res<()> {
 
     // The window.
     let probe = FloorProbe::start(shared.clone(), profile)?;
-    let server_port = sfu.local_addr().port();
     let client_ports: HashSet<u16> = shared
         .client_ports
         .lock()
@@ -373,30 +483,32 @@ fn run(args: &Args) -> Res<()> {
         .iter()
         .copied()
         .collect();
-    let server_ports = HashSet::from([server_port]);
+    let server_ports = server.ports();
     let udp_before = udp_counters();
     let server_drops_before = socket_drops(&server_ports);
     let client_drops_before = socket_drops(&client_ports);
-    let drops_before = sfu.dropped();
+    let drops_before = server.dropped();
     let cpu_before = thread_cpu();
+    let process_before = server.process_cpu();
     let began = Instant::now();
     shared
         .window_start
         .store(shared.nanos(began), Ordering::Relaxed);
     thread::sleep(Duration::from_secs_f64(args.seconds));
     let cpu_after = thread_cpu();
+    let process_after = server.process_cpu();
     let ended = Instant::now();
     shared
         .window_end
         .store(shared.nanos(ended), Ordering::Relaxed);
     let window = ended - began;
     thread::sleep(GRACE);
-    let drops_after = sfu.dropped();
+    let drops_after = server.dropped();
     let server_drops = socket_drops(&server_ports).saturating_sub(server_drops_before);
     let client_drops = socket_drops(&client_ports).saturating_sub(client_drops_before);
     let udp_after = udp_counters();
     let floor_latencies = probe.stop();
-    let recording = if args.record {
+    let recording = if args.record && target == Target::Huddle {
         Some(measure_recording(args, &shared, &requests))
     } else {
         None
@@ -411,8 +523,13 @@ fn run(args: &Args) -> Res<()> {
             .map_err(|_| "a load-generator thread panicked".to_owned())?;
         stats.merge(s);
     }
-    drop(sfu);
-    let _ = server.join();
+    match server {
+        Server::Huddle(sfu, thread) => {
+            drop(sfu);
+            let _ = thread.join();
+        }
+        Server::Janus(janus) => drop(janus),
+    }
     if let Some(Ok(cost)) = &recording {
         let _ = std::fs::remove_dir_all(&cost.dir);
     }
@@ -425,7 +542,14 @@ fn run(args: &Args) -> Res<()> {
     }
 
     // The floor, on a quiet machine again.
-    let floor = Floor::measure(profile, args.quick)?;
+    let floor = match floors.iter().find(|(name, _)| *name == down) {
+        Some((_, floor)) => floor.clone(),
+        None => {
+            let floor = Floor::measure(profile, args.quick)?;
+            floors.push((down.clone(), floor.clone()));
+            floor
+        }
+    };
     let recording = recording.transpose()?;
 
     let report = Report {
@@ -434,20 +558,22 @@ fn run(args: &Args) -> Res<()> {
         stats,
         floor,
         floor_latencies,
-        server_cpu: cpu_delta(&cpu_before, &cpu_after, SERVER_THREAD),
+        server_cpu: match (process_before, process_after) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => cpu_delta(&cpu_before, &cpu_after, SERVER_THREAD),
+        },
         client_cpu: cpu_delta(&cpu_before, &cpu_after, CLIENT_THREAD),
-        sfu_drops: (
-            drops_after.0.saturating_sub(drops_before.0),
-            drops_after.1.saturating_sub(drops_before.1),
-        ),
+        sfu_drops: drops_before.zip(drops_after).map(|(before, after)| {
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            )
+        }),
         udp: udp_delta(&udp_before, &udp_after),
         socket_drops: (server_drops, client_drops),
+        srtp: (up, down),
     };
-    print!("{}", report.render());
-    if let Some(recording) = recording {
-        print!("{}", recording.render());
-    }
-    Ok(())
+    Ok((report, recording))
 }
 
 /// What recording every room costs the server, from `--record`.
@@ -793,9 +919,9 @@ async fn drive(
     requests: &mpsc::UnboundedSender<Request>,
     stats: &mut ClientStats,
 ) -> Res<()> {
-    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let publish_socket = UdpSocket::bind(loopback).await.map_err(err)?;
-    let subscribe_socket = UdpSocket::bind(loopback).await.map_err(err)?;
+    let local = SocketAddr::new(shared.host, 0);
+    let publish_socket = UdpSocket::bind(local).await.map_err(err)?;
+    let subscribe_socket = UdpSocket::bind(local).await.map_err(err)?;
     let publish_addr = publish_socket.local_addr().map_err(err)?;
     let subscribe_addr = subscribe_socket.local_addr().map_err(err)?;
     shared
@@ -1300,7 +1426,7 @@ impl FloorCosts {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Floor {
     video: FloorCosts,
     audio: FloorCosts,
@@ -1518,6 +1644,12 @@ fn task_cpu_ns(dir: &Path) -> Option<u64> {
             }
         }
     }
+    stat_cpu_ns(dir)
+}
+
+/// utime + stime of a task or process directory (`/proc/<pid>`: all its threads, the
+/// exited ones included), ns.
+fn stat_cpu_ns(dir: &Path) -> Option<u64> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -1620,10 +1752,13 @@ struct Report {
     floor_latencies: Vec<u32>,
     server_cpu: u64,
     client_cpu: u64,
-    sfu_drops: (u64, u64),
+    /// Huddle's own drop counters (none for Janus).
+    sfu_drops: Option<(u64, u64)>,
     udp: HashMap<String, u64>,
     /// Datagrams the kernel dropped at the SFU's socket and at the clients' sockets.
     socket_drops: (u64, u64),
+    /// The SRTP profiles negotiated on the publish and the subscribe connections.
+    srtp: (String, String),
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -1639,23 +1774,39 @@ fn ms(v: Option<f64>) -> String {
 }
 
 impl Report {
-    fn render(mut self) -> String {
-        let seconds = self.window.as_secs_f64();
+    /// Packets forwarded in the window: sent × 7.
+    fn forwarded(&self) -> u64 {
+        (self.stats.sent_video + self.stats.sent_audio) * FANOUT as u64
+    }
+
+    /// Server CPU per forwarded packet, µs.
+    fn server_us(&self) -> f64 {
+        self.server_cpu as f64 / 1000.0 / self.forwarded().max(1) as f64
+    }
+
+    /// The floor per forwarded packet for the window's mix of video and audio, µs.
+    fn floor_us(&self) -> f64 {
         let sent = self.stats.sent_video + self.stats.sent_audio;
-        let expected = sent * FANOUT as u64;
-        let received = self.stats.received;
-        let lost = expected as i64 - received as i64;
-        let forwarded = expected;
-        let server_us = self.server_cpu as f64 / 1000.0 / forwarded.max(1) as f64;
-        let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
-        let rooms_per_core = 1e6 / (server_us * forwarded_per_room);
         let video_share = if sent == 0 {
             VIDEO_PPS / (VIDEO_PPS + AUDIO_PPS)
         } else {
             self.stats.sent_video as f64 / sent as f64
         };
-        let floor_ns = self.floor.per_forward(video_share);
-        let floor_us = floor_ns / 1000.0;
+        self.floor.per_forward(video_share) / 1000.0
+    }
+
+    /// The report; sorts the latencies.
+    fn render(&mut self) -> String {
+        let seconds = self.window.as_secs_f64();
+        let sent = self.stats.sent_video + self.stats.sent_audio;
+        let expected = self.forwarded();
+        let received = self.stats.received;
+        let lost = expected as i64 - received as i64;
+        let forwarded = expected;
+        let server_us = self.server_us();
+        let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
+        let rooms_per_core = 1e6 / (server_us * forwarded_per_room);
+        let floor_us = self.floor_us();
         let ratio = server_us / floor_us;
 
         self.stats.latencies_us.sort_unstable();
@@ -1727,7 +1878,8 @@ impl Report {
         );
         row(
             "SFU port drops (unroutable / queue full)",
-            format!("{} / {}", self.sfu_drops.0, self.sfu_drops.1),
+            self.sfu_drops
+                .map_or_else(|| "-".to_owned(), |(a, b)| format!("{a} / {b}")),
         );
         row(
             "kernel drops at SFU socket / client sockets",
