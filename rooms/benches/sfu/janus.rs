@@ -685,7 +685,7 @@ fn serve(api: Arc<Api>, mut requests: mpsc::UnboundedReceiver<Request>) {
 pub(super) fn compare(huddle: &Report, janus: &Report) -> String {
     let mut out = String::from("\nHuddle against Janus, same participants and load:\n");
     let mut row = |label: &str, h: String, j: String| {
-        let _ = writeln!(out, "  {label:<40} {h:>18} {j:>18}");
+        let _ = writeln!(out, "  {label:<36} {h:>22} {j:>22}");
     };
     row("", "Huddle".into(), "Janus".into());
     row(
