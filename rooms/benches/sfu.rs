@@ -30,6 +30,10 @@
 //! (a participant not receiving everybody within 20 s) or a signaling step errs.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it makes a short smoke run.
+//!
+//! With `--janus`, the same participants then put the same load on Janus's VideoRoom in
+//! a Janus process of its own (`sfu/janus.rs`), measured the same way (the process's
+//! CPU time), and the report puts both side by side.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -65,6 +69,9 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
+
+#[path = "sfu/janus.rs"]
+mod janus;
 
 /// Participants per room.
 const PARTICIPANTS: usize = 8;
@@ -119,6 +126,8 @@ struct Args {
     /// Whole runs (setup, warm-up, window, floor), each reported, then their median
     /// and spread.
     rounds: usize,
+    /// After Huddle, the same load against Janus (VideoRoom), side by side.
+    janus: bool,
 }
 
 const USAGE: &str = "\
@@ -132,7 +141,9 @@ usage: cargo bench -p rooms --bench sfu -- [options]
                        each figure (default 3; 1 without --bench)
   --record             then two more windows of --seconds: server CPU per forwarded
                        packet without, then with every room recording (to a
-                       temporary directory), and the difference";
+                       temporary directory), and the difference
+  --janus              then the same load against Janus (Debian's janus, VideoRoom
+                       plugin, over its HTTP API), and both side by side";
 
 fn parse_args() -> Res<Args> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -147,6 +158,7 @@ fn parse_args() -> Res<Args> {
             quick: false,
             record: false,
             rounds: 3,
+            janus: false,
         }
     } else {
         Args {
@@ -158,6 +170,7 @@ fn parse_args() -> Res<Args> {
             quick: true,
             record: false,
             rounds: 1,
+            janus: false,
         }
     };
     let mut it = raw.into_iter();
@@ -175,6 +188,7 @@ fn parse_args() -> Res<Args> {
         match key.as_str() {
             "--bench" => {}
             "--record" => args.record = true,
+            "--janus" => args.janus = true,
             "--rooms" => args.rooms = value()?.parse().map_err(err)?,
             "--seconds" => args.seconds = value()?.parse().map_err(err)?,
             "--warmup" => args.warmup = value()?.parse().map_err(err)?,
@@ -235,6 +249,9 @@ struct Shared {
     client_ports: Mutex<Vec<u16>>,
     /// Packets sent so far, for windows measured apart from the main one.
     sent: AtomicU64,
+    /// The address the participants' sockets bind (loopback, or for Janus, which
+    /// gathers no loopback candidates, the host's own address: still over `lo`).
+    host: IpAddr,
 }
 
 impl Shared {
@@ -286,15 +303,21 @@ fn run(args: &Args) -> Res<()> {
         if args.rounds > 1 {
             println!("\n== round {n} of {}", args.rounds);
         }
-        let (mut report, recording) = round(args)?;
-        rounds.push(report.figures());
-        print!("{}", report.render());
-        if let Some(recording) = recording {
-            print!("{}", recording.render());
-        }
+        rounds.push(round(args)?);
     }
     if rounds.len() > 1 {
-        print!("{}", Figures::summary(&rounds));
+        print!(
+            "{}",
+            Figures::summary("Huddle", rounds.iter().map(|r| &r.0))
+        );
+        let janus: Vec<(Figures, Figures)> = rounds
+            .iter()
+            .filter_map(|(huddle, janus)| Some((*huddle, (*janus)?)))
+            .collect();
+        if !janus.is_empty() {
+            print!("{}", Figures::summary("Janus", janus.iter().map(|r| &r.1)));
+            print!("{}", janus::summary(&janus));
+        }
     }
     Ok(())
 }
@@ -319,10 +342,92 @@ fn commit() -> String {
     }
 }
 
-/// One whole run: setup, warm-up, the window (and the recording windows), the floor.
-fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
-    let participants = args.rooms * PARTICIPANTS;
+/// One whole run: setup, warm-up, the window (and the recording windows), the floor;
+/// then the same against Janus with `--janus`. Prints the reports; returns the
+/// headline figures of Huddle and of Janus.
+fn round(args: &Args) -> Res<(Figures, Option<Figures>)> {
+    let mut floors = Vec::new();
+    let (mut huddle, recording) = load(args, Target::Huddle, &mut floors)?;
+    print!("{}", huddle.render());
+    if let Some(recording) = recording {
+        print!("{}", recording.render());
+    }
+    if args.janus {
+        // Fewer rooms, down to one, when Janus does not carry the load.
+        let mut rooms = args.rooms;
+        let mut janus = loop {
+            println!(
+                "\nThe same load against Janus: {rooms} room(s) x {PARTICIPANTS} participants"
+            );
+            let tried = Args {
+                rooms,
+                ..args.clone()
+            };
+            match load(&tried, Target::Janus, &mut floors) {
+                Ok((janus, _)) => break janus,
+                Err(e) if rooms > 1 => {
+                    println!("Janus did not carry {rooms} room(s): {e}");
+                    rooms /= 2;
+                }
+                Err(e) => return Err(format!("Janus: {e}")),
+            }
+        };
+        print!("{}", janus.render());
+        print!("{}", janus::compare(&huddle, &janus));
+        return Ok((huddle.figures(), Some(janus.figures())));
+    }
+    Ok((huddle.figures(), None))
+}
 
+/// The SFU under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Huddle,
+    /// Janus's VideoRoom (`--janus`), in a process of its own.
+    Janus,
+}
+
+enum Server {
+    Huddle(Sfu, JoinHandle<()>),
+    Janus(janus::Janus),
+}
+
+impl Server {
+    /// The UDP ports it receives media on.
+    fn ports(&self) -> HashSet<u16> {
+        match self {
+            Server::Huddle(sfu, _) => HashSet::from([sfu.local_addr().port()]),
+            Server::Janus(janus) => janus.ports(),
+        }
+    }
+
+    /// Huddle's own drop counters (unroutable, queue full).
+    fn dropped(&self) -> Option<(u64, u64)> {
+        match self {
+            Server::Huddle(sfu, _) => Some(sfu.dropped()),
+            Server::Janus(_) => None,
+        }
+    }
+
+    /// The CPU ns of a server in a process of its own; Huddle's are its threads'.
+    fn process_cpu(&self) -> Option<u64> {
+        match self {
+            Server::Huddle(..) => None,
+            Server::Janus(janus) => Some(janus.cpu_ns()),
+        }
+    }
+}
+
+/// One load against `target`: the participants' call setup, the warm-up, the window
+/// and the teardown; the report is against the floor for the SRTP profile the server
+/// protects with, measured on the quiet machine after the teardown (once per profile
+/// and run).
+fn load(
+    args: &Args,
+    target: Target,
+    floors: &mut Vec<(String, Floor)>,
+) -> Res<(Report, Option<RecordingCost>)> {
+    let participants = args.rooms * PARTICIPANTS;
     // Signaling: offers the SFU makes go to the participant's task by (room, peer).
     let mut offer_routes = HashMap::new();
     let mut specs = Vec::new();
@@ -338,9 +443,6 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
             offers: rx,
         });
     }
-    let (requests, requests_rx) = mpsc::unbounded_channel();
-    let (sfu, server) = start_server(args.server_threads, offer_routes, requests_rx)?;
-
     let shared = Arc::new(Shared {
         start: Instant::now(),
         window_start: AtomicU64::new(u64::MAX),
@@ -352,7 +454,24 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
         srtp_cipher: Mutex::new(None),
         client_ports: Mutex::new(Vec::new()),
         sent: AtomicU64::new(0),
+        host: match target {
+            Target::Huddle => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Target::Janus => janus::host_address()?,
+        },
     });
+    let (requests, requests_rx) = mpsc::unbounded_channel();
+    let server = match target {
+        Target::Huddle => {
+            let (sfu, thread) = start_server(args.server_threads, offer_routes, requests_rx)?;
+            Server::Huddle(sfu, thread)
+        }
+        Target::Janus => Server::Janus(janus::Janus::start(
+            args.rooms,
+            offer_routes,
+            requests_rx,
+            shared.clone(),
+        )?),
+    };
 
     let mut per_thread: Vec<Vec<Participant>> = (0..args.client_threads).map(|_| vec![]).collect();
     for (i, spec) in specs.into_iter().enumerate() {
@@ -419,7 +538,6 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
 
     // The window.
     let probe = FloorProbe::start(shared.clone(), profile)?;
-    let server_port = sfu.local_addr().port();
     let client_ports: HashSet<u16> = shared
         .client_ports
         .lock()
@@ -427,30 +545,32 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
         .iter()
         .copied()
         .collect();
-    let server_ports = HashSet::from([server_port]);
+    let server_ports = server.ports();
     let udp_before = udp_counters();
     let server_drops_before = socket_drops(&server_ports);
     let client_drops_before = socket_drops(&client_ports);
-    let drops_before = sfu.dropped();
+    let drops_before = server.dropped();
     let cpu_before = thread_cpu();
+    let process_before = server.process_cpu();
     let began = Instant::now();
     shared
         .window_start
         .store(shared.nanos(began), Ordering::Relaxed);
     thread::sleep(Duration::from_secs_f64(args.seconds));
     let cpu_after = thread_cpu();
+    let process_after = server.process_cpu();
     let ended = Instant::now();
     shared
         .window_end
         .store(shared.nanos(ended), Ordering::Relaxed);
     let window = ended - began;
     thread::sleep(GRACE);
-    let drops_after = sfu.dropped();
+    let drops_after = server.dropped();
     let server_drops = socket_drops(&server_ports).saturating_sub(server_drops_before);
     let client_drops = socket_drops(&client_ports).saturating_sub(client_drops_before);
     let udp_after = udp_counters();
     let floor_latencies = probe.stop();
-    let recording = if args.record {
+    let recording = if args.record && target == Target::Huddle {
         Some(measure_recording(args, &shared, &requests))
     } else {
         None
@@ -465,8 +585,13 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
             .map_err(|_| "a load-generator thread panicked".to_owned())?;
         stats.merge(s);
     }
-    drop(sfu);
-    let _ = server.join();
+    match server {
+        Server::Huddle(sfu, thread) => {
+            drop(sfu);
+            let _ = thread.join();
+        }
+        Server::Janus(janus) => drop(janus),
+    }
     if let Some(Ok(cost)) = &recording {
         let _ = std::fs::remove_dir_all(&cost.dir);
     }
@@ -479,7 +604,14 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
     }
 
     // The floor, on a quiet machine again.
-    let floor = Floor::measure(profile, args.quick)?;
+    let floor = match floors.iter().find(|(name, _)| *name == down) {
+        Some((_, floor)) => floor.clone(),
+        None => {
+            let floor = Floor::measure(profile, args.quick)?;
+            floors.push((down.clone(), floor.clone()));
+            floor
+        }
+    };
     let recording = recording.transpose()?;
 
     let report = Report {
@@ -488,14 +620,20 @@ fn round(args: &Args) -> Res<(Report, Option<RecordingCost>)> {
         stats,
         floor,
         floor_latencies,
-        server_cpu: cpu_delta(&cpu_before, &cpu_after, SERVER_THREAD),
+        server_cpu: match (process_before, process_after) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => cpu_delta(&cpu_before, &cpu_after, SERVER_THREAD),
+        },
         client_cpu: cpu_delta(&cpu_before, &cpu_after, CLIENT_THREAD),
-        sfu_drops: (
-            drops_after.0.saturating_sub(drops_before.0),
-            drops_after.1.saturating_sub(drops_before.1),
-        ),
+        sfu_drops: drops_before.zip(drops_after).map(|(before, after)| {
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            )
+        }),
         udp: udp_delta(&udp_before, &udp_after),
         socket_drops: (server_drops, client_drops),
+        srtp: (up, down),
     };
     Ok((report, recording))
 }
@@ -834,9 +972,9 @@ async fn drive(
     requests: &mpsc::UnboundedSender<Request>,
     stats: &mut ClientStats,
 ) -> Res<()> {
-    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-    let publish_socket = UdpSocket::bind(loopback).await.map_err(err)?;
-    let subscribe_socket = UdpSocket::bind(loopback).await.map_err(err)?;
+    let local = SocketAddr::new(shared.host, 0);
+    let publish_socket = UdpSocket::bind(local).await.map_err(err)?;
+    let subscribe_socket = UdpSocket::bind(local).await.map_err(err)?;
     let publish_addr = publish_socket.local_addr().map_err(err)?;
     let subscribe_addr = subscribe_socket.local_addr().map_err(err)?;
     shared
@@ -1363,7 +1501,7 @@ impl FloorCosts {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Floor {
     video: FloorCosts,
     audio: FloorCosts,
@@ -1595,6 +1733,12 @@ fn task_cpu_ns(dir: &Path) -> Option<u64> {
             }
         }
     }
+    stat_cpu_ns(dir)
+}
+
+/// utime + stime of a task or process directory (`/proc/<pid>`: all its threads, the
+/// exited ones included), ns.
+fn stat_cpu_ns(dir: &Path) -> Option<u64> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -1697,10 +1841,13 @@ struct Report {
     floor_latencies: Vec<u32>,
     server_cpu: u64,
     client_cpu: u64,
-    sfu_drops: (u64, u64),
+    /// Huddle's own drop counters (none for Janus).
+    sfu_drops: Option<(u64, u64)>,
     udp: HashMap<String, u64>,
     /// Datagrams the kernel dropped at the SFU's socket and at the clients' sockets.
     socket_drops: (u64, u64),
+    /// The SRTP profiles negotiated on the publish and the subscribe connections.
+    srtp: (String, String),
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -1713,6 +1860,15 @@ fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// `values`' median and spread: `median unit (min-max)`.
+fn spread(values: impl Iterator<Item = f64>, unit: &str, digits: usize) -> String {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    let (min, max) = (values[0], values[values.len() - 1]);
+    format!("{median:.digits$}{unit} ({min:.digits$}-{max:.digits$})")
 }
 
 /// A round's headline figures, for the summary over rounds.
@@ -1729,22 +1885,20 @@ struct Figures {
 }
 
 impl Figures {
-    /// Median and spread (min–max) of each figure over `rounds`; ratios are taken
-    /// per round.
-    fn summary(rounds: &[Figures]) -> String {
+    /// Median and spread (min–max) of each of `server`'s figures over its rounds;
+    /// ratios are taken per round.
+    fn summary<'a>(server: &str, rounds: impl Iterator<Item = &'a Figures>) -> String {
+        let rounds: Vec<&Figures> = rounds.collect();
         let mut out = format!(
-            "\n== {} rounds at commit {}: median (min-max)\n",
+            "\n== {server}: {} rounds at commit {}, median (min-max)\n",
             rounds.len(),
             commit()
         );
         let mut row = |label: &str, unit: &str, digits: usize, value: &dyn Fn(&Figures) -> f64| {
-            let mut values: Vec<f64> = rounds.iter().map(value).collect();
-            values.sort_by(f64::total_cmp);
-            let median = values[values.len() / 2];
-            let (min, max) = (values[0], values[values.len() - 1]);
             let _ = writeln!(
                 out,
-                "  {label:<48} {median:.digits$}{unit} ({min:.digits$}-{max:.digits$})"
+                "  {label:<48} {}",
+                spread(rounds.iter().map(|f| value(f)), unit, digits)
             );
         };
         row("server CPU per forwarded packet", " us", 2, &|f| {
@@ -1772,33 +1926,51 @@ impl Figures {
 }
 
 impl Report {
-    fn figures(&mut self) -> Figures {
-        let seconds = self.window.as_secs_f64();
+    /// Packets forwarded in the window: sent × 7.
+    fn forwarded(&self) -> u64 {
+        (self.stats.sent_video + self.stats.sent_audio) * FANOUT as u64
+    }
+
+    /// Server CPU per forwarded packet, µs.
+    fn server_us(&self) -> f64 {
+        self.server_cpu as f64 / 1000.0 / self.forwarded().max(1) as f64
+    }
+
+    /// The floor per forwarded packet for the window's mix of video and audio, µs;
+    /// with the send in `sendmmsg` batches when `batched`.
+    fn floor_us(&self, batched: bool) -> f64 {
         let sent = self.stats.sent_video + self.stats.sent_audio;
-        let forwarded = sent * FANOUT as u64;
-        let lost = forwarded as f64 - self.stats.received as f64;
-        let server_us = self.server_cpu as f64 / 1000.0 / forwarded.max(1) as f64;
-        let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
         let video_share = if sent == 0 {
             VIDEO_PPS / (VIDEO_PPS + AUDIO_PPS)
         } else {
             self.stats.sent_video as f64 / sent as f64
         };
+        self.floor.per_forward(video_share, batched) / 1000.0
+    }
+
+    /// The headline figures; sorts the latencies.
+    fn figures(&mut self) -> Figures {
+        let seconds = self.window.as_secs_f64();
+        let forwarded = self.forwarded();
+        let server_us = self.server_us();
+        let forwarded_per_room = forwarded as f64 / seconds / self.args.rooms as f64;
         self.stats.latencies_us.sort_unstable();
         let latency = |p| percentile(&self.stats.latencies_us, p).unwrap_or(f64::NAN);
         Figures {
             server_us,
-            floor_us: self.floor.per_forward(video_share, false) / 1000.0,
-            batched_floor_us: self.floor.per_forward(video_share, true) / 1000.0,
+            floor_us: self.floor_us(false),
+            batched_floor_us: self.floor_us(true),
             rooms_per_core: 1e6 / (server_us * forwarded_per_room),
             server_cores: self.server_cpu as f64 / 1e9 / seconds,
-            lost_percent: 100.0 * lost / forwarded.max(1) as f64,
+            lost_percent: 100.0 * (forwarded as f64 - self.stats.received as f64)
+                / forwarded.max(1) as f64,
             p50_ms: latency(0.50),
             p99_ms: latency(0.99),
         }
     }
 
-    fn render(mut self) -> String {
+    /// The report; sorts the latencies.
+    fn render(&mut self) -> String {
         let Figures {
             server_us,
             floor_us,
@@ -1808,7 +1980,7 @@ impl Report {
         } = self.figures();
         let seconds = self.window.as_secs_f64();
         let sent = self.stats.sent_video + self.stats.sent_audio;
-        let expected = sent * FANOUT as u64;
+        let expected = self.forwarded();
         let received = self.stats.received;
         let lost = expected as i64 - received as i64;
         let forwarded = expected;
@@ -1883,7 +2055,8 @@ impl Report {
         );
         row(
             "SFU port drops (unroutable / queue full)",
-            format!("{} / {}", self.sfu_drops.0, self.sfu_drops.1),
+            self.sfu_drops
+                .map_or_else(|| "-".to_owned(), |(a, b)| format!("{a} / {b}")),
         );
         row(
             "kernel drops at SFU socket / client sockets",

@@ -158,12 +158,9 @@ async fn run(
                 None => break,
             },
             Some(first) = inbox.recv() => {
-                let now = Instant::now();
-                room.handle_datagram(now, first.conn, first.from, first.data);
-                for _ in 1..BATCH {
-                    let Ok(next) = inbox.try_recv() else { break };
-                    room.handle_datagram(now, next.conn, next.from, next.data);
-                }
+                let rest = std::iter::from_fn(|| inbox.try_recv().ok()).take(BATCH - 1);
+                let batch = std::iter::once(first).chain(rest);
+                room.handle_datagrams(Instant::now(), batch.map(|d| (d.conn, d.from, d.data)));
             }
             () = timer => room.handle_timeout(Instant::now()),
         }

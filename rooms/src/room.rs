@@ -509,30 +509,43 @@ impl Room {
         from: SocketAddr,
         data: BytesMut,
     ) {
-        let Some((index, publish)) = self.conn(conn) else {
-            return;
-        };
+        self.handle_datagrams(now, [(conn, from, data)]);
+    }
+
+    /// Datagrams that arrived together, each for connection `conn` from `from`: all
+    /// are read before the connections are drained, so what they cause leaves
+    /// together too.
+    pub fn handle_datagrams(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = (ConnId, SocketAddr, BytesMut)>,
+    ) {
         let local_addr = self.config.announce;
-        let peer = &mut self.peers[index];
-        let c = if publish {
-            &mut peer.publish
-        } else {
-            &mut peer.subscribe
-        };
-        let read = c.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: data,
-        });
-        if let Err(e) = read {
-            tracing::trace!(peer = %peer.id, error = %e, "dropped a datagram");
+        for (conn, from, data) in datagrams {
+            let Some((index, publish)) = self.conn(conn) else {
+                continue;
+            };
+            let peer = &mut self.peers[index];
+            let c = if publish {
+                &mut peer.publish
+            } else {
+                &mut peer.subscribe
+            };
+            let read = c.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: data,
+            });
+            if let Err(e) = read {
+                tracing::trace!(peer = %peer.id, error = %e, "dropped a datagram");
+            }
+            self.dirty.insert(index);
         }
-        self.dirty.insert(index);
         self.drain(now);
     }
 
