@@ -6,10 +6,14 @@
 //! the other, and [`SignalingService`] forwards each request to the service it made.
 //! Both services answer with the same types (engineioxide's response and future do not
 //! depend on the adapter), so the forwarding costs a match and nothing else.
+//!
+//! Besides, the forwarding gives a Socket.IO request headers and a URI of its own
+//! (see [`detached`]): engineioxide keeps each connection's request for as long as the
+//! connection lives.
 
 use std::task::{Context, Poll};
 
-use http::Request;
+use http::{HeaderValue, Request, Uri};
 use http_body::Body;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::layer::SocketIoLayer;
@@ -105,9 +109,38 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let request = detached(request);
         match &mut self.0 {
             Mode::Local(service) => Service::<Request<ReqBody>>::call(service, request),
             Mode::Cluster(service) => Service::<Request<ReqBody>>::call(service, request),
         }
     }
+}
+
+/// Where socketioxide serves (its default path).
+const SOCKET_IO_PATH: &str = "/socket.io";
+
+/// A Socket.IO request whose headers and URI own their bytes. hyper parses them as
+/// slices of the connection's read buffer (8 KiB and up), and engineioxide keeps the
+/// request of each connection (`Socket::req_parts`) for the connection's life: as
+/// parsed, every held connection would keep that whole buffer alive for a few hundred
+/// bytes of headers. Other requests are passed on as they are.
+fn detached<B>(request: Request<B>) -> Request<B> {
+    let path = request.uri().path();
+    let socket_io = path
+        .strip_prefix(SOCKET_IO_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if !socket_io {
+        return request;
+    }
+    let (mut parts, body) = request.into_parts();
+    for value in parts.headers.values_mut() {
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.set_sensitive(value.is_sensitive());
+        *value = owned;
+    }
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    Request::from_parts(parts, body)
 }

@@ -6,8 +6,10 @@
 //! at once when a client's outgoing buffer is full. So that a client always learns
 //! what happened to what it sent:
 //! - each socket's events go into a queue of its own *as they come off the wire*
-//!   (the [`Queued`] extractor runs in the connection's read loop) and one task per
-//!   socket carries them out in that order: a user's own updates apply in order;
+//!   (the [`Queued`] extractor runs in the connection's read loop) and one task at a
+//!   time per socket carries them out in that order: a user's own updates apply in
+//!   order. The task runs only while events are waiting, so a held, idle socket costs
+//!   no task of Huddle's;
 //! - every event is answered (its ack, or `call:error`); an answer waits for room in
 //!   the client's buffer, and a client that does not read for [`SEND_WAIT`] is
 //!   disconnected, so it reconnects and resyncs instead of missing answers;
@@ -31,9 +33,10 @@
 //!   a node that is not connected, so messages sent during an outage are lost for the
 //!   other nodes whatever this side does; clients resync when they reconnect.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -340,64 +343,66 @@ impl Signaling {
         if let Some(cluster) = &self.state.cluster {
             socket.join(cluster.node_room.clone());
         }
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let load = Arc::new(Load {
+        self.presence.connected(&user);
+        socket.extensions.insert(Inbox(Arc::new(InboxState {
+            user,
+            domain,
+            queue: Mutex::new(Queue::<A> {
+                jobs: VecDeque::new(),
+                running: false,
+            }),
             bytes: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
             gone: AtomicBool::new(false),
             state: self.state.clone(),
-        });
-        socket.extensions.insert(Inbox {
-            jobs,
-            load: load.clone(),
-        });
-        tokio::spawn(serve_socket(
-            socket.clone(),
-            user.clone(),
-            domain,
-            queue,
-            load,
-        ));
-        socket.on_fallback(|_: Queued| async {});
-        self.presence.connected(&user);
+        })));
+        socket.on_fallback(|_: Queued<D>| async {});
         let presence = self.presence.clone();
         socket.on_disconnect(move |socket: SocketRef<A>| {
-            // The socket's task drops what is still queued and ends.
-            if let Some(inbox) = socket.extensions.remove::<Inbox<A>>() {
-                inbox.load.gone.store(true, Ordering::SeqCst);
+            // A task still carrying out the socket's events drops the rest and ends.
+            if let Some(Inbox(inbox)) = socket.extensions.remove::<Inbox<A, D>>() {
+                inbox.gone.store(true, Ordering::SeqCst);
+                presence.disconnected(&inbox.user);
             }
-            presence.disconnected(&user);
             async {}
         });
     }
 }
 
-/// A socket's queue of events to carry out, in arrival order. Kept in the socket's
-/// extensions: when the socket goes, so does the queue's only lasting sender, and
-/// the socket's task ends once it has emptied the queue.
-struct Inbox<A: Adapter> {
-    jobs: mpsc::UnboundedSender<Job<A>>,
-    load: Arc<Load>,
-}
+/// A socket's queue of events to carry out, in arrival order, and who carries them
+/// out. Kept in the socket's extensions until the socket disconnects.
+///
+/// An idle socket has no task and no channel of its own: the first event queued
+/// starts a task (see [`carry_out`]), which carries out the events in order until the
+/// queue is empty and then ends. At most one such task runs per socket.
+struct Inbox<A: Adapter, D>(Arc<InboxState<A, D>>);
 
-impl<A: Adapter> Clone for Inbox<A> {
+impl<A: Adapter, D> Clone for Inbox<A, D> {
     fn clone(&self) -> Self {
-        Self {
-            jobs: self.jobs.clone(),
-            load: self.load.clone(),
-        }
+        Self(self.0.clone())
     }
 }
 
-/// What is waiting in a socket's queue.
-struct Load {
+struct InboxState<A: Adapter, D> {
+    user: User,
+    domain: Arc<D>,
+    queue: Mutex<Queue<A>>,
+    /// Bytes of the events in the queue, counted against [`MAX_QUEUED_BYTES`].
     bytes: AtomicUsize,
+    /// Events in the queue, refused ones included.
     events: AtomicUsize,
     /// Set when the socket disconnects. (Not `Socket::connected`, which socketioxide
     /// sets only after CONNECT is sent: an event the client sends straight back can be
     /// queued before that.)
     gone: AtomicBool,
     state: Arc<State>,
+}
+
+/// The events waiting, and whether a task is carrying them out (while one is, it
+/// takes the events queued meanwhile too; while none is, the queue is empty).
+struct Queue<A: Adapter> {
+    jobs: VecDeque<Job<A>>,
+    running: bool,
 }
 
 /// One client event waiting its turn.
@@ -416,9 +421,9 @@ struct Job<A: Adapter> {
 /// The extractor that puts an event into its socket's queue. socketioxide runs
 /// extractors in the connection's read loop, so events are queued in the order the
 /// client sent them; the handler itself has nothing left to do.
-struct Queued;
+struct Queued<D>(std::marker::PhantomData<fn() -> D>);
 
-impl<A: Adapter> FromMessageParts<A> for Queued {
+impl<A: Adapter, D: CallDomain> FromMessageParts<A> for Queued<D> {
     type Error = Infallible;
 
     fn from_message_parts(
@@ -426,11 +431,12 @@ impl<A: Adapter> FromMessageParts<A> for Queued {
         value: &mut socketioxide::handler::Value,
         ack: &Option<i64>,
     ) -> Result<Self, Infallible> {
-        let Some(Inbox { jobs, load }) = socket.extensions.get::<Inbox<A>>() else {
-            return Ok(Queued);
+        let queued = Queued(std::marker::PhantomData);
+        let Some(Inbox(inbox)) = socket.extensions.get::<Inbox<A, D>>() else {
+            return Ok(queued);
         };
         let Ok(Event(event)) = Event::from_message_parts(socket, value, ack) else {
-            return Ok(Queued);
+            return Ok(queued);
         };
         let bytes = match &*value {
             socketioxide::handler::Value::Str(text, binary) => {
@@ -438,17 +444,17 @@ impl<A: Adapter> FromMessageParts<A> for Queued {
             }
             socketioxide::handler::Value::Bytes(b) => b.len(),
         };
-        if load.events.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_EVENTS {
-            load.events.fetch_sub(1, Ordering::SeqCst);
-            drop_slow_consumer(socket.clone().into(), &load.state);
-            return Ok(Queued);
+        if inbox.events.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_EVENTS {
+            inbox.events.fetch_sub(1, Ordering::SeqCst);
+            drop_slow_consumer(socket.clone().into(), &inbox.state);
+            return Ok(queued);
         }
-        let refused = if load.state.draining.load(Ordering::SeqCst) {
+        let refused = if inbox.state.draining.load(Ordering::SeqCst) {
             Some(SignalError::new(
                 "SHUTTING_DOWN",
                 "the server is shutting down: reconnect and try again",
             ))
-        } else if load.bytes.load(Ordering::SeqCst) + bytes > MAX_QUEUED_BYTES {
+        } else if inbox.bytes.load(Ordering::SeqCst) + bytes > MAX_QUEUED_BYTES {
             Some(SignalError::new(
                 "OVERLOADED",
                 "too much is waiting on this connection: slow down",
@@ -463,8 +469,8 @@ impl<A: Adapter> FromMessageParts<A> for Queued {
                 .unwrap_or_else(|never| match never {});
             (data.unwrap_or(Value::Null), bytes)
         };
-        load.bytes.fetch_add(bytes, Ordering::SeqCst);
-        load.state.pending.fetch_add(1, Ordering::SeqCst);
+        inbox.bytes.fetch_add(bytes, Ordering::SeqCst);
+        inbox.state.pending.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             event,
             data,
@@ -473,53 +479,71 @@ impl<A: Adapter> FromMessageParts<A> for Queued {
             refused,
             socket: socket.clone(),
         };
-        if jobs.send(job).is_err() {
-            load.bytes.fetch_sub(bytes, Ordering::SeqCst);
-            load.events.fetch_sub(1, Ordering::SeqCst);
-            load.state.pending.fetch_sub(1, Ordering::SeqCst);
+        let start = {
+            let mut queue = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.jobs.push_back(job);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            tokio::spawn(carry_out(inbox));
         }
-        Ok(Queued)
+        Ok(queued)
     }
 }
 
-/// Carries out one socket's events, one at a time, in order, answering each. Once
-/// the socket is gone, what is still queued is dropped uncarried (nobody could hear
-/// the answer), and the task ends.
-async fn serve_socket<A: Adapter, D: CallDomain>(
-    socket: SocketRef<A>,
-    user: User,
-    domain: Arc<D>,
-    mut queue: mpsc::UnboundedReceiver<Job<A>>,
-    load: Arc<Load>,
-) {
-    while let Some(job) = queue.recv().await {
-        load.bytes.fetch_sub(job.bytes, Ordering::SeqCst);
-        load.events.fetch_sub(1, Ordering::SeqCst);
-        if !load.gone.load(Ordering::SeqCst) {
-            let call_id = job
-                .data
-                .get("callId")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let result = match job.refused {
-                Some(refusal) => Err(refusal),
-                None => match domain.admit(&user) {
-                    Ok(()) => {
-                        let event = (job.event.as_str(), job.data);
-                        dispatch(&*domain, &socket, &user, event, &load.state).await
-                    }
-                    Err(refusal) => Err(refusal),
-                },
-            };
-            let answer = Answer {
-                event: &job.event,
-                ack: job.ack,
-                call_id: call_id.as_deref(),
-            };
-            answer.send(&job.socket, result, &load).await;
+/// Carries out one socket's queued events, one at a time, in order, answering each,
+/// until the queue is empty. Once the socket is gone, what is still queued is dropped
+/// uncarried (nobody could hear the answer).
+async fn carry_out<A: Adapter, D: CallDomain>(inbox: Arc<InboxState<A, D>>) {
+    loop {
+        let job = {
+            let mut queue = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+            match queue.jobs.pop_front() {
+                Some(job) => job,
+                None => {
+                    queue.running = false;
+                    // Give back what a burst made the queue hold.
+                    queue.jobs = VecDeque::new();
+                    return;
+                }
+            }
+        };
+        inbox.bytes.fetch_sub(job.bytes, Ordering::SeqCst);
+        inbox.events.fetch_sub(1, Ordering::SeqCst);
+        if !inbox.gone.load(Ordering::SeqCst) {
+            carry_out_one(&inbox, job).await;
         }
-        load.state.pending.fetch_sub(1, Ordering::SeqCst);
+        inbox.state.pending.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Carries out one event and answers it.
+async fn carry_out_one<A: Adapter, D: CallDomain>(inbox: &InboxState<A, D>, job: Job<A>) {
+    let (domain, user) = (&*inbox.domain, &inbox.user);
+    let call_id = job
+        .data
+        .get("callId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let result = match job.refused {
+        Some(refusal) => Err(refusal),
+        None => match domain.admit(user) {
+            Ok(()) => {
+                let event = (job.event.as_str(), job.data);
+                let socket = SocketRef::from(job.socket.clone());
+                dispatch(domain, &socket, user, event, &inbox.state).await
+            }
+            Err(refusal) => Err(refusal),
+        },
+    };
+    let answer = Answer {
+        event: &job.event,
+        ack: job.ack,
+        call_id: call_id.as_deref(),
+    };
+    answer
+        .send(&job.socket, result, &inbox.gone, &inbox.state)
+        .await;
 }
 
 /// Who a connecting socket is: one without a valid token is refused with a
@@ -731,7 +755,8 @@ impl Answer<'_> {
         self,
         socket: &Arc<Socket<A>>,
         result: Result<Value, SignalError>,
-        load: &Load,
+        gone: &AtomicBool,
+        state: &State,
     ) {
         let body = match (result, self.ack) {
             (Ok(value), Some(_)) => {
@@ -765,13 +790,13 @@ impl Answer<'_> {
                     tokio::time::sleep(SEND_RETRY).await;
                 }
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    drop_slow_consumer(socket.clone().into(), &load.state);
+                    drop_slow_consumer(socket.clone().into(), state);
                     return;
                 }
                 // Not connected yet (socketioxide marks a socket connected just
                 // after sending CONNECT) rather than gone: the moment will pass.
                 Err(SendError::Socket(SocketError::Closed))
-                    if !load.gone.load(Ordering::SeqCst) && Instant::now() < until =>
+                    if !gone.load(Ordering::SeqCst) && Instant::now() < until =>
                 {
                     tokio::time::sleep(SEND_RETRY).await;
                 }
