@@ -5,7 +5,8 @@
 //! other participant. It is sans-IO: datagrams, commands and the current time go in,
 //! datagrams, signals and quality reports come out, so its tests run in simulated time.
 //! [`Sfu`] is the async edge: one UDP port for every room ([`port`]), one task per room
-//! ([`actor`]), and the handle the server talks to.
+//! ([`actor`]), on a runtime of the SFU's own when [`SfuConfig::threads`] asks for one,
+//! and the handle the server talks to.
 //!
 //! ## Design
 //! - **One UDP port.** Every peer connection of the server shares it. A datagram from
@@ -28,7 +29,15 @@
 //! - **One task per room.** The room owns its connections, so forwarding is plain
 //!   `&mut` code: no locks between a packet's arrival and its copies leaving. Its
 //!   commands (publish, answer, mute, leave) arrive in one ordered queue, apart from
-//!   datagrams, so a leave never overtakes the mute sent before it.
+//!   datagrams, so a leave never overtakes the mute sent before it. Rooms spread over
+//!   the threads of the SFU's runtime; a room runs on one at a time.
+//! - **Batched UDP.** The port reads with `recvmmsg`; a room reads every datagram
+//!   queued for it before it drains its connections, and what that round of work
+//!   produced leaves in `sendmmsg` calls (`udp.rs`).
+//! - **Each connection its own interceptors.** A forwarded packet walks its subscribe
+//!   connection's whole interceptor chain, so each direction gets only what it uses
+//!   (publish: NACKs out, receiver reports, transport-wide feedback; subscribe: NACK
+//!   answers, sender reports, keyframe requests in).
 //! - **Closed means closed.** [`Sfu`] remembers the rooms it closed: a publish that
 //!   arrives after its call ended is refused instead of starting a room again.
 //! - **Connections are visible.** Each connection's ICE and connection state changes
