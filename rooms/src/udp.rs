@@ -15,10 +15,10 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Datagrams per system call at most, each way.
-pub(crate) const BATCH: usize = 64;
+const BATCH: usize = 64;
 
 /// Largest datagram read; anything WebRTC sends fits well below it.
-pub(crate) const MAX_DATAGRAM: usize = 2048;
+const MAX_DATAGRAM: usize = 2048;
 
 /// Datagrams waiting to leave, sent together by [`SendBatch::flush`].
 #[derive(Default)]
